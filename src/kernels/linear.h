@@ -1,0 +1,85 @@
+// Matrix kernels over weights kept in their stored dtype.
+//
+// A WeightRef is a view of a row-major [rows x cols] matrix as it sits in the (memory-mapped)
+// checkpoint, e.g. an nn.Linear weight [out_features x in_features]. F8_E4M3 weights carry the
+// DeepSeek-V3 release's per-block inverse scales: element (r, c) is
+//   fp8(r, c) * scale_inv[(row0 + r) / 128][c / 128]
+// where `row0` lets a view start part-way into a larger quantised matrix (a head's slice of
+// kv_b_proj) and still find its block scales. Partial edge blocks are allowed.
+//
+// All activations are f32. The kernels convert weights on the fly, so resident memory stays the
+// size of the file.
+#pragma once
+
+#include <cstdint>
+
+#include "tensor/dtype.h"
+
+namespace whale {
+
+struct WeightRef {
+  DType dtype = DType::F32;
+  int64_t rows = 0, cols = 0;
+  const void* data = nullptr;  // first element of row 0 of this view; rows are `cols` apart
+  // F8_E4M3 only:
+  const float* scale_inv = nullptr;  // [ceil(total_rows/128)][scale_cols] block scales
+  int64_t scale_cols = 0;            // ceil(cols/128)
+  int64_t row0 = 0;                  // this view's first row within the quantised matrix
+  static constexpr int64_t kBlock = 128;
+
+  // The view of rows [r0, r0 + n).
+  WeightRef slice_rows(int64_t r0, int64_t n) const;
+};
+
+// y[t][r] = sum_c x[t][c] * W[r][c]  for t < n, r < W.rows.   x: [n][W.cols], y: [n][W.rows].
+// Multithreaded (OpenMP). Accumulates in f32.
+void linear(const float* x, int64_t n, const WeightRef& w, float* y);
+
+// y[t][c] = sum_r x[t][r] * W[r][c]  for t < n, c < W.cols.   x: [n][W.rows], y: [n][W.cols].
+// The transposed product, used by absorbed MLA to fold W_UK into the query.
+void linear_t(const float* x, int64_t n, const WeightRef& w, float* y);
+
+// dst[c] = W[r][c] as f32 (embedding lookup).
+void weight_row(const WeightRef& w, int64_t r, float* dst);
+
+// Scalar reference implementations: the plain loops the fast kernels are tested against.
+namespace ref {
+float weight_at(const WeightRef& w, int64_t r, int64_t c);
+void linear(const float* x, int64_t n, const WeightRef& w, float* y);
+void linear_t(const float* x, int64_t n, const WeightRef& w, float* y);
+}  // namespace ref
+
+// ---- Internals shared by the per-instruction-set kernel files (not for callers). ----
+namespace detail {
+
+// One instruction set's implementation of linear / linear_t / weight_row. The public functions
+// dispatch to the table of active_isa() (kernels/cpu.h). Each table handles F32, BF16, F16 and
+// F8_E4M3 weights; other dtypes go to ref::.
+struct LinearKernels {
+  void (*linear)(const float* x, int64_t n, const WeightRef& w, float* y);
+  void (*linear_t)(const float* x, int64_t n, const WeightRef& w, float* y);
+  void (*weight_row)(const WeightRef& w, int64_t r, float* dst);
+};
+extern const LinearKernels kLinearScalar;
+extern const LinearKernels kLinearAvx2;    // linear_avx2.cpp
+extern const LinearKernels kLinearAvx512;  // linear_avx512.cpp
+
+// A per-thread f32 work buffer of at least n floats, 64-byte aligned, reused across calls.
+// `slot` (0..3) selects independent buffers. Lives in linear.cpp so that the ISA-specific files
+// instantiate no standard-library templates (whose out-of-line copies the linker could share
+// with code compiled for a lesser ISA).
+float* thread_scratch(int slot, int64_t n);
+
+// The block scale of element (r, c) of an F8_E4M3 view (1 when it has no scales).
+inline float fp8_block_scale(const WeightRef& w, int64_t r, int64_t c) {
+  if (!w.scale_inv) return 1.0f;
+  return w.scale_inv[((w.row0 + r) / WeightRef::kBlock) * w.scale_cols + c / WeightRef::kBlock];
+}
+
+// Work (multiply-adds) below which the kernels stay on the calling thread: an OpenMP fork/join
+// costs a few microseconds.
+constexpr int64_t kParallelMinWork = int64_t(1) << 17;
+
+}  // namespace detail
+
+}  // namespace whale

@@ -1,0 +1,452 @@
+// AVX-512 matrix kernels (compiled with -mavx512f/bw/vl/dq/bf16/vnni -mfma -mf16c; called only
+// when cpu.h says the CPU has them).
+//
+// Decode (n <= 4 tokens): a GEMV that streams each weight byte once. Four weight rows at a time
+// are converted to f32 in registers and multiplied into up to four activation rows.
+// Prefill (n >= 5): a GEMM. A tile of up to 128 weight rows x 256 columns is converted to f32 once
+// into a per-thread buffer, stored transposed in 32-row groups ([column][32 rows]), and a
+// register-blocked micro-kernel (12 tokens x 32 rows = 24 zmm accumulators) reuses it for every
+// token.
+//
+// FP8 E4M3 -> f32: sign-extend each byte to 16 bits and shift left by 7. The sign lands in bit 15
+// (a copy in bit 14, cleared with a mask), exponent in bits 13..10 and mantissa in 9..7: an IEEE
+// half whose value is exactly fp8 * 2^-8 (the biases are 15 and 7; subnormals map to subnormals).
+// vcvtph2ps widens it exactly. The one pattern this gets wrong is NaN (S.1111.111), which has no
+// half equivalent here, so it is patched with a mask (exact conversion) or, in the GEMV, detected
+// per row (a NaN weight makes the whole output NaN, as in the reference loop).
+//
+// This file deliberately uses no standard-library templates: an out-of-line copy compiled here
+// could be picked by the linker for code that must run on CPUs without AVX-512.
+// GCC 12 warns about the deliberately undefined vectors inside its own intrinsics (GCC bug
+// 105593); silence that for the header only.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+#pragma GCC diagnostic pop
+#include <omp.h>
+
+#include "kernels/cpu.h"
+#include "kernels/linear.h"
+
+namespace whale::detail {
+namespace {
+
+constexpr int64_t kB = WeightRef::kBlock;
+
+inline int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
+inline int64_t imax(int64_t a, int64_t b) { return a > b ? a : b; }
+// Mask of the first n (0..16) lanes.
+inline __mmask16 lanes(int64_t n) { return __mmask16((1u << n) - 1u); }
+
+// ---- Loading 16 weights as f32 ----
+// load(): the value used in dot products; exact(): the exact f32 value (differs only for FP8,
+// where load() is the value times 2^-8 and NaN is not handled).
+
+struct F32W {
+  using T = float;
+  static constexpr bool kFp8 = false;
+  static __m512 load(const T* p) { return _mm512_loadu_ps(p); }
+  static __m512 load(const T* p, __mmask16 m) { return _mm512_maskz_loadu_ps(m, p); }
+  static __m512 exact(const T* p) { return load(p); }
+  static __m512 exact(const T* p, __mmask16 m) { return load(p, m); }
+};
+
+struct Bf16W {
+  using T = uint16_t;
+  static constexpr bool kFp8 = false;
+  // bf16 is the top half of an f32.
+  static __m512 widen(__m256i h) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+  }
+  static __m512 load(const T* p) { return widen(_mm256_loadu_si256((const __m256i*)p)); }
+  static __m512 load(const T* p, __mmask16 m) { return widen(_mm256_maskz_loadu_epi16(m, p)); }
+  static __m512 exact(const T* p) { return load(p); }
+  static __m512 exact(const T* p, __mmask16 m) { return load(p, m); }
+};
+
+struct F16W {
+  using T = uint16_t;
+  static constexpr bool kFp8 = false;
+  static __m512 load(const T* p) { return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)p)); }
+  static __m512 load(const T* p, __mmask16 m) {
+    return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p));
+  }
+  static __m512 exact(const T* p) { return load(p); }
+  static __m512 exact(const T* p, __mmask16 m) { return load(p, m); }
+};
+
+struct Fp8W {
+  using T = uint8_t;
+  static constexpr bool kFp8 = true;
+  static constexpr float kUnscale = 256.0f;  // load() * kUnscale == exact() (non-NaN)
+  static __m512 widen(__m128i b) {
+    __m256i h = _mm256_slli_epi16(_mm256_cvtepi8_epi16(b), 7);
+    h = _mm256_and_si256(h, _mm256_set1_epi16(int16_t(0xBFFF)));
+    return _mm512_cvtph_ps(h);
+  }
+  static __m512 fix(__m128i b) {
+    const __mmask16 nan =
+        _mm_cmpeq_epi8_mask(_mm_or_si128(b, _mm_set1_epi8(char(0x80))), _mm_set1_epi8(-1));
+    const __m512 v = _mm512_mul_ps(widen(b), _mm512_set1_ps(kUnscale));
+    return _mm512_mask_mov_ps(v, nan, _mm512_set1_ps(__builtin_nanf("")));
+  }
+  static __m512 load(const T* p) { return widen(_mm_loadu_si128((const __m128i*)p)); }
+  static __m512 load(const T* p, __mmask16 m) { return widen(_mm_maskz_loadu_epi8(m, p)); }
+  static __m512 exact(const T* p) { return fix(_mm_loadu_si128((const __m128i*)p)); }
+  static __m512 exact(const T* p, __mmask16 m) { return fix(_mm_maskz_loadu_epi8(m, p)); }
+};
+
+// Whether any of the n bytes is an FP8 NaN (S.1111.111).
+bool fp8_has_nan(const uint8_t* p, int64_t n) {
+  for (int64_t i = 0; i < n; i++)
+    if ((p[i] & 0x7f) == 0x7f) return true;
+  return false;
+}
+
+// ---- Threading ----
+
+int threads_for(int64_t work) { return work >= kParallelMinWork ? num_threads() : 1; }
+
+// Calls fn(begin, end) on `nt` threads for contiguous ranges of [0, total) whose boundaries are
+// multiples of `align`.
+template <class Fn>
+void split_range(int64_t total, int64_t align, int nt, const Fn& fn) {
+  const int64_t units = (total + align - 1) / align;
+  if (nt > units) nt = int(units);
+  if (nt <= 1) {
+    fn(int64_t(0), total);
+    return;
+  }
+#pragma omp parallel num_threads(nt)
+  {
+    const int64_t id = omp_get_thread_num(), cnt = omp_get_num_threads();
+    const int64_t per = (units + cnt - 1) / cnt * align;
+    const int64_t a = imin(total, id * per), b = imin(total, a + per);
+    if (a < b) fn(a, b);
+  }
+}
+
+// ---- Decode: GEMV for N = 1..4 tokens ----
+
+// y[t * ldy + i] = sum_c x[t * K + c] * w[i * K + c] for i < R rows, t < N tokens.
+template <class W, int R, int N>
+void gemv_group(const typename W::T* w, int64_t K, const float* x, float* y, int64_t ldy) {
+  __m512 acc[R][N];
+  for (int i = 0; i < R; i++)
+    for (int t = 0; t < N; t++) acc[i][t] = _mm512_setzero_ps();
+  auto step = [&](int64_t c) {
+    __m512 xv[N];
+    for (int t = 0; t < N; t++) xv[t] = _mm512_loadu_ps(x + t * K + c);
+    for (int i = 0; i < R; i++) {
+      const __m512 wv = W::load(w + i * K + c);
+      for (int t = 0; t < N; t++) acc[i][t] = _mm512_fmadd_ps(wv, xv[t], acc[i][t]);
+    }
+  };
+  int64_t c = 0;
+  bool nan[R] = {};
+  if constexpr (W::kFp8) {
+    // Per row, the byte-wise max of (byte | 0x80) reaches 0xff iff some byte is a NaN.
+    __m512i seen[R];
+    for (int i = 0; i < R; i++) seen[i] = _mm512_setzero_si512();
+    const __m512i top = _mm512_set1_epi8(char(0x80));
+    for (; c + 64 <= K; c += 64) {
+      for (int i = 0; i < R; i++) {
+        const __m512i b = _mm512_loadu_si512(w + i * K + c);
+        seen[i] = _mm512_max_epu8(seen[i], _mm512_or_si512(b, top));
+      }
+      step(c), step(c + 16), step(c + 32), step(c + 48);
+    }
+    for (int i = 0; i < R; i++)
+      nan[i] = _mm512_cmpeq_epi8_mask(seen[i], _mm512_set1_epi8(-1)) != 0 ||
+               fp8_has_nan(w + i * K + c, K - c);
+  }
+  for (; c + 16 <= K; c += 16) step(c);
+  if (c < K) {
+    const __mmask16 m = lanes(K - c);
+    __m512 xv[N];
+    for (int t = 0; t < N; t++) xv[t] = _mm512_maskz_loadu_ps(m, x + t * K + c);
+    for (int i = 0; i < R; i++) {
+      const __m512 wv = W::load(w + i * K + c, m);
+      for (int t = 0; t < N; t++) acc[i][t] = _mm512_fmadd_ps(wv, xv[t], acc[i][t]);
+    }
+  }
+  for (int i = 0; i < R; i++)
+    for (int t = 0; t < N; t++)
+      y[t * ldy + i] = nan[i] ? __builtin_nanf("") : _mm512_reduce_add_ps(acc[i][t]);
+}
+
+template <class W, int N>
+void gemv_rows(const typename W::T* w, int64_t nrows, int64_t K, const float* x, float* y,
+               int64_t ldy) {
+  int64_t i = 0;
+  for (; i + 4 <= nrows; i += 4) gemv_group<W, 4, N>(w + i * K, K, x, y + i, ldy);
+  for (; i < nrows; i++) gemv_group<W, 1, N>(w + i * K, K, x, y + i, ldy);
+}
+
+// xs[t][c] = x[t][c] * scale(r, c) * 2^8: the FP8 block scales (constant over the 128-row block
+// of row r) and the 2^-8 of Fp8W::load folded into the activations.
+void scale_activations(const float* x, int64_t n, const WeightRef& w, int64_t r, float* xs) {
+  const int64_t K = w.cols;
+  for (int64_t c0 = 0; c0 < K; c0 += kB) {
+    const __m512 s = _mm512_set1_ps(fp8_block_scale(w, r, c0) * Fp8W::kUnscale);
+    const int64_t c1 = imin(K, c0 + kB);
+    for (int64_t t = 0; t < n; t++)
+      for (int64_t c = c0; c < c1; c += 16) {
+        const __mmask16 m = lanes(imin(16, c1 - c));
+        const __m512 v = _mm512_maskz_loadu_ps(m, x + t * K + c);
+        _mm512_mask_storeu_ps(xs + t * K + c, m, _mm512_mul_ps(v, s));
+      }
+  }
+}
+
+template <class W, int N>
+void gemv(const float* x, const WeightRef& w, float* y) {
+  const int64_t rows = w.rows, K = w.cols;
+  const auto* base = static_cast<const typename W::T*>(w.data);
+  split_range(rows, 4, threads_for(rows * K * N), [&](int64_t r0, int64_t r1) {
+    if constexpr (W::kFp8) {
+      float* xs = thread_scratch(1, N * K);
+      for (int64_t a = r0; a < r1;) {  // one pass per 128-row scale block
+        const int64_t b = imin(r1, ((w.row0 + a) / kB + 1) * kB - w.row0);
+        scale_activations(x, N, w, a, xs);
+        gemv_rows<W, N>(base + a * K, b - a, K, xs, y + a, rows);
+        a = b;
+      }
+    } else {
+      gemv_rows<W, N>(base + r0 * K, r1 - r0, K, x, y + r0, rows);
+    }
+  });
+}
+
+// ---- Prefill: GEMM ----
+
+constexpr int kNR = 32;      // weight rows per micro-tile (two zmm)
+constexpr int kMT = 12;      // tokens per micro-tile
+constexpr int64_t kKC = 256;  // columns per packed panel (a multiple of the 128 scale block)
+constexpr int64_t kRT = 128;  // weight rows per packed tile
+
+// In-place transpose of a 16x16 f32 block held in 16 registers.
+void transpose16(__m512 m[16]) {
+  __m512 t[16], u[16];
+  for (int i = 0; i < 16; i += 2) {  // interleave row pairs
+    t[i] = _mm512_unpacklo_ps(m[i], m[i + 1]);
+    t[i + 1] = _mm512_unpackhi_ps(m[i], m[i + 1]);
+  }
+  for (int i = 0; i < 16; i += 4) {  // u[i + j]: rows i..i+3 of columns j, j+4, j+8, j+12
+    const __m512d a = _mm512_castps_pd(t[i]), b = _mm512_castps_pd(t[i + 1]);
+    const __m512d c = _mm512_castps_pd(t[i + 2]), d = _mm512_castps_pd(t[i + 3]);
+    u[i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+    u[i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+    u[i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
+    u[i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
+  }
+  for (int j = 0; j < 4; j++) {  // gather the 128-bit lanes of column j, j+4, j+8, j+12
+    const __m512 v0 = _mm512_shuffle_f32x4(u[j], u[4 + j], 0x88);
+    const __m512 v1 = _mm512_shuffle_f32x4(u[j], u[4 + j], 0xDD);
+    const __m512 w0 = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0x88);
+    const __m512 w1 = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0xDD);
+    m[j] = _mm512_shuffle_f32x4(v0, w0, 0x88);
+    m[j + 8] = _mm512_shuffle_f32x4(v0, w0, 0xDD);
+    m[j + 4] = _mm512_shuffle_f32x4(v1, w1, 0x88);
+    m[j + 12] = _mm512_shuffle_f32x4(v1, w1, 0xDD);
+  }
+}
+
+// Packs rows [r0, r0 + nr) (nr <= 32) x columns [k0, k0 + kc) of w as exact f32 into
+// wp[c * 32 + i]; rows past nr are zero.
+template <class W>
+void pack_group(const WeightRef& w, int64_t r0, int64_t nr, int64_t k0, int64_t kc, float* wp) {
+  const auto* base = static_cast<const typename W::T*>(w.data);
+  for (int64_t h = 0; h < kNR; h += 16) {
+    const int64_t hn = imax(0, imin(16, nr - h));
+    for (int64_t c = 0; c < kc; c += 16) {
+      const int64_t cn = imin(16, kc - c);
+      __m512 m[16];
+      for (int64_t i = 0; i < 16; i++) {
+        if (i >= hn) {
+          m[i] = _mm512_setzero_ps();
+          continue;
+        }
+        const int64_t r = r0 + h + i;
+        const auto* p = base + r * w.cols + k0 + c;
+        m[i] = cn == 16 ? W::exact(p) : W::exact(p, lanes(cn));
+        if constexpr (W::kFp8) m[i] = _mm512_mul_ps(m[i], _mm512_set1_ps(fp8_block_scale(w, r, k0 + c)));
+      }
+      transpose16(m);
+      for (int64_t j = 0; j < cn; j++) _mm512_store_ps(wp + (c + j) * kNR + h, m[j]);
+    }
+  }
+}
+
+// y[t * ldy + i] (+)= sum_c x[t * ldx + c] * wp[c * 32 + i] for t < MT, i < nr.
+template <int MT>
+void micro(const float* x, int64_t ldx, const float* wp, int64_t kc, float* y, int64_t ldy,
+           int64_t nr, bool accumulate) {
+  __m512 a0[MT], a1[MT];
+  for (int t = 0; t < MT; t++) a0[t] = a1[t] = _mm512_setzero_ps();
+  for (int64_t c = 0; c < kc; c++) {
+    const __m512 w0 = _mm512_load_ps(wp + c * kNR), w1 = _mm512_load_ps(wp + c * kNR + 16);
+    for (int t = 0; t < MT; t++) {
+      const __m512 xb = _mm512_set1_ps(x[t * ldx + c]);
+      a0[t] = _mm512_fmadd_ps(xb, w0, a0[t]);
+      a1[t] = _mm512_fmadd_ps(xb, w1, a1[t]);
+    }
+  }
+  const __mmask16 m0 = lanes(imin(16, nr)), m1 = lanes(imax(0, nr - 16));
+  for (int t = 0; t < MT; t++) {
+    float* yt = y + t * ldy;
+    if (accumulate) {
+      a0[t] = _mm512_add_ps(a0[t], _mm512_maskz_loadu_ps(m0, yt));
+      a1[t] = _mm512_add_ps(a1[t], _mm512_maskz_loadu_ps(m1, yt + 16));
+    }
+    _mm512_mask_storeu_ps(yt, m0, a0[t]);
+    _mm512_mask_storeu_ps(yt + 16, m1, a1[t]);
+  }
+}
+
+using MicroFn = void (*)(const float*, int64_t, const float*, int64_t, float*, int64_t, int64_t,
+                         bool);
+constexpr MicroFn kMicro[kMT + 1] = {nullptr,   micro<1>, micro<2>,  micro<3>, micro<4>,
+                                     micro<5>,  micro<6>, micro<7>,  micro<8>, micro<9>,
+                                     micro<10>, micro<11>, micro<12>};
+
+template <class W>
+void gemm(const float* x, int64_t n, const WeightRef& w, float* y) {
+  const int64_t rows = w.rows, K = w.cols;
+  split_range(rows, kNR, threads_for(n * rows * K), [&](int64_t ra, int64_t rb) {
+    float* wp = thread_scratch(2, kRT * kKC);
+    for (int64_t r0 = ra; r0 < rb; r0 += kRT) {
+      const int64_t rt = imin(kRT, rb - r0);
+      for (int64_t k0 = 0; k0 < K; k0 += kKC) {
+        const int64_t kc = imin(kKC, K - k0);
+        for (int64_t g = 0; g < rt; g += kNR)
+          pack_group<W>(w, r0 + g, imin(kNR, rt - g), k0, kc, wp + g * kKC);
+        for (int64_t t0 = 0; t0 < n; t0 += kMT) {
+          const int64_t mt = imin(kMT, n - t0);
+          for (int64_t g = 0; g < rt; g += kNR)
+            kMicro[mt](x + t0 * K + k0, K, wp + g * kKC, kc, y + t0 * rows + r0 + g, rows,
+                       imin(kNR, rt - g), k0 > 0);
+        }
+      }
+    }
+  });
+}
+
+template <class W>
+void linear_w(const float* x, int64_t n, const WeightRef& w, float* y) {
+  switch (n) {
+    case 1: return gemv<W, 1>(x, w, y);
+    case 2: return gemv<W, 2>(x, w, y);
+    case 3: return gemv<W, 3>(x, w, y);
+    case 4: return gemv<W, 4>(x, w, y);
+    default: return gemm<W>(x, n, w, y);
+  }
+}
+
+// ---- linear_t: y[t][c] = sum_r x[t][r] W[r][c] ----
+
+constexpr int64_t kTW = 64;  // output columns per register block (4 zmm)
+
+// Columns [c0, c0 + 64) (c0 a multiple of 64, so within one scale block) for N tokens; with
+// kTail, only the first cw columns exist.
+template <class W, int N, bool kTail>
+void linear_t_block(const float* x, int64_t ldx, const WeightRef& w, int64_t c0, int64_t cw,
+                    float* y) {
+  const auto* base = static_cast<const typename W::T*>(w.data);
+  __mmask16 m[4];
+  for (int v = 0; v < 4; v++) m[v] = lanes(imax(0, imin(16, cw - 16 * v)));
+  __m512 acc[N][4];
+  for (int t = 0; t < N; t++)
+    for (int v = 0; v < 4; v++) acc[t][v] = _mm512_setzero_ps();
+  for (int64_t r = 0; r < w.rows; r++) {
+    const auto* p = base + r * w.cols + c0;
+    __m512 wv[4];
+    for (int v = 0; v < 4; v++) wv[v] = kTail ? W::exact(p + 16 * v, m[v]) : W::exact(p + 16 * v);
+    const float s = W::kFp8 ? fp8_block_scale(w, r, c0) : 1.0f;
+    for (int t = 0; t < N; t++) {
+      const __m512 xb = _mm512_set1_ps(x[t * ldx + r] * s);
+      for (int v = 0; v < 4; v++) acc[t][v] = _mm512_fmadd_ps(xb, wv[v], acc[t][v]);
+    }
+  }
+  for (int t = 0; t < N; t++)
+    for (int v = 0; v < 4; v++) _mm512_mask_storeu_ps(y + t * w.cols + c0 + 16 * v, m[v], acc[t][v]);
+}
+
+template <class W, int N>
+void linear_t_cols(const float* x, int64_t ldx, const WeightRef& w, int64_t c0, int64_t c1,
+                   float* y) {
+  for (int64_t c = c0; c < c1; c += kTW) {
+    if (c1 - c >= kTW)
+      linear_t_block<W, N, false>(x, ldx, w, c, kTW, y);
+    else
+      linear_t_block<W, N, true>(x, ldx, w, c, c1 - c, y);
+  }
+}
+
+template <class W>
+void linear_t_w(const float* x, int64_t n, const WeightRef& w, float* y) {
+  const int64_t ldx = w.rows;
+  split_range(w.cols, kTW, threads_for(n * w.rows * w.cols), [&](int64_t c0, int64_t c1) {
+    int64_t t = 0;
+    for (; t + 4 <= n; t += 4) linear_t_cols<W, 4>(x + t * ldx, ldx, w, c0, c1, y + t * w.cols);
+    switch (n - t) {
+      case 3: linear_t_cols<W, 3>(x + t * ldx, ldx, w, c0, c1, y + t * w.cols); break;
+      case 2: linear_t_cols<W, 2>(x + t * ldx, ldx, w, c0, c1, y + t * w.cols); break;
+      case 1: linear_t_cols<W, 1>(x + t * ldx, ldx, w, c0, c1, y + t * w.cols); break;
+      default: break;
+    }
+  });
+}
+
+// ---- weight_row ----
+
+template <class W>
+void weight_row_w(const WeightRef& w, int64_t r, float* dst) {
+  const auto* p = static_cast<const typename W::T*>(w.data) + r * w.cols;
+  for (int64_t c = 0; c < w.cols; c += 16) {
+    const __mmask16 m = lanes(imin(16, w.cols - c));
+    __m512 v = W::exact(p + c, m);
+    if constexpr (W::kFp8) v = _mm512_mul_ps(v, _mm512_set1_ps(fp8_block_scale(w, r, c)));
+    _mm512_mask_storeu_ps(dst + c, m, v);
+  }
+}
+
+// ---- dtype dispatch ----
+
+void linear_avx512(const float* x, int64_t n, const WeightRef& w, float* y) {
+  switch (w.dtype) {
+    case DType::F32: return linear_w<F32W>(x, n, w, y);
+    case DType::BF16: return linear_w<Bf16W>(x, n, w, y);
+    case DType::F16: return linear_w<F16W>(x, n, w, y);
+    case DType::F8_E4M3: return linear_w<Fp8W>(x, n, w, y);
+    default: return ref::linear(x, n, w, y);
+  }
+}
+
+void linear_t_avx512(const float* x, int64_t n, const WeightRef& w, float* y) {
+  switch (w.dtype) {
+    case DType::F32: return linear_t_w<F32W>(x, n, w, y);
+    case DType::BF16: return linear_t_w<Bf16W>(x, n, w, y);
+    case DType::F16: return linear_t_w<F16W>(x, n, w, y);
+    case DType::F8_E4M3: return linear_t_w<Fp8W>(x, n, w, y);
+    default: return ref::linear_t(x, n, w, y);
+  }
+}
+
+void weight_row_avx512(const WeightRef& w, int64_t r, float* dst) {
+  switch (w.dtype) {
+    case DType::F32: return weight_row_w<F32W>(w, r, dst);
+    case DType::BF16: return weight_row_w<Bf16W>(w, r, dst);
+    case DType::F16: return weight_row_w<F16W>(w, r, dst);
+    case DType::F8_E4M3: return weight_row_w<Fp8W>(w, r, dst);
+    default:
+      for (int64_t c = 0; c < w.cols; c++) dst[c] = ref::weight_at(w, r, c);
+  }
+}
+
+}  // namespace
+
+const LinearKernels kLinearAvx512 = {linear_avx512, linear_t_avx512, weight_row_avx512};
+
+}  // namespace whale::detail

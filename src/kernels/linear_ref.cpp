@@ -1,0 +1,52 @@
+// Plain-loop reference kernels. Slow, obvious, and the ground truth for tests.
+#include "kernels/linear.h"
+
+namespace whale {
+
+WeightRef WeightRef::slice_rows(int64_t r0, int64_t n) const {
+  WeightRef v = *this;
+  v.rows = n;
+  v.data = static_cast<const uint8_t*>(data) + r0 * cols * int64_t(dtype_size(dtype));
+  v.row0 = row0 + r0;
+  return v;
+}
+
+namespace ref {
+
+float weight_at(const WeightRef& w, int64_t r, int64_t c) {
+  const int64_t i = r * w.cols + c;
+  switch (w.dtype) {
+    case DType::F32: return static_cast<const float*>(w.data)[i];
+    case DType::BF16: return bf16_to_f32(static_cast<const uint16_t*>(w.data)[i]);
+    case DType::F16: return f16_to_f32(static_cast<const uint16_t*>(w.data)[i]);
+    case DType::F8_E4M3: {
+      float s = w.scale_inv ? w.scale_inv[((w.row0 + r) / WeightRef::kBlock) * w.scale_cols +
+                                          c / WeightRef::kBlock]
+                            : 1.0f;
+      return fp8_e4m3_to_f32(static_cast<const uint8_t*>(w.data)[i]) * s;
+    }
+    default: return 0.0f;
+  }
+}
+
+void linear(const float* x, int64_t n, const WeightRef& w, float* y) {
+  for (int64_t t = 0; t < n; t++)
+    for (int64_t r = 0; r < w.rows; r++) {
+      float acc = 0.0f;
+      for (int64_t c = 0; c < w.cols; c++) acc += x[t * w.cols + c] * weight_at(w, r, c);
+      y[t * w.rows + r] = acc;
+    }
+}
+
+void linear_t(const float* x, int64_t n, const WeightRef& w, float* y) {
+  for (int64_t t = 0; t < n; t++) {
+    for (int64_t c = 0; c < w.cols; c++) y[t * w.cols + c] = 0.0f;
+    for (int64_t r = 0; r < w.rows; r++) {
+      const float xr = x[t * w.rows + r];
+      for (int64_t c = 0; c < w.cols; c++) y[t * w.cols + c] += xr * weight_at(w, r, c);
+    }
+  }
+}
+
+}  // namespace ref
+}  // namespace whale

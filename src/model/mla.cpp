@@ -1,0 +1,183 @@
+#include "model/mla.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "model/weights.h"
+
+namespace whale {
+
+MLA::MLA(const ModelConfig& c, const Checkpoint& ck, const std::string& prefix, int64_t layer,
+         const Rope* rope)
+    : c_(c), layer_(layer), rope_(rope), scale_(float(c.softmax_scale())) {
+  const int64_t H = c.num_attention_heads, D = c.hidden_size;
+  if (c.q_lora_rank > 0) {
+    q_a_proj_ = load_linear(ck, prefix + ".q_a_proj", c.q_lora_rank, D);
+    q_a_layernorm_ = {load_vector(ck, prefix + ".q_a_layernorm.weight", c.q_lora_rank),
+                      float(c.rms_norm_eps)};
+    q_b_proj_ = load_linear(ck, prefix + ".q_b_proj", H * c.qk_head_dim(), c.q_lora_rank);
+  } else {
+    q_proj_ = load_linear(ck, prefix + ".q_proj", H * c.qk_head_dim(), D);
+  }
+  kv_a_proj_with_mqa_ =
+      load_linear(ck, prefix + ".kv_a_proj_with_mqa", c.kv_lora_rank + c.qk_rope_head_dim, D);
+  kv_a_layernorm_ = {load_vector(ck, prefix + ".kv_a_layernorm.weight", c.kv_lora_rank),
+                     float(c.rms_norm_eps)};
+  kv_b_proj_ = load_linear(ck, prefix + ".kv_b_proj", H * (c.qk_nope_head_dim + c.v_head_dim),
+                           c.kv_lora_rank);
+  o_proj_ = load_linear(ck, prefix + ".o_proj", D, H * c.v_head_dim);
+}
+
+size_t MLA::bytes() const {
+  size_t n = weight_bytes(kv_a_proj_with_mqa_) + weight_bytes(kv_b_proj_) + weight_bytes(o_proj_);
+  if (c_.q_lora_rank > 0) return n + weight_bytes(q_a_proj_) + weight_bytes(q_b_proj_);
+  return n + weight_bytes(q_proj_);
+}
+
+// Softmax over scores[0..n) in place.
+static void softmax(float* s, int64_t n) {
+  float m = -INFINITY;
+  for (int64_t j = 0; j < n; j++) m = std::max(m, s[j]);
+  double sum = 0.0;
+  for (int64_t j = 0; j < n; j++) {
+    s[j] = std::exp(s[j] - m);
+    sum += s[j];
+  }
+  const float inv = float(1.0 / sum);
+  for (int64_t j = 0; j < n; j++) s[j] *= inv;
+}
+
+static float dot(const float* a, const float* b, int64_t n) {
+  float acc = 0.0f;
+  for (int64_t i = 0; i < n; i++) acc += a[i] * b[i];
+  return acc;
+}
+
+void MLA::forward(const float* x, int64_t N, std::span<const AttnSegment> segs, float* y,
+                  AttnMode mode) const {
+  const int64_t H = c_.num_attention_heads, dq = c_.qk_head_dim(), nope = c_.qk_nope_head_dim;
+  const int64_t R = c_.kv_lora_rank, rope = c_.qk_rope_head_dim;
+
+  // Queries: q = W_UQ RMSNorm(W_DQ x), or q_proj x.  [N][H][nope + rope]
+  std::vector<float> q(size_t(N * H * dq));
+  if (c_.q_lora_rank > 0) {
+    std::vector<float> cq(size_t(N * c_.q_lora_rank));
+    linear(x, N, q_a_proj_, cq.data());
+    q_a_layernorm_.forward(cq.data(), N, cq.data());
+    linear(cq.data(), N, q_b_proj_, q.data());
+  } else {
+    linear(x, N, q_proj_, q.data());
+  }
+
+  // Compressed keys/values: [c_KV ; k_R] = W_DKV x. [N][R + rope]
+  std::vector<float> kv(size_t(N * (R + rope)));
+  linear(x, N, kv_a_proj_with_mqa_, kv.data());
+
+  // RoPE on the decoupled dims, and write c_KV (normed) and k_R into the cache.
+  for (const AttnSegment& s : segs) {
+    s.cache->reserve(s.cache->len() + s.n);
+    for (int64_t i = 0; i < s.n; i++) {
+      const int64_t t = s.start + i, pos = s.cache->len() + i;
+      rope_->apply(q.data() + t * H * dq + nope, H, dq, pos);
+      float* kvt = kv.data() + t * (R + rope);
+      rope_->apply(kvt + R, 1, rope, pos);
+      kv_a_layernorm_.forward(kvt, 1, s.cache->latent(layer_, pos));
+      std::copy(kvt + R, kvt + R + rope, s.cache->k_rope(layer_, pos));
+    }
+  }
+
+  // Attention per segment, into out [N][H * v_head_dim].
+  std::vector<float> out(size_t(N * H * c_.v_head_dim));
+  for (const AttnSegment& s : segs) {
+    const bool absorbed = mode == AttnMode::Absorbed || (mode == AttnMode::Auto && s.n <= 8);
+    if (absorbed)
+      attend_absorbed(s, q.data(), out.data());
+    else
+      attend_naive(s, q.data(), out.data());
+  }
+  linear(out.data(), N, o_proj_, y);
+}
+
+// Naive form: decompress k_C and v for all T positions, then standard attention per head.
+void MLA::attend_naive(const AttnSegment& s, const float* q, float* out) const {
+  const int64_t H = c_.num_attention_heads, dq = c_.qk_head_dim(), nope = c_.qk_nope_head_dim;
+  const int64_t rope = c_.qk_rope_head_dim, dv = c_.v_head_dim, R = c_.kv_lora_rank;
+  const int64_t pos0 = s.cache->len(), T = pos0 + s.n, dkv = nope + dv;
+
+  // kvb[j] = W_UKV c_KV[j]: per head [k_C (nope) ; v (dv)]. The cache rows are contiguous.
+  std::vector<float> kvb(size_t(T * H * dkv));
+  linear(s.cache->latent(layer_, 0), T, kv_b_proj_, kvb.data());
+  (void)R;
+
+#pragma omp parallel
+  {
+    std::vector<float> scores(static_cast<size_t>(T));
+#pragma omp for collapse(2) schedule(static)
+    for (int64_t i = 0; i < s.n; i++) {
+      for (int64_t h = 0; h < H; h++) {
+        const float* qi = q + (s.start + i) * H * dq + h * dq;
+        const int64_t n_keys = pos0 + i + 1;  // causal
+        for (int64_t j = 0; j < n_keys; j++) {
+          const float* kj = kvb.data() + j * H * dkv + h * dkv;
+          scores[size_t(j)] = scale_ * (dot(qi, kj, nope) +
+                                        dot(qi + nope, s.cache->k_rope(layer_, j), rope));
+        }
+        softmax(scores.data(), n_keys);
+        float* o = out + (s.start + i) * H * dv + h * dv;
+        std::fill(o, o + dv, 0.0f);
+        for (int64_t j = 0; j < n_keys; j++) {
+          const float* vj = kvb.data() + j * H * dkv + h * dkv + nope;
+          const float p = scores[size_t(j)];
+          for (int64_t d = 0; d < dv; d++) o[d] += p * vj[d];
+        }
+      }
+    }
+  }
+}
+
+// Absorbed form: q_lat = W_UK^T q_C (per head), scores on the latents, ctx = sum p c_KV, then
+// the head output W_UV ctx. Nothing is decompressed per cached position.
+void MLA::attend_absorbed(const AttnSegment& s, const float* q, float* out) const {
+  const int64_t H = c_.num_attention_heads, dq = c_.qk_head_dim(), nope = c_.qk_nope_head_dim;
+  const int64_t rope = c_.qk_rope_head_dim, dv = c_.v_head_dim, R = c_.kv_lora_rank;
+  const int64_t pos0 = s.cache->len(), T = pos0 + s.n, dkv = nope + dv;
+
+#pragma omp parallel
+  {
+    std::vector<float> qc(size_t(s.n * nope)), qlat(size_t(s.n * R)), ctx(size_t(s.n * R)),
+        o(size_t(s.n * dv)), scores(static_cast<size_t>(T));
+#pragma omp for schedule(static)
+    for (int64_t h = 0; h < H; h++) {
+      const WeightRef w_uk = kv_b_proj_.slice_rows(h * dkv, nope);     // [nope x R]
+      const WeightRef w_uv = kv_b_proj_.slice_rows(h * dkv + nope, dv);  // [dv x R]
+      for (int64_t i = 0; i < s.n; i++) {
+        const float* qi = q + (s.start + i) * H * dq + h * dq;
+        std::copy(qi, qi + nope, qc.data() + i * nope);
+      }
+      linear_t(qc.data(), s.n, w_uk, qlat.data());  // [n][R]
+      for (int64_t i = 0; i < s.n; i++) {
+        const float* qi = q + (s.start + i) * H * dq + h * dq;
+        const float* ql = qlat.data() + i * R;
+        const int64_t n_keys = pos0 + i + 1;
+        for (int64_t j = 0; j < n_keys; j++)
+          scores[size_t(j)] = scale_ * (dot(ql, s.cache->latent(layer_, j), R) +
+                                        dot(qi + nope, s.cache->k_rope(layer_, j), rope));
+        softmax(scores.data(), n_keys);
+        float* ci = ctx.data() + i * R;
+        std::fill(ci, ci + R, 0.0f);
+        for (int64_t j = 0; j < n_keys; j++) {
+          const float* lj = s.cache->latent(layer_, j);
+          const float p = scores[size_t(j)];
+          for (int64_t r = 0; r < R; r++) ci[r] += p * lj[r];
+        }
+      }
+      linear(ctx.data(), s.n, w_uv, o.data());  // [n][dv]
+      for (int64_t i = 0; i < s.n; i++)
+        std::copy(o.data() + i * dv, o.data() + (i + 1) * dv, out + (s.start + i) * H * dv + h * dv);
+    }
+  }
+}
+
+}  // namespace whale

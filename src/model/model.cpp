@@ -1,0 +1,163 @@
+#include "model/model.h"
+
+#include <algorithm>
+#include <stdexcept>
+
+#include "model/weights.h"
+
+namespace whale {
+
+std::unique_ptr<Model> Model::load(const std::string& dir, const Options& opt) {
+  std::unique_ptr<Model> m(new Model());
+  m->c_ = ModelConfig::load(dir);
+  const ModelConfig& c = m->c_;
+  m->ck_ = std::make_unique<Checkpoint>(dir);
+  const Checkpoint& ck = *m->ck_;
+  if (opt.prefault) ck.prefault(opt.progress);
+
+  m->rope_ = Rope(c);
+  m->embed_tokens_ = load_linear(ck, "model.embed_tokens", c.vocab_size, c.hidden_size);
+  if (m->embed_tokens_.dtype == DType::F8_E4M3)
+    throw std::runtime_error(dir + ": model.embed_tokens.weight must not be F8_E4M3");
+  m->norm_ = {load_vector(ck, "model.norm.weight", c.hidden_size), float(c.rms_norm_eps)};
+  if (c.tie_word_embeddings && !ck.has("lm_head.weight"))
+    m->lm_head_ = m->embed_tokens_;
+  else
+    m->lm_head_ = load_linear(ck, "lm_head", c.vocab_size, c.hidden_size);
+
+  for (int64_t i = 0; i < c.num_hidden_layers; i++) {
+    const std::string p = "model.layers." + std::to_string(i);
+    DecoderLayer L;
+    L.input_layernorm = {load_vector(ck, p + ".input_layernorm.weight", c.hidden_size),
+                         float(c.rms_norm_eps)};
+    L.post_attention_layernorm = {
+        load_vector(ck, p + ".post_attention_layernorm.weight", c.hidden_size),
+        float(c.rms_norm_eps)};
+    L.self_attn = std::make_unique<MLA>(c, ck, p + ".self_attn", i, &m->rope_);
+    if (c.is_moe_layer(i))
+      L.moe = std::make_unique<MoE>(c, ck, p + ".mlp");
+    else
+      L.mlp.emplace(ck, p + ".mlp", c.hidden_size, c.intermediate_size);
+    m->layers_.push_back(std::move(L));
+  }
+
+  // Multi-token-prediction modules (model.layers.{num_hidden_layers + k}.*) are recognised and kept
+  // in the mapping for speculative decoding; the main forward does not use them.
+  for (const std::string& name : ck.names()) {
+    const std::string pre = "model.layers.";
+    if (name.rfind(pre, 0) != 0) continue;
+    const int64_t idx = std::atoll(name.c_str() + pre.size());
+    if (idx >= c.num_hidden_layers && idx < c.num_hidden_layers + c.num_nextn_predict_layers)
+      m->mtp_tensors_.push_back(name);
+  }
+  return m;
+}
+
+KVCache Model::new_cache(int64_t max_len) const {
+  return KVCache(c_, max_len > 0 ? max_len : c_.max_position_embeddings);
+}
+
+std::vector<float> Model::forward(KVCache& cache, std::span<const int32_t> tokens, bool all_logits,
+                                  AttnMode mode) const {
+  SeqInput in{&cache, tokens, all_logits};
+  return forward(std::span<const SeqInput>(&in, 1), mode);
+}
+
+std::vector<float> Model::forward(std::span<const SeqInput> batch, AttnMode mode) const {
+  const int64_t D = c_.hidden_size, V = c_.vocab_size;
+
+  // Lay the batch out as rows of one matrix; one attention segment per sequence.
+  std::vector<AttnSegment> segs;
+  int64_t N = 0;
+  for (const SeqInput& s : batch) {
+    if (s.tokens.empty()) throw std::invalid_argument("forward: a sequence with no new tokens");
+    for (int32_t t : s.tokens)
+      if (t < 0 || t >= V)
+        throw std::out_of_range("token id " + std::to_string(t) + " outside the vocabulary (" +
+                                std::to_string(V) + ")");
+    s.cache->reserve(s.cache->len() + int64_t(s.tokens.size()));
+    segs.push_back({s.cache, N, int64_t(s.tokens.size())});
+    N += int64_t(s.tokens.size());
+  }
+
+  std::vector<float> h(size_t(N * D)), xn(size_t(N * D)), f(size_t(N * D));
+  int64_t row = 0;
+  for (const SeqInput& s : batch)
+    for (int32_t t : s.tokens) weight_row(embed_tokens_, t, h.data() + (row++) * D);
+
+  std::vector<float> scratch;
+  for (const DecoderLayer& L : layers_) {
+    L.input_layernorm.forward(h.data(), N, xn.data());
+    L.self_attn->forward(xn.data(), N, segs, f.data(), mode);
+    for (int64_t i = 0; i < N * D; i++) h[size_t(i)] += f[size_t(i)];
+    L.post_attention_layernorm.forward(h.data(), N, xn.data());
+    if (L.moe)
+      L.moe->forward(xn.data(), N, f.data());
+    else
+      L.mlp->forward(xn.data(), N, f.data(), scratch);
+    for (int64_t i = 0; i < N * D; i++) h[size_t(i)] += f[size_t(i)];
+  }
+  for (const AttnSegment& s : segs) s.cache->set_len(s.cache->len() + s.n);
+
+  // Final norm and head, only on the rows whose logits are wanted.
+  std::vector<int64_t> rows;
+  for (size_t b = 0; b < batch.size(); b++) {
+    const AttnSegment& s = segs[b];
+    if (batch[b].all_logits)
+      for (int64_t i = 0; i < s.n; i++) rows.push_back(s.start + i);
+    else
+      rows.push_back(s.start + s.n - 1);
+  }
+  std::vector<float> sel(rows.size() * size_t(D));
+  for (size_t r = 0; r < rows.size(); r++)
+    norm_.forward(h.data() + rows[r] * D, 1, sel.data() + r * size_t(D));
+  std::vector<float> logits(rows.size() * size_t(V));
+  linear(sel.data(), int64_t(rows.size()), lm_head_, logits.data());
+  return logits;
+}
+
+ModelStats Model::stats() const {
+  ModelStats s;
+  const ModelConfig& c = c_;
+  auto numel = [](const WeightRef& w) { return w.rows * w.cols; };
+  const int64_t D = c.hidden_size, H = c.num_attention_heads;
+  const int64_t attn =
+      (c.q_lora_rank > 0 ? c.q_lora_rank * D + c.q_lora_rank + H * c.qk_head_dim() * c.q_lora_rank
+                         : H * c.qk_head_dim() * D) +
+      (c.kv_lora_rank + c.qk_rope_head_dim) * D + c.kv_lora_rank +
+      H * (c.qk_nope_head_dim + c.v_head_dim) * c.kv_lora_rank + D * H * c.v_head_dim;
+  const int64_t expert = 3 * D * c.moe_intermediate_size;
+  const int64_t dense = 3 * D * c.intermediate_size;
+  const int64_t embed = numel(embed_tokens_);
+  const bool tied = lm_head_.data == embed_tokens_.data;
+  const int64_t head = tied ? 0 : numel(lm_head_);
+  s.params = embed + head + D;
+  s.active_params = D + numel(lm_head_);  // the embedding row is a lookup, not a matmul
+  for (int64_t i = 0; i < c.num_hidden_layers; i++) {
+    int64_t base = attn + 2 * D, all = base, act = base;
+    if (c.is_moe_layer(i)) {
+      const int64_t router = c.n_routed_experts * D;
+      const int64_t shared = c.n_shared_experts * expert;
+      all += router + shared + c.n_routed_experts * expert;
+      act += router + shared + c.num_experts_per_tok * expert;
+    } else {
+      all += dense;
+      act += dense;
+    }
+    s.params += all;
+    s.active_params += act;
+  }
+  for (const std::string& n : mtp_tensors_) {
+    const TensorView* t = ck_->find(n);
+    if (t && n.find("weight_scale_inv") == std::string::npos) s.mtp_params += t->numel();
+  }
+  size_t bytes = weight_bytes(lm_head_);
+  for (const DecoderLayer& L : layers_) {
+    bytes += L.self_attn->bytes();
+    bytes += L.moe ? L.moe->active_bytes() : L.mlp->bytes();
+  }
+  s.weight_bytes = bytes;
+  return s;
+}
+
+}  // namespace whale

@@ -1,0 +1,38 @@
+// Rotary position embedding on the decoupled rope dimensions, with YaRN context extension.
+//
+// The Hugging Face DeepSeek checkpoints store q_pe / k_pe with rotary pairs interleaved:
+// (x[2i], x[2i+1]) is rotated by angle pos * inv_freq[i]. (HF de-interleaves and uses rotate_half;
+// the official code uses complex pairs: both give the same dot products.)
+//
+// YaRN (as DeepseekV3YarnRotaryEmbedding): frequencies below the correction range are interpolated
+// (divided by `factor`), those above it kept, with a linear ramp between; cos/sin are multiplied by
+// mscale(factor, mscale) / mscale(factor, mscale_all_dim).
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "model/config.h"
+
+namespace whale {
+
+// 0.1 * mscale * ln(scale) + 1 for scale > 1, else 1.
+double yarn_get_mscale(double scale, double mscale);
+
+class Rope {
+ public:
+  Rope() = default;
+  explicit Rope(const ModelConfig& c);
+
+  // Rotates `x` ([n_heads][stride], rope part at x + h*stride) in place for position `pos`.
+  void apply(float* x, int64_t n_heads, int64_t stride, int64_t pos) const;
+  const std::vector<double>& inv_freq() const { return inv_freq_; }
+  double attn_factor() const { return attn_factor_; }
+
+ private:
+  int64_t dim_ = 0;
+  std::vector<double> inv_freq_;  // [dim/2]
+  double attn_factor_ = 1.0;      // YaRN's multiplier on cos and sin
+};
+
+}  // namespace whale

@@ -1,0 +1,101 @@
+#include "run/chat.h"
+
+namespace whale {
+namespace {
+
+constexpr std::string_view kUser = "<｜User｜>";
+constexpr std::string_view kAssistant = "<｜Assistant｜>";
+constexpr std::string_view kEos = "<｜end▁of▁sentence｜>";
+constexpr std::string_view kOutputsBegin = "<｜tool▁outputs▁begin｜>";
+constexpr std::string_view kOutputsEnd = "<｜tool▁outputs▁end｜>";
+constexpr std::string_view kOutputBegin = "<｜tool▁output▁begin｜>";
+constexpr std::string_view kOutputEnd = "<｜tool▁output▁end｜>";
+constexpr std::string_view kThinkEnd = "</think>";
+
+// Both templates: every system message, in order, joined by "\n\n".
+std::string system_prompt(const std::vector<ChatMessage>& messages) {
+  std::string out;
+  bool first = true;
+  for (const ChatMessage& m : messages) {
+    if (m.role != "system") continue;
+    if (!first) out += "\n\n";
+    out += m.content;
+    first = false;
+  }
+  return out;
+}
+
+// R1 history: `content.split('</think>')[-1]`, i.e. the text after the last "</think>".
+std::string_view drop_reasoning(std::string_view content) {
+  const size_t end = content.rfind(kThinkEnd);
+  return end == std::string_view::npos ? content : content.substr(end + kThinkEnd.size());
+}
+
+bool is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
+
+std::string_view trim(std::string_view s, bool front, bool back) {
+  while (front && !s.empty() && is_space(s.front())) s.remove_prefix(1);
+  while (back && !s.empty() && is_space(s.back())) s.remove_suffix(1);
+  return s;
+}
+
+}  // namespace
+
+ChatStyle detect_chat_style(std::string_view chat_template) {
+  return chat_template.find("<｜Assistant｜><think>") != std::string_view::npos ? ChatStyle::R1
+                                                                                : ChatStyle::V3;
+}
+
+std::string render_chat(const std::vector<ChatMessage>& messages, ChatStyle style,
+                        const std::string& bos_token, bool add_generation_prompt) {
+  std::string out = bos_token + system_prompt(messages);
+  bool in_tool_outputs = false;   // ns.is_tool
+  bool first_tool_output = true;  // ns.is_output_first (never reset, as in the templates)
+  for (const ChatMessage& m : messages) {
+    if (m.role == "user") {
+      in_tool_outputs = false;
+      out.append(kUser).append(m.content);
+    } else if (m.role == "assistant") {
+      if (in_tool_outputs) {
+        out.append(kOutputsEnd).append(m.content).append(kEos);
+        in_tool_outputs = false;
+      } else {
+        const std::string_view content =
+            style == ChatStyle::R1 ? drop_reasoning(m.content) : std::string_view(m.content);
+        out.append(kAssistant).append(content).append(kEos);
+      }
+    } else if (m.role == "tool") {
+      in_tool_outputs = true;
+      if (first_tool_output) {
+        out.append(kOutputsBegin);
+        first_tool_output = false;
+      } else if (style == ChatStyle::V3) {
+        out += '\n';
+      }
+      out.append(kOutputBegin).append(m.content).append(kOutputEnd);
+    }
+  }
+  if (in_tool_outputs) out.append(kOutputsEnd);
+  if (add_generation_prompt && !in_tool_outputs) {
+    out.append(kAssistant);
+    if (style == ChatStyle::R1) out += "<think>\n";
+  }
+  return out;
+}
+
+ReasoningSplit split_reasoning(std::string_view generated) {
+  ReasoningSplit split;
+  std::string_view reasoning = generated;
+  const size_t end = generated.find(kThinkEnd);
+  if (end != std::string_view::npos) {
+    reasoning = generated.substr(0, end);
+    split.content = trim(generated.substr(end + kThinkEnd.size()), true, false);
+    split.thinking_done = true;
+  }
+  reasoning = trim(reasoning, true, false);
+  if (reasoning.starts_with("<think>")) reasoning.remove_prefix(7);
+  split.reasoning = trim(reasoning, true, true);
+  return split;
+}
+
+}  // namespace whale

@@ -1,0 +1,51 @@
+// DeepSeek-V3 / DeepSeek-R1 chat formats: renders a conversation to the prompt string exactly as
+// the models' Jinja `chat_template`s do (without a Jinja engine), and splits R1 output into its
+// reasoning and its answer.
+//
+// Both templates: all system messages, joined by "\n\n", come right after bos_token; then
+//   user       "<｜User｜>" + content
+//   assistant  "<｜Assistant｜>" + content + "<｜end▁of▁sentence｜>"
+//              (right after tool outputs: "<｜tool▁outputs▁end｜>" + content + eos instead)
+//   tool       "<｜tool▁outputs▁begin｜><｜tool▁output▁begin｜>" + content + "<｜tool▁output▁end｜>"
+//              for the first tool message of the conversation, "<｜tool▁output▁begin｜>" + ... for
+//              later ones (V3 puts "\n" before those, R1 does not); "<｜tool▁outputs▁end｜>"
+//              closes trailing tool outputs.
+//   other roles render nothing. Tool *calls* (assistant messages with tool_calls) are not modelled.
+// Generation prompt (unless the conversation ends with tool outputs): V3 "<｜Assistant｜>",
+// R1 "<｜Assistant｜><think>\n".
+// R1 only: an earlier assistant turn keeps just the text after its last "</think>"; its
+// reasoning_content is never rendered (by either template).
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace whale {
+
+struct ChatMessage {
+  std::string role;  // "system", "user", "assistant", "tool"
+  std::string content;
+  std::string reasoning_content;  // R1 reasoning of an assistant turn; not rendered
+};
+
+enum class ChatStyle { V3, R1 };
+
+// R1 when the template's generation prompt opens a think block ("<｜Assistant｜><think>"),
+// V3 otherwise (including an empty template).
+ChatStyle detect_chat_style(std::string_view chat_template);
+
+std::string render_chat(const std::vector<ChatMessage>& messages, ChatStyle style,
+                        const std::string& bos_token, bool add_generation_prompt = true);
+
+// Splits R1 output (generated after "<think>\n") at the first "</think>". reasoning: the text
+// before it, without a leading "<think>" and surrounding whitespace; content: the text after it,
+// without leading whitespace. Without "</think>" the model is still thinking: everything is
+// reasoning, content is empty and thinking_done is false.
+struct ReasoningSplit {
+  std::string reasoning, content;
+  bool thinking_done = false;
+};
+ReasoningSplit split_reasoning(std::string_view generated);
+
+}  // namespace whale
