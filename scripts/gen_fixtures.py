@@ -49,9 +49,9 @@ YARN_V3 = {"beta_fast": 32, "beta_slow": 1, "factor": 40, "mscale": 1.0, "mscale
 FIXTURES = [
     {
         "name": "v2_lite",
-        "about": "DeepSeek-V2-Lite style: q_proj (q_lora_rank null), softmax + greedy top-k, 1 dense "
-                 "layer then MoE, 2 shared experts, norm_topk_prob false, routed_scaling_factor 1, "
-                 "no rope_scaling. BF16.",
+        "about": "DeepSeek-V2-Lite style: q_proj (q_lora_rank null), softmax + greedy top-k, 1 "
+                 "dense layer then MoE, 2 shared experts, norm_topk_prob false, "
+                 "routed_scaling_factor 1, no rope_scaling. BF16.",
         "dtype": "bf16", "shards": 1, "seed": 11,
         "config": {
             "architectures": ["DeepseekV2ForCausalLM"], "model_type": "deepseek_v2",
@@ -68,9 +68,9 @@ FIXTURES = [
     },
     {
         "name": "v2_group",
-        "about": "V2 with q_lora, group_limited_greedy (group score = max), norm_topk_prob true and "
-                 "routed_scaling_factor 1.5 (V2 rule: normalised, NOT scaled), YaRN with mscale "
-                 "1.0 != mscale_all_dim 0.707 (cos/sin scaled by the ratio). F16.",
+        "about": "V2 with q_lora, group_limited_greedy (group score = max), norm_topk_prob true "
+                 "and routed_scaling_factor 1.5 (V2 rule: normalised, NOT scaled), YaRN with "
+                 "mscale 1.0 != mscale_all_dim 0.707 (cos/sin scaled by the ratio). F16.",
         "dtype": "f16", "shards": 1, "seed": 22,
         "config": {
             "architectures": ["DeepseekV2ForCausalLM"], "model_type": "deepseek_v2",
@@ -110,9 +110,9 @@ FIXTURES = [
     {
         "name": "v3",
         "about": "DeepSeek-V3 style: q_lora, sigmoid + noaux_tc (bias with negative entries, group "
-                 "score = sum of top-2), norm_topk_prob true, routed_scaling_factor 2.5, YaRN factor "
-                 "40 mscale = mscale_all_dim = 1.0, 1 dense layer then MoE, 1 MTP layer in the file. "
-                 "BF16 (e_score_correction_bias F32).",
+                 "score = sum of top-2), norm_topk_prob true, routed_scaling_factor 2.5, YaRN "
+                 "factor 40 mscale = mscale_all_dim = 1.0, 1 dense layer then MoE, 1 MTP layer in "
+                 "the file. BF16 (e_score_correction_bias F32).",
         "dtype": "bf16", "shards": 1, "seed": 44,
         "config": {
             "architectures": ["DeepseekV3ForCausalLM"], "model_type": "deepseek_v3",
@@ -129,10 +129,11 @@ FIXTURES = [
     },
     {
         "name": "v3_fp8",
-        "about": "The V3 architecture with FP8 e4m3 128x128 block-scaled weights (quantization_config "
-                 "as the release): hidden 192, q_lora 136, kv_lora 136, kv_b out 320, dense "
-                 "intermediate 136 -> partial edge blocks everywhere; 1% of every Linear weight "
-                 "scaled by 1e-4 so they become e4m3 subnormals/zeros. MTP layer (FP8 eh_proj).",
+        "about": "The V3 architecture with FP8 e4m3 128x128 block-scaled weights "
+                 "(quantization_config as the release): hidden 192, q_lora 136, kv_lora 136, "
+                 "kv_b out 320, dense intermediate 136 -> partial edge blocks everywhere; 1% of "
+                 "every Linear weight scaled by 1e-4 so they become e4m3 subnormals/zeros. MTP "
+                 "layer (FP8 eh_proj).",
         "dtype": "fp8", "shards": 1, "seed": 55, "tiny_frac": 0.01,
         "config": {
             "architectures": ["DeepseekV3ForCausalLM"], "model_type": "deepseek_v3",
@@ -159,7 +160,7 @@ FIXTURES = [
                  "(n_shared_experts null), moe_layer_freq 2 (layers 0, 1 dense, 2 MoE), one group "
                  "(n_group 1), YaRN factor 8 with mscale 0.8 and NO mscale_all_dim key (HF default "
                  "0: softmax scale not multiplied, cos/sin scaled by yarn_get_mscale(8, 0.8)), "
-                 "rope_theta 1000, no MTP. F32.",
+                 "rope_theta 1000, rms_norm_eps 1e-2 (the latent norms q_a_layernorm and kv_a_layernorm keep 1e-6, as HF), no MTP. F32.",
         "dtype": "f32", "shards": 1, "seed": 66,
         "config": {
             "architectures": ["DeepseekV3ForCausalLM"], "model_type": "deepseek_v3",
@@ -171,7 +172,7 @@ FIXTURES = [
             "n_group": 1, "topk_group": 1, "topk_method": "noaux_tc", "scoring_func": "sigmoid",
             "norm_topk_prob": True, "routed_scaling_factor": 2.5, "first_k_dense_replace": 1,
             "moe_layer_freq": 2, "rope_theta": 1000, "max_position_embeddings": 32768,
-            "tie_word_embeddings": True,
+            "tie_word_embeddings": True, "rms_norm_eps": 1e-2,
             "rope_scaling": {"beta_fast": 32, "beta_slow": 1, "factor": 8, "mscale": 0.8,
                              "original_max_position_embeddings": 4096, "type": "yarn"},
         },

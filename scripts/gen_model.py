@@ -8,7 +8,8 @@
 CONFIG.json holds HF config fields; missing ones get the HF defaults of the model type
 ("model_type": "deepseek_v2" or "deepseek_v3", default v3). The output directory gets
 config.json (all HF fields, keys sorted like HF writes them), model.safetensors (or N shards
-model-0000i-of-0000N.safetensors plus model.safetensors.index.json) and optionally the tokenizer files.
+model-0000i-of-0000N.safetensors plus model.safetensors.index.json) and optionally the tokenizer
+files.
 
 Tensors (names and shapes as in the released checkpoints):
   model.embed_tokens.weight [V, H]; per layer i (main layers and MTP layers):
@@ -17,7 +18,8 @@ Tensors (names and shapes as in the released checkpoints):
   q_b_proj [nh*(nope+rope), q_lora]; kv_a_proj_with_mqa [kv_lora+rope, H]; kv_a_layernorm [kv_lora];
   kv_b_proj [nh*(nope+v), kv_lora]; o_proj [H, nh*v];
   mlp.{gate,up,down}_proj (dense) or mlp.gate.weight [E, H], mlp.gate.e_score_correction_bias [E]
-  (noaux_tc, always F32), mlp.experts.{j}.{gate,up,down}_proj, mlp.shared_experts.{gate,up,down}_proj;
+  (noaux_tc, always F32), mlp.experts.{j}.{gate,up,down}_proj,
+  mlp.shared_experts.{gate,up,down}_proj;
   MTP layers (index >= num_hidden_layers) also: embed_tokens [V, H], enorm, hnorm [H],
   eh_proj [H, 2H], shared_head.norm [H], shared_head.head [V, H] (copies of the main ones);
   model.norm.weight [H]; lm_head.weight [V, H] unless tie_word_embeddings.
@@ -27,11 +29,12 @@ embeddings, heads, norms and mlp.gate.weight are BF16; the config gets the relea
 quantization_config.
 
 Initialisation (deterministic: each tensor has its own generator seeded by (seed, crc32(name)), so
-values do not depend on sharding or order): norms 1 + 0.1 N(0,1); linear weights N(0,1) / sqrt(fan_in)
-(or N(0, std^2) with --std) so activations stay O(1); embedding N(0,1); lm_head N(0,1) * 2.5 /
-sqrt(H) so logits are O(1-10) (a tied embedding uses 1/sqrt(H)); router N(0,1) / sqrt(H); e_score_correction_bias N(0, 0.1^2) (has
-negative entries). --tiny-frac F multiplies a fraction F of every Linear weight's entries by 1e-4
-(with fp8 they become e4m3 subnormals or zero).
+values do not depend on sharding or order): norms 1 + 0.1 N(0,1); linear weights
+N(0,1) / sqrt(fan_in) (or N(0, std^2) with --std) so activations stay O(1); embedding N(0,1);
+lm_head N(0,1) * 2.5 / sqrt(H) so logits are O(1-10) (a tied embedding uses 1/sqrt(H)); router
+N(0,1) / sqrt(H); e_score_correction_bias N(0, 0.1^2) (has negative entries). --tiny-frac F
+multiplies a fraction F of every Linear weight's entries by 1e-4 (with fp8 they become e4m3
+subnormals or zero).
 
 Memory stays bounded (tensors are generated and written in row chunks), so ~1B-parameter models
 are fine: roughly 10-20 s per 1B parameters for bf16 on one core.

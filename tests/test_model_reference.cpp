@@ -149,5 +149,5 @@ TEST_P(ModelReference, ChunksAndBatchesAgree) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, ModelReference,
-                         ::testing::Values("v2_lite", "v2_group", "v3", "v3_fp8", "v3_sharded",
+                         ::testing::Values("v2_lite", "v2_group", "v2_scaled", "v3", "v3_fp8", "v3_sharded",
                                            "v3_tied"));

@@ -9,8 +9,13 @@
 #include <sstream>
 #include <unistd.h>
 
+#include <iostream>
+
 #include "kernels/cpu.h"
+#include "formats/tokenizer.h"
 #include "model/model.h"
+#include "run/chat.h"
+#include "run/session.h"
 
 namespace whale::cli {
 
@@ -195,9 +200,160 @@ int cmd_bench() {
   return 0;
 }
 
+// ------------------------------------------------------------------ tokenize / detokenize
+std::string g_text, g_ids;
+bool g_bos = false;
+
+int cmd_tokenize() {
+  Tokenizer tok = Tokenizer::load(g.model_dir);
+  std::printf("%s\n", json(tok.encode(g_text, g_bos)).dump().c_str());
+  return 0;
+}
+
+int cmd_detokenize() {
+  Tokenizer tok = Tokenizer::load(g.model_dir);
+  const auto ids = parse_ids(g_ids);
+  for (int32_t id : ids)
+    if (id < 0 || size_t(id) >= tok.vocab_size())
+      throw std::out_of_range("token id " + std::to_string(id) + " outside the vocabulary");
+  std::printf("%s", tok.decode(ids).c_str());
+  if (isatty(STDOUT_FILENO)) std::printf("\n");
+  return 0;
+}
+
+// ------------------------------------------------------------------ run / chat
+std::string g_prompt, g_system;
+GenerateOptions g_gen;
+bool g_chat_template = false, g_no_stats = false;
+int64_t g_ctx = 4096;
+
+void add_sampling(CLI::App* s) {
+  s->add_option("-n,--max-tokens", g_gen.max_tokens, "tokens to generate at most");
+  s->add_option("--temp", g_gen.sampling.temperature, "temperature (0: greedy)");
+  s->add_option("--top-k", g_gen.sampling.top_k, "keep the k most likely tokens (0: off)");
+  s->add_option("--top-p", g_gen.sampling.top_p, "nucleus sampling mass (1: off)");
+  s->add_option("--min-p", g_gen.sampling.min_p, "drop tokens below min-p x the top probability");
+  s->add_option("--seed", g_gen.sampling.seed, "random seed (same seed, same output)");
+  s->add_option("--stop", g_gen.stop, "stop string (repeatable)");
+  s->add_option("--ctx", g_ctx, "context length (tokens)");
+}
+
+void print_stats(const GenerateResult& r) {
+  if (g_no_stats) return;
+  std::fprintf(stderr,
+               "\n[prompt %lld tokens (%lld cached) %.1f tok/s | generated %zu tokens %.1f tok/s | "
+               "%s]\n",
+               (long long)r.prompt_tokens, (long long)r.cached_tokens,
+               r.prefill_seconds > 0 ? double(r.prompt_tokens - r.cached_tokens) / r.prefill_seconds : 0.0,
+               r.ids.size(), r.decode_seconds > 0 ? double(r.ids.size()) / r.decode_seconds : 0.0,
+               r.finish_reason.c_str());
+}
+
+bool print_piece(std::string_view s) {
+  std::fwrite(s.data(), 1, s.size(), stdout);
+  std::fflush(stdout);
+  return true;
+}
+
+int cmd_run() {
+  apply_threads();
+  Tokenizer tok = Tokenizer::load(g.model_dir);
+  auto m = load_model();
+  std::vector<int32_t> prompt;
+  if (g_chat_template) {
+    std::vector<ChatMessage> msgs;
+    if (!g_system.empty()) msgs.push_back({"system", g_system, ""});
+    msgs.push_back({"user", g_prompt, ""});
+    prompt = tok.encode(render_chat(msgs, detect_chat_style(tok.chat_template()), tok.bos_token()));
+  } else {
+    prompt = tok.encode(g_prompt, tok.add_bos());
+    std::printf("%s", g_prompt.c_str());
+  }
+  Session session(*m, std::min<int64_t>(g_ctx, m->config().max_position_embeddings));
+  GenerateResult r = session.generate(prompt, tok, g_gen, print_piece);
+  std::printf("\n");
+  print_stats(r);
+  return 0;
+}
+
+int cmd_chat() {
+  apply_threads();
+  Tokenizer tok = Tokenizer::load(g.model_dir);
+  auto m = load_model();
+  const ChatStyle style = detect_chat_style(tok.chat_template());
+  Session session(*m, std::min<int64_t>(g_ctx, m->config().max_position_embeddings));
+  std::vector<ChatMessage> msgs;
+  if (!g_system.empty()) msgs.push_back({"system", g_system, ""});
+  const bool tty = isatty(STDIN_FILENO);
+  if (tty)
+    std::fprintf(stderr, "whale chat (%s): type a message, Enter to send, Ctrl-D to quit, /new to reset.\n",
+                 style == ChatStyle::R1 ? "R1 format" : "V3 format");
+  std::string line;
+  while (true) {
+    if (tty) {
+      std::printf("\n> ");
+      std::fflush(stdout);
+    }
+    if (!std::getline(std::cin, line)) break;
+    if (line.empty()) continue;
+    if (line == "/new") {
+      msgs.resize(g_system.empty() ? 0 : 1);
+      continue;
+    }
+    msgs.push_back({"user", line, ""});
+    const auto prompt = tok.encode(render_chat(msgs, style, tok.bos_token()));
+    GenerateResult r = session.generate(prompt, tok, g_gen, print_piece);
+    std::printf("\n");
+    std::fflush(stdout);
+    ChatMessage reply{"assistant", r.text, ""};
+    if (style == ChatStyle::R1) {
+      ReasoningSplit sp = split_reasoning(r.text);
+      reply.content = sp.content;
+      reply.reasoning_content = sp.reasoning;
+    }
+    msgs.push_back(reply);
+    print_stats(r);
+  }
+  if (tty) std::printf("\n");
+  return 0;
+}
+
 }  // namespace
 
 void register_commands(CLI::App& app) {
+  {
+    auto* s = app.add_subcommand("run", "generate text from a prompt, streamed");
+    add_model(s);
+    add_threads(s);
+    add_sampling(s);
+    s->add_option("-p,--prompt", g_prompt, "prompt text")->required();
+    s->add_flag("--chat", g_chat_template, "wrap the prompt as a user turn of the chat template");
+    s->add_option("--system", g_system, "system prompt (with --chat)");
+    s->add_flag("--no-stats", g_no_stats, "do not print speed figures to stderr");
+    g_actions["run"] = cmd_run;
+  }
+  {
+    auto* s = app.add_subcommand("chat", "interactive multi-turn chat (Ctrl-D exits)");
+    add_model(s);
+    add_threads(s);
+    add_sampling(s);
+    s->add_option("--system", g_system, "system prompt");
+    s->add_flag("--no-stats", g_no_stats, "do not print speed figures to stderr");
+    g_actions["chat"] = cmd_chat;
+  }
+  {
+    auto* s = app.add_subcommand("tokenize", "token ids of a text, as JSON (needs only tokenizer files)");
+    add_model(s);
+    s->add_option("--text", g_text, "text to encode")->required();
+    s->add_flag("--bos", g_bos, "prepend the bos token");
+    g_actions["tokenize"] = cmd_tokenize;
+  }
+  {
+    auto* s = app.add_subcommand("detokenize", "text of comma-separated token ids");
+    add_model(s);
+    s->add_option("--ids", g_ids, "comma-separated ids")->required();
+    g_actions["detokenize"] = cmd_detokenize;
+  }
   {
     auto* s = app.add_subcommand("info", "print parameter counts and KV-cache size");
     add_model(s);

@@ -193,7 +193,7 @@ class Regex {
     const std::string src = literal ? pattern : translate_ecma_regex(pattern);
     int err = 0;
     PCRE2_SIZE offset = 0;
-    const uint32_t options = PCRE2_UTF | PCRE2_UCP | (literal ? PCRE2_LITERAL : 0);
+    const uint32_t options = PCRE2_UTF | (literal ? PCRE2_LITERAL : PCRE2_UCP);
     code_.reset(pcre2_compile(reinterpret_cast<PCRE2_SPTR>(src.data()), src.size(), options, &err,
                               &offset, nullptr));
     if (!code_) {

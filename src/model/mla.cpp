@@ -9,6 +9,10 @@
 
 namespace whale {
 
+// The latent norms (q_a_layernorm, kv_a_layernorm) are built without an eps argument in both the
+// official and the Hugging Face code, so they use 1e-6 whatever config.rms_norm_eps says.
+constexpr float kLatentNormEps = 1e-6f;
+
 MLA::MLA(const ModelConfig& c, const Checkpoint& ck, const std::string& prefix, int64_t layer,
          const Rope* rope)
     : c_(c), layer_(layer), rope_(rope), scale_(float(c.softmax_scale())) {
@@ -16,7 +20,7 @@ MLA::MLA(const ModelConfig& c, const Checkpoint& ck, const std::string& prefix, 
   if (c.q_lora_rank > 0) {
     q_a_proj_ = load_linear(ck, prefix + ".q_a_proj", c.q_lora_rank, D);
     q_a_layernorm_ = {load_vector(ck, prefix + ".q_a_layernorm.weight", c.q_lora_rank),
-                      float(c.rms_norm_eps)};
+                      kLatentNormEps};
     q_b_proj_ = load_linear(ck, prefix + ".q_b_proj", H * c.qk_head_dim(), c.q_lora_rank);
   } else {
     q_proj_ = load_linear(ck, prefix + ".q_proj", H * c.qk_head_dim(), D);
@@ -24,7 +28,7 @@ MLA::MLA(const ModelConfig& c, const Checkpoint& ck, const std::string& prefix, 
   kv_a_proj_with_mqa_ =
       load_linear(ck, prefix + ".kv_a_proj_with_mqa", c.kv_lora_rank + c.qk_rope_head_dim, D);
   kv_a_layernorm_ = {load_vector(ck, prefix + ".kv_a_layernorm.weight", c.kv_lora_rank),
-                     float(c.rms_norm_eps)};
+                     kLatentNormEps};
   kv_b_proj_ = load_linear(ck, prefix + ".kv_b_proj", H * (c.qk_nope_head_dim + c.v_head_dim),
                            c.kv_lora_rank);
   o_proj_ = load_linear(ck, prefix + ".o_proj", D, H * c.v_head_dim);

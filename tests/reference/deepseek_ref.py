@@ -1,4 +1,5 @@
-"""Independent float64 PyTorch reference of DeepseekV2ForCausalLM / DeepseekV3ForCausalLM (forward only).
+"""Independent float64 PyTorch reference of DeepseekV2ForCausalLM / DeepseekV3ForCausalLM
+(forward only).
 
 Written from the Hugging Face `modeling_deepseek.py` files of deepseek-ai/DeepSeek-V2-Lite and
 deepseek-ai/DeepSeek-V3 and the official DeepSeek-V3 `inference/model.py`; no code is shared with
@@ -201,7 +202,8 @@ class DeepseekRef:
         return x * cos[:, None, :] + rotate_half(x) * sin[:, None, :]
 
     def rope_complex(self, x):
-        """Second path: the official complex form on interleaved pairs (output stays interleaved)."""
+        """Second path: the official complex form on interleaved pairs (output stays
+        interleaved)."""
         n, h, d = x.shape
         inv_freq, ratio = rope_inv_freq_and_mscale(self.config)
         ang = torch.outer(torch.arange(n, dtype=torch.float64), inv_freq)  # [n, d/2]
@@ -287,6 +289,8 @@ class DeepseekRef:
         norm = top_k > 1 and c.get("norm_topk_prob", False)
         if norm:
             w = w / (w.sum(dim=-1, keepdim=True) + 1e-20)
+        # V3 (HF V3 MoEGate): normalise if enabled, then ALWAYS scale.
+        # V2 (HF V2 MoEGate): normalise if enabled, ELSE scale.
         if self.v3 or not norm:
             w = w * rsf
         return w
@@ -323,7 +327,9 @@ class DeepseekRef:
         idx = top.indices[:, :top_k]
         w = self.finish_weights(scores.gather(1, idx))
         # Robustness / non-triviality statistics used by gen_fixtures.py:
-        same = lambda a, b: (a.sort(dim=-1).values == b.sort(dim=-1).values).all(dim=-1)
+        def same(a, b):  # same expert sets per token
+            return (a.sort(dim=-1).values == b.sort(dim=-1).values).all(dim=-1)
+
         stats["idx"] = idx
         stats["group_changed"] = int((~same(idx, unrestricted)).sum())  # group limit mattered
         stats["bias_changed"] = int((~same(idx, scores.topk(top_k, dim=-1).indices)).sum())

@@ -4,9 +4,10 @@ Runs with /usr/bin/python3 (numpy 1.24; torch optional, only for `load_checkpoin
 
 File format (https://github.com/huggingface/safetensors):
     [u64 little-endian N][N bytes of JSON header][raw tensor bytes]
-The header maps each tensor name to {"dtype", "shape", "data_offsets": [begin, end]} (offsets relative
-to the start of the data section, contiguous, no holes) plus an optional "__metadata__" map of
-string -> string. We pad the header with spaces to a multiple of 8 bytes, as the reference library does.
+The header maps each tensor name to {"dtype", "shape", "data_offsets": [begin, end]} (offsets
+relative to the start of the data section, contiguous, no holes) plus an optional "__metadata__"
+map of string -> string. We pad the header with spaces to a multiple of 8 bytes, as the reference
+library does.
 
 Numeric formats:
   * BF16: upper 16 bits of an IEEE f32, produced with round-to-nearest-even.
@@ -15,9 +16,10 @@ Numeric formats:
     infinities, 0x7f/0xff are NaN, largest finite 448, subnormals k * 2^-9 for k = 1..7.
     Encoding rounds to nearest even and saturates to +-448 (NaN stays NaN).
   * FP8 block quantisation as in the DeepSeek-V3 release (README_WEIGHTS.md): for each 128x128 block
-    (edge blocks may be partial; zero padding does not change the max) scale_inv = amax / 448 in f32,
-    q = e4m3(w / scale_inv); stored as `<name>` (F8_E4M3) and `<name>_scale_inv` (F32, shape
-    [ceil(rows/128), ceil(cols/128)]); dequantisation w[i, j] = q[i, j] * scale_inv[i // 128, j // 128].
+    (edge blocks may be partial; zero padding does not change the max) scale_inv = amax / 448 in
+    f32, q = e4m3(w / scale_inv); stored as `<name>` (F8_E4M3) and `<name>_scale_inv` (F32, shape
+    [ceil(rows/128), ceil(cols/128)]); dequantisation
+    w[i, j] = q[i, j] * scale_inv[i // 128, j // 128].
 """
 
 import json
@@ -89,15 +91,16 @@ def fp8_e4m3_decode(codes):
 
 
 def fp8_e4m3_encode(x):
-    """f32 array -> uint8 e4m3fn codes, round-to-nearest-even, saturating to +-448, NaN -> 0x7f/0xff."""
+    """f32 array -> uint8 e4m3fn codes: round-to-nearest-even, saturating to +-448,
+    NaN -> 0x7f/0xff."""
     x = np.asarray(x, dtype=np.float32)
     sign = np.signbit(x).astype(np.uint8) << np.uint8(7)
     a = np.abs(x)
     nan = np.isnan(a)
     a = np.minimum(np.where(nan, 0, a), FP8_MAX).astype(np.float32)
     # The quantum (spacing of representable values) is 2^(e-3) for a in [2^e, 2^(e+1)), e >= -6, and
-    # 2^-9 in the subnormal range a < 2^-6. Dividing by a power of two and rint are exact in f32, and
-    # np.rint rounds half to even, which is exactly RNE on the 3-bit mantissa.
+    # 2^-9 in the subnormal range a < 2^-6. Dividing by a power of two and rint are exact in f32,
+    # and np.rint rounds half to even, which is exactly RNE on the 3-bit mantissa.
     _, e2 = np.frexp(a)  # a = f * 2^e2, f in [0.5, 1)  =>  floor(log2 a) = e2 - 1
     e = np.maximum(e2.astype(np.int32) - 1, -6)
     quantum = np.ldexp(np.float32(1), e - 3).astype(np.float32)
@@ -116,7 +119,8 @@ def fp8_e4m3_encode(x):
 
 
 def fp8_block_quantize(w, block=FP8_BLOCK):
-    """f32 [rows, cols] -> (uint8 codes [rows, cols], f32 scale_inv [ceil(rows/b), ceil(cols/b)])."""
+    """f32 [rows, cols] -> (uint8 codes [rows, cols],
+    f32 scale_inv [ceil(rows/b), ceil(cols/b)])."""
     w = np.asarray(w, dtype=np.float32)
     rows, cols = w.shape
     br, bc = math.ceil(rows / block), math.ceil(cols / block)
@@ -141,7 +145,8 @@ def fp8_block_dequantize(codes, scale_inv, block=FP8_BLOCK, dtype=np.float64):
 
 
 def encode(array_f32, dtype):
-    """f32 numpy array -> raw storage array for safetensors dtype `dtype` (not F8: use the block API)."""
+    """f32 numpy array -> raw storage array for safetensors dtype `dtype` (F8: use the block
+    API)."""
     if dtype == "F32":
         return np.ascontiguousarray(array_f32, dtype=np.float32)
     if dtype == "BF16":
@@ -173,7 +178,8 @@ def nbytes(dtype, shape):
 
 class SafetensorsWriter:
     """Streams tensors into one .safetensors file. All (name, dtype, shape) are declared up front
-    (the header precedes the data); data is then appended in declaration order, possibly in chunks."""
+    (the header precedes the data); data is then appended in declaration order, possibly in
+    chunks."""
 
     def __init__(self, path, specs, metadata=None):
         self.path = path
@@ -381,7 +387,8 @@ def _self_test():
     for y, g in zip(ys, got):
         assert g == _nearest_fp8_bruteforce(y), (y, g, _nearest_fp8_bruteforce(y))
     assert fp8_e4m3_encode(np.array([np.nan]))[0] == 0x7F
-    assert fp8_e4m3_decode(np.array([0x7E]))[0] == 448 and fp8_e4m3_decode(np.array([0x01]))[0] == 2**-9
+    assert fp8_e4m3_decode(np.array([0x7E]))[0] == 448
+    assert fp8_e4m3_decode(np.array([0x01]))[0] == 2**-9
     # block quantisation round trip with partial blocks
     w = rng.standard_normal((200, 130)).astype(np.float32)
     q, s = fp8_block_quantize(w)

