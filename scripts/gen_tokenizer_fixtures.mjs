@@ -150,6 +150,9 @@ const CASES = [
   ["only_spaces", "        "],
   ["unicode_spaces", "a\u00a0b\u3000c\u2003d\u2028e"],
   ["nel_and_bom", "x\u0085y \ufeffz"],
+  // JS's \s has U+FEFF but not U+0085 (PCRE2's and Rust's are the other way round).
+  ["nel_runs", "a \u0085\u0085  b\u0085\n c \u0085"],
+  ["bom_runs", "x \ufeff\ufeff\ufeff y\ufeff\ufeff  \ufeff"],
   // Special tokens embedded in text.
   ["special_user_assistant", "<｜User｜>Hello<｜Assistant｜>Hi there<｜end▁of▁sentence｜>"],
   ["special_bos_midtext", "text<｜begin▁of▁sentence｜>more text"],

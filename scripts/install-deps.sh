@@ -5,7 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PKGS=(g++ cmake ninja-build make pkg-config nlohmann-json3-dev libgtest-dev libgmock-dev
-      libbenchmark-dev libpcre2-dev libcli11-dev python3-torch python3-numpy nodejs npm clang)
+      libbenchmark-dev libpcre2-dev libcli11-dev python3-torch python3-numpy clang)
+# node and npm may come from Debian or be preinstalled another way: only ask apt when absent.
+command -v node >/dev/null 2>&1 || PKGS+=(nodejs)
+command -v npm >/dev/null 2>&1 || PKGS+=(npm)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

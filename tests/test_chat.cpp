@@ -1,8 +1,6 @@
 // Chat-format tests. Expected prompts come from the real Jinja templates (DeepSeek-V3's from
 // tokenizer_config.json, DeepSeek-R1's published one) rendered by @huggingface/jinja in
 // scripts/gen_tokenizer_fixtures.mjs.
-#include "run/chat.h"
-
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -10,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "formats/tokenizer.h"
+#include "run/chat.h"
 
 namespace whale {
 namespace {
@@ -49,10 +48,11 @@ TEST(Chat, RendersLikeTheJinjaTemplates) {
   int checked = 0;
   for (const json& c : fixture["cases"]) {
     const ChatStyle style = c["style"] == "r1" ? ChatStyle::R1 : ChatStyle::V3;
-    const std::string got =
-        render_chat(messages_of(c["messages"]), style, kBos, c["add_generation_prompt"].get<bool>());
+    const std::string got = render_chat(messages_of(c["messages"]), style, kBos,
+                                        c["add_generation_prompt"].get<bool>());
     EXPECT_EQ(got, c["prompt"].get<std::string>())
-        << c["style"] << " " << c["name"] << " add_generation_prompt=" << c["add_generation_prompt"];
+        << c["style"] << " " << c["name"]
+        << " add_generation_prompt=" << c["add_generation_prompt"];
     ++checked;
   }
   EXPECT_GE(checked, 40);
@@ -63,8 +63,9 @@ TEST(Chat, PromptIdsMatchReference) {
       << "DeepSeek-V3 tokenizer not found at " << kTokenizerDir << ": run scripts/install-deps.sh";
   const Tokenizer tok = Tokenizer::load(kTokenizerDir);
   EXPECT_EQ(detect_chat_style(tok.chat_template()), ChatStyle::V3);
-  EXPECT_EQ(tok.chat_template(), chat_fixture()["templates"]["v3"].get<std::string>());
-  for (const json& c : chat_fixture()["cases"]) {
+  const json fixture = chat_fixture();
+  EXPECT_EQ(tok.chat_template(), fixture["templates"]["v3"].get<std::string>());
+  for (const json& c : fixture["cases"]) {
     const ChatStyle style = c["style"] == "r1" ? ChatStyle::R1 : ChatStyle::V3;
     const std::string prompt = render_chat(messages_of(c["messages"]), style, tok.bos_token(),
                                            c["add_generation_prompt"].get<bool>());
@@ -82,9 +83,10 @@ TEST(Chat, R1DropsEarlierReasoningAndOpensThinkBlock) {
             "<bos><｜User｜>2+2?<｜Assistant｜>\n\n4<｜end▁of▁sentence｜><｜User｜>3+3?"
             "<｜Assistant｜><think>\n");
   // V3 keeps the assistant text as is and ends with a bare assistant tag.
-  EXPECT_EQ(render_chat(msgs, ChatStyle::V3, "<bos>"),
-            "<bos><｜User｜>2+2?<｜Assistant｜><think>\nadd them\n</think>\n\n4<｜end▁of▁sentence｜>"
-            "<｜User｜>3+3?<｜Assistant｜>");
+  EXPECT_EQ(
+      render_chat(msgs, ChatStyle::V3, "<bos>"),
+      "<bos><｜User｜>2+2?<｜Assistant｜><think>\nadd them\n</think>\n\n4<｜end▁of▁sentence｜>"
+      "<｜User｜>3+3?<｜Assistant｜>");
   EXPECT_EQ(render_chat(msgs, ChatStyle::R1, "", false).find("<think>"), std::string::npos);
 }
 

@@ -76,7 +76,9 @@ Matrix random_matrix(DType dtype, int64_t rows, int64_t cols, std::mt19937& rng)
   for (int64_t i = 0; i < rows * cols; i++) {
     const float v = normal(rng);
     switch (dtype) {
-      case DType::F32: std::memcpy(&m.bytes[i * 4], &v, 4); break;
+      case DType::F32:
+        std::memcpy(&m.bytes[i * 4], &v, 4);
+        break;
       case DType::BF16: {
         const uint16_t h = f32_to_bf16(v);
         std::memcpy(&m.bytes[i * 2], &h, 2);
@@ -89,11 +91,13 @@ Matrix random_matrix(DType dtype, int64_t rows, int64_t cols, std::mt19937& rng)
       }
       case DType::F8_E4M3: {
         uint8_t b;
-        do b = uint8_t(rng()); while ((b & 0x7f) == 0x7f);
+        do b = uint8_t(rng());
+        while ((b & 0x7f) == 0x7f);
         m.bytes[i] = b;
         break;
       }
-      default: break;
+      default:
+        break;
     }
   }
   if (dtype == DType::F8_E4M3) {
@@ -127,8 +131,8 @@ void expect_close(const std::vector<float>& y, const std::vector<float>& want,
     }
     const double err = std::fabs(double(y[i]) - double(want[i]));
     if (err > tol * magnitude[i] + 1e-30) {
-      ADD_FAILURE() << what << " [" << i << "]: got " << y[i] << ", want " << want[i]
-                    << " (err " << err << ", scale " << magnitude[i] << ")";
+      ADD_FAILURE() << what << " [" << i << "]: got " << y[i] << ", want " << want[i] << " (err "
+                    << err << ", scale " << magnitude[i] << ")";
       reported++;
     }
   }
@@ -231,7 +235,7 @@ class KernelIsa : public testing::TestWithParam<Isa> {
   std::unique_ptr<IsaScope> scope_;
 };
 
-INSTANTIATE_TEST_SUITE_P(AllIsas, KernelIsa, testing::ValuesIn(kAllIsas), IsaParamName);
+INSTANTIATE_TEST_SUITE_P(Kernel, KernelIsa, testing::ValuesIn(kAllIsas), IsaParamName);
 
 const int64_t kSizes[] = {1, 3, 17, 127, 128, 129, 300};
 
@@ -254,10 +258,10 @@ TEST_P(KernelIsa, LinearPrefillOddSizes) {
         for (int64_t n : {5, 13}) check_linear(m.ref(), n, rng, describe(d, rows, cols, n));
       }
   for (DType d : kDtypes)
-    for (int64_t rows : {33, 129, 300})
-      for (int64_t cols : {127, 300, 520}) {
+    for (int64_t rows : {33, 300})
+      for (int64_t cols : {127, 520}) {
         const Matrix m = random_matrix(d, rows, cols, rng);
-        for (int64_t n : {6, 12, 33, 64}) check_linear(m.ref(), n, rng, describe(d, rows, cols, n));
+        for (int64_t n : {12, 33, 64}) check_linear(m.ref(), n, rng, describe(d, rows, cols, n));
       }
 }
 
@@ -376,7 +380,8 @@ TEST_P(KernelIsa, WeightRowConvertsEveryBitPattern) {
     for (int i = 0; i < 65536 && bad < 5; i++) {
       const float want = d == DType::BF16 ? bf16_to_f32(uint16_t(i)) : f16_to_f32(uint16_t(i));
       if (!same_value(out[i], want)) {
-        ADD_FAILURE() << dtype_name(d) << " 0x" << std::hex << i << ": " << out[i] << " vs " << want;
+        ADD_FAILURE() << dtype_name(d) << " 0x" << std::hex << i << ": " << out[i] << " vs "
+                      << want;
         bad++;
       }
     }
@@ -465,7 +470,7 @@ TEST_P(KernelIsa, EmptyInnerDimensionGivesZeros) {
 // ---- Vector ops ----
 
 class OpsIsa : public KernelIsa {};
-INSTANTIATE_TEST_SUITE_P(AllIsas, OpsIsa, testing::ValuesIn(kAllIsas), IsaParamName);
+INSTANTIATE_TEST_SUITE_P(Ops, OpsIsa, testing::ValuesIn(kAllIsas), IsaParamName);
 
 const int64_t kOpSizes[] = {1, 2, 7, 15, 16, 17, 31, 33, 64, 100, 1000, 7168};
 
@@ -512,7 +517,9 @@ TEST_P(OpsIsa, Softmax) {
     ref::softmax_inplace(y_ref.data(), n);
     expect_near_rel(y, want, 2e-6, 1e-12, "softmax n=" + std::to_string(n));
     expect_near_rel(y_ref, want, 2e-6, 1e-12, "ref::softmax n=" + std::to_string(n));
-    if (n > 3) EXPECT_EQ(y[2], 0.0f);
+    if (n > 3) {
+      EXPECT_EQ(y[2], 0.0f);
+    }
   }
   // Extreme spreads: exp underflows to zero for the small ones, no overflow for the large one.
   std::vector<float> x = {1000.0f, 0.0f, -1000.0f, 999.0f};
@@ -526,7 +533,11 @@ TEST_P(OpsIsa, SiluMul) {
   std::mt19937 rng(12);
   for (int64_t n : kOpSizes) {
     std::vector<float> g = random_vector(n, rng, 4.0f), u = random_vector(n, rng);
-    if (n > 4) g[0] = 100.0f, g[1] = -100.0f, g[3] = 0.0f;  // saturation and zero
+    if (n > 4) {  // saturation and zero
+      g[0] = 100.0f;
+      g[1] = -100.0f;
+      g[3] = 0.0f;
+    }
     std::vector<double> want(n);
     for (int64_t i = 0; i < n; i++) want[i] = g[i] / (1.0 + std::exp(-double(g[i]))) * u[i];
     std::vector<float> y(n), y_ref(n);
@@ -552,8 +563,10 @@ TEST_P(OpsIsa, DotAxpyAdd) {
     std::vector<float> y = b, y_ref = b;
     axpy(-1.5f, a.data(), y.data(), n);
     ref::axpy(-1.5f, a.data(), y_ref.data(), n);
-    for (int64_t i = 0; i < n; i++) ASSERT_NEAR(y[i], b[i] - 1.5 * a[i], 1e-6 * (std::fabs(b[i]) + std::fabs(1.5 * a[i])));
-    for (int64_t i = 0; i < n; i++) ASSERT_NEAR(y_ref[i], y[i], 1e-6 * (std::fabs(b[i]) + std::fabs(1.5 * a[i])));
+    for (int64_t i = 0; i < n; i++)
+      ASSERT_NEAR(y[i], b[i] - 1.5 * a[i], 1e-6 * (std::fabs(b[i]) + std::fabs(1.5 * a[i])));
+    for (int64_t i = 0; i < n; i++)
+      ASSERT_NEAR(y_ref[i], y[i], 1e-6 * (std::fabs(b[i]) + std::fabs(1.5 * a[i])));
 
     std::vector<float> z = b;
     add_inplace(z.data(), a.data(), n);

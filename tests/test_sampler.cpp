@@ -1,6 +1,4 @@
 // Tests for run/sampler.h against hand-computed expectations and a double-precision reference.
-#include "run/sampler.h"
-
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -12,9 +10,11 @@
 #include <numeric>
 #include <random>
 #include <set>
-#include <string>
 #include <stdexcept>
+#include <string>
 #include <vector>
+
+#include "run/sampler.h"
 
 namespace whale {
 namespace {
@@ -162,7 +162,7 @@ TEST(SamplerTopP, KeepsSmallestPrefixReachingP) {
   const std::vector<double> probs = {0.15, 0.5, 0.1, 0.25};
   const std::vector<float> l = logits_of(probs);
   const std::vector<std::pair<float, std::set<int32_t>>> cases = {
-      {0.3f, {1}},        {0.45f, {1}},           {0.7f, {1, 3}},
+      {0.3f, {1}},        {0.45f, {1}},          {0.7f, {1, 3}},
       {0.76f, {1, 3, 0}}, {0.95f, {1, 3, 0, 2}}, {0.0f, {1}}};
   for (const auto& [top_p, expect] : cases) {
     SamplingParams p = with_seed(7);
@@ -197,7 +197,8 @@ TEST(SamplerTopP, LargeVocabMatchesFullSortReference) {
       sp.top_p = top_p;
       Sampler s(sp);
       const std::vector<TokenProb> d = s.distribution(l);
-      const std::string where = "scale " + std::to_string(scale) + " top_p " + std::to_string(top_p);
+      const std::string where =
+          "scale " + std::to_string(scale) + " top_p " + std::to_string(top_p);
       // Rounding may move the boundary by one token, no more.
       ASSERT_NEAR(double(d.size()), double(keep), 1.0) << where;
       // The kept tokens are the most probable ones: none dropped beats a kept one.
@@ -243,6 +244,11 @@ TEST(SamplerMinP, DropsTokensBelowMinPTimesMax) {
   p.min_p = 0.5f;  // threshold 0.25
   EXPECT_EQ(kept_ids(Sampler(p).distribution(l)), (std::set<int32_t>{2, 3}));
   p.min_p = 1.0f;  // only the max
+  EXPECT_EQ(kept_ids(Sampler(p).distribution(l)), (std::set<int32_t>{2}));
+  p.min_p = 1.5f;  // more than the max itself: still the max, never nothing
+  EXPECT_EQ(kept_ids(Sampler(p).distribution(l)), (std::set<int32_t>{2}));
+  EXPECT_EQ(Sampler(p).sample(l), 2);
+  p.top_k = 3;  // the same through the sorted top-k path
   EXPECT_EQ(kept_ids(Sampler(p).distribution(l)), (std::set<int32_t>{2}));
 }
 

@@ -1,12 +1,12 @@
 // Tests for run/stop.h: hand-made cases plus a randomised comparison with a brute-force reference.
-#include "run/stop.h"
-
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <random>
 #include <string>
 #include <vector>
+
+#include "run/stop.h"
 
 namespace whale {
 namespace {
@@ -48,7 +48,11 @@ Fed reference(const std::string& text, const std::vector<std::string>& stops) {
 bool valid_utf8(const std::string& s) {
   for (size_t i = 0; i < s.size();) {
     const unsigned char c = static_cast<unsigned char>(s[i]);
-    const size_t len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+    const size_t len = c < 0x80         ? 1
+                       : (c >> 5) == 6  ? 2
+                       : (c >> 4) == 14 ? 3
+                       : (c >> 3) == 30 ? 4
+                                        : 0;
     if (len == 0 || i + len > s.size()) return false;
     for (size_t j = 1; j < len; ++j) {
       if ((static_cast<unsigned char>(s[i + j]) & 0xc0) != 0x80) return false;

@@ -1,7 +1,5 @@
 // Tokenizer tests. The expected ids come from the independent JS reference (transformers.js port
 // @lenml/tokenizers) run on the real DeepSeek-V3 tokenizer by scripts/gen_tokenizer_fixtures.mjs.
-#include "formats/tokenizer.h"
-
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -12,6 +10,8 @@
 #include <nlohmann/json.hpp>
 #include <random>
 #include <sstream>
+
+#include "formats/tokenizer.h"
 
 namespace whale {
 namespace {
@@ -117,7 +117,7 @@ TEST_F(DeepSeekTokenizer, InvalidUtf8IsReplacedLikeTextDecoder) {
     EXPECT_EQ(utf8_sanitize(case_input(c)), c["text"].get<std::string>()) << "case " << c["name"];
   }
   EXPECT_EQ(utf8_sanitize("ok \xe4\xbd\xa0"), "ok \xe4\xbd\xa0");  // valid input is untouched
-  EXPECT_EQ(utf8_sanitize("\xe4\xbd"), "\xef\xbf\xbd");            // one maximal subpart, one U+FFFD
+  EXPECT_EQ(utf8_sanitize("\xe4\xbd"), "\xef\xbf\xbd");  // one maximal subpart, one U+FFFD
   EXPECT_EQ(utf8_sanitize("\xed\xa0\x80"), "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd");  // surrogate
 }
 
@@ -289,8 +289,8 @@ json tiny_tokenizer(const std::vector<std::string>& extra, const json& merges, c
           {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", merges}}}};
 }
 
-const json kByteLevelNoRegex = {{"type", "ByteLevel"}, {"add_prefix_space", false},
-                                {"use_regex", false}};
+const json kByteLevelNoRegex = {
+    {"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", false}};
 
 class TempDir {
  public:
@@ -318,15 +318,17 @@ Tokenizer load_json(const json& tokenizer, const json& config = nullptr) {
 }
 
 TEST(TinyTokenizer, MergesLowestRankFirstAndLeftmostOnTies) {
-  // Ids: a=97 b=98 c=99, ab=256 abc=257 bc=258 aa=259. Merges as ["l", "r"] pairs and "l r" strings.
+  // Ids: a=97 b=98 c=99, ab=256 abc=257 bc=258 aa=259. Merges as ["l", "r"] pairs and "l r"
+  // strings.
   const json merges = {json::array({"a", "b"}), "ab c", "b c", "a a"};
-  const Tokenizer t = load_json(tiny_tokenizer({"ab", "abc", "bc", "aa"}, merges, kByteLevelNoRegex));
+  const Tokenizer t =
+      load_json(tiny_tokenizer({"ab", "abc", "bc", "aa"}, merges, kByteLevelNoRegex));
   EXPECT_EQ(t.encode("abc"), (std::vector<int32_t>{257}));  // a+b (rank 0) before b+c (rank 2)
   EXPECT_EQ(t.encode("bc"), (std::vector<int32_t>{258}));
   EXPECT_EQ(t.encode("cab"), (std::vector<int32_t>{99, 256}));
-  EXPECT_EQ(t.encode("aaa"), (std::vector<int32_t>{259, 97}));       // leftmost pair first
+  EXPECT_EQ(t.encode("aaa"), (std::vector<int32_t>{259, 97}));  // leftmost pair first
   EXPECT_EQ(t.encode("aaaa"), (std::vector<int32_t>{259, 259}));
-  EXPECT_EQ(t.encode("xy"), (std::vector<int32_t>{120, 121}));       // no merges: bytes
+  EXPECT_EQ(t.encode("xy"), (std::vector<int32_t>{120, 121}));  // no merges: bytes
   EXPECT_EQ(t.decode(std::vector<int32_t>{257, 32, 259}), "abc aa");
   EXPECT_EQ(t.bos_id(), -1);  // no tokenizer_config.json
   EXPECT_FALSE(t.add_bos());
@@ -366,9 +368,7 @@ TEST(TinyTokenizer, SplitBehaviours) {
     const Tokenizer t = load_json(tiny_tokenizer({"e-", "-c", "--"}, merges, pre));
     return t.encode("the-final--countdown");
   };
-  auto bytes = [](const std::string& s) {
-    return std::vector<int32_t>(s.begin(), s.end());
-  };
+  auto bytes = [](const std::string& s) { return std::vector<int32_t>(s.begin(), s.end()); };
   auto cat = [](std::vector<std::vector<int32_t>> parts) {
     std::vector<int32_t> out;
     for (auto& p : parts) out.insert(out.end(), p.begin(), p.end());
@@ -392,7 +392,8 @@ TEST(TinyTokenizer, AddedTokensStripAndConfigTokens) {
       {{"id", 300}, {"content", "<x>"}, {"special", true}, {"lstrip", true}, {"rstrip", true}},
       {{"id", 301}, {"content", "<xy>"}, {"special", false}},
       {{"id", 302}, {"content", "<s>"}, {"special", true}}};
-  const json config = {{"bos_token", {{"content", "<s>"}}}, {"eos_token", "<x>"},
+  const json config = {{"bos_token", {{"content", "<s>"}}},
+                       {"eos_token", "<x>"},
                        {"add_bos_token", true},
                        {"clean_up_tokenization_spaces", false},
                        {"chat_template", json::array({{{"name", "tool_use"}, {"template", "T"}},
@@ -411,7 +412,8 @@ TEST(TinyTokenizer, AddedTokensStripAndConfigTokens) {
 
 TEST(TinyTokenizer, CleanUpTokenizationSpacesWhenConfigured) {
   const json file = tiny_tokenizer({}, json::array(), kByteLevelNoRegex);
-  const Tokenizer t = load_json(file, json::object());  // absent: defaults to true, as in the reference
+  const Tokenizer t =
+      load_json(file, json::object());  // absent: defaults to true, as in the reference
   const auto ids = t.encode("Hi , you . I 'm here !");
   EXPECT_EQ(t.decode(ids), "Hi, you. I'm here!");
 }
@@ -422,8 +424,9 @@ void expect_load_error(const std::string& dir, const std::vector<std::string>& n
     Tokenizer::load(dir);
     ADD_FAILURE() << "load(" << dir << ") did not throw";
   } catch (const std::runtime_error& e) {
-    for (const auto& n : needles) EXPECT_NE(std::string(e.what()).find(n), std::string::npos)
-        << "message \"" << e.what() << "\" lacks \"" << n << "\"";
+    for (const auto& n : needles)
+      EXPECT_NE(std::string(e.what()).find(n), std::string::npos)
+          << "message \"" << e.what() << "\" lacks \"" << n << "\"";
   }
 }
 
@@ -478,12 +481,11 @@ TEST(TokenizerErrors, MalformedFilesGiveClearErrors) {
   no_byte_level["pre_tokenizer"] = nullptr;
   expect_bad(no_byte_level, {"ByteLevel"});
   json bad_regex = good;
-  bad_regex["pre_tokenizer"] = {{"type", "Sequence"},
-                                {"pretokenizers",
-                                 {{{"type", "Split"},
-                                   {"pattern", {{"Regex", "(unclosed"}}},
-                                   {"behavior", "Isolated"}},
-                                  kByteLevelNoRegex}}};
+  bad_regex["pre_tokenizer"] = {
+      {"type", "Sequence"},
+      {"pretokenizers",
+       {{{"type", "Split"}, {"pattern", {{"Regex", "(unclosed"}}}, {"behavior", "Isolated"}},
+        kByteLevelNoRegex}}};
   expect_bad(bad_regex, {"regex '(unclosed'"});
   json bad_decoder = good;
   bad_decoder["decoder"] = {{"type", "WordPiece"}};

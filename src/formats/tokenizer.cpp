@@ -142,24 +142,41 @@ std::string translate_ecma_regex(std::string_view p) {
   for (size_t i = 0; i < p.size(); ++i) {
     const char c = p[i];
     if (c != '\\' || i + 1 == p.size()) {
-      if (c == '[' && !in_class) in_class = true;
-      else if (c == ']' && in_class) in_class = false;
+      if (c == '[' && !in_class)
+        in_class = true;
+      else if (c == ']' && in_class)
+        in_class = false;
       out += c;
       continue;
     }
     const char e = p[++i];
     auto cls = [&](const char* body, bool negate) {
-      if (in_class && !negate) out += body;
-      else if (!in_class) out += std::string(negate ? "[^" : "[") + body + "]";
-      else out += std::string("\\") + e;  // a negated class inside a class: keep PCRE2's meaning
+      if (in_class && !negate)
+        out += body;
+      else if (!in_class)
+        out += std::string(negate ? "[^" : "[") + body + "]";
+      else
+        out += std::string("\\") + e;  // a negated class inside a class: keep PCRE2's meaning
     };
     switch (e) {
-      case 's': cls(kEcmaSpaceClass, false); break;
-      case 'S': cls(kEcmaSpaceClass, true); break;
-      case 'd': cls("0-9", false); break;
-      case 'D': cls("0-9", true); break;
-      case 'w': cls("A-Za-z0-9_", false); break;
-      case 'W': cls("A-Za-z0-9_", true); break;
+      case 's':
+        cls(kEcmaSpaceClass, false);
+        break;
+      case 'S':
+        cls(kEcmaSpaceClass, true);
+        break;
+      case 'd':
+        cls("0-9", false);
+        break;
+      case 'D':
+        cls("0-9", true);
+        break;
+      case 'w':
+        cls("A-Za-z0-9_", false);
+        break;
+      case 'W':
+        cls("A-Za-z0-9_", true);
+        break;
       case 'u':
         if (i + 4 < p.size() && std::all_of(p.begin() + i + 1, p.begin() + i + 5, [](char h) {
               return std::isxdigit(static_cast<unsigned char>(h)) != 0;
@@ -215,8 +232,8 @@ class Regex {
   void for_each_match(std::string_view s, pcre2_match_data* md, F&& f) const {
     size_t pos = 0;
     while (pos <= s.size()) {
-      const int rc = pcre2_match(code_.get(), reinterpret_cast<PCRE2_SPTR>(s.data()), s.size(),
-                                 pos, PCRE2_NO_UTF_CHECK, md, nullptr);
+      const int rc = pcre2_match(code_.get(), reinterpret_cast<PCRE2_SPTR>(s.data()), s.size(), pos,
+                                 PCRE2_NO_UTF_CHECK, md, nullptr);
       if (rc == PCRE2_ERROR_NOMATCH) return;
       if (rc < 0) {
         PCRE2_UCHAR msg[256];
@@ -333,7 +350,8 @@ std::string config_token(const json& config, const char* key) {
   if (it == config.end() || it->is_null()) return "";
   if (it->is_string()) return it->get<std::string>();
   if (it->is_object() && it->contains("content")) return it->at("content").get<std::string>();
-  throw std::runtime_error(std::string("\"") + key + "\" is neither a string nor {\"content\": ...}");
+  throw std::runtime_error(std::string("\"") + key +
+                           "\" is neither a string nor {\"content\": ...}");
 }
 
 struct Hash {
@@ -502,13 +520,14 @@ void Tokenizer::Impl::load_model(const json& model) {
   if (!model.contains("merges") || !model["merges"].is_array())
     throw std::runtime_error("model.merges is missing or not an array");
 
-  // Vocab: byte-level strings -> ids, stored as raw bytes.
-  StringMap level_to_id;
-  level_to_id.reserve(model["vocab"].size());
-  for (const auto& [token, id_json] : model["vocab"].items()) {
-    const auto id = id_json.get<int32_t>();
-    level_to_id.emplace(token, id);
-    std::string bytes = byte_level_to_bytes(token);
+  // Vocab: byte-level strings -> ids, stored as raw bytes. level_to_id views the JSON's keys.
+  const json& vocab = model["vocab"];
+  std::unordered_map<std::string_view, int32_t> level_to_id(vocab.size());
+  bytes_to_id.reserve(vocab.size());
+  for (auto it = vocab.begin(); it != vocab.end(); ++it) {
+    const auto id = it.value().get<int32_t>();
+    level_to_id.emplace(it.key(), id);
+    std::string bytes = byte_level_to_bytes(it.key());
     bytes_to_id.emplace(bytes, id);
     set_token(id, std::move(bytes), 1);
   }
@@ -523,29 +542,31 @@ void Tokenizer::Impl::load_model(const json& model) {
   // Merges: "left right" strings (older files) or ["left", "right"] pairs; rank = position.
   const json& list = model["merges"];
   merges.reserve(list.size());
+  std::string joined;
   for (size_t rank = 0; rank < list.size(); ++rank) {
     const json& m = list[rank];
-    std::string left, right;
+    std::string_view left, right;
     if (m.is_string()) {
-      const auto& s = m.get_ref<const std::string&>();
+      const std::string_view s = m.get_ref<const std::string&>();
       const size_t sp = s.find(' ');
       if (sp == std::string::npos || s.find(' ', sp + 1) != std::string::npos)
-        throw std::runtime_error("bad merge #" + std::to_string(rank) + " \"" + s +
+        throw std::runtime_error("bad merge #" + std::to_string(rank) + " \"" + std::string(s) +
                                  "\": expected \"left right\"");
       left = s.substr(0, sp);
       right = s.substr(sp + 1);
     } else if (m.is_array() && m.size() == 2 && m[0].is_string() && m[1].is_string()) {
-      left = m[0].get<std::string>();
-      right = m[1].get<std::string>();
+      left = m[0].get_ref<const std::string&>();
+      right = m[1].get_ref<const std::string&>();
     } else {
       throw std::runtime_error("bad merge #" + std::to_string(rank) + ": " + m.dump());
     }
-    auto l = level_to_id.find(left), r = level_to_id.find(right),
-         lr = level_to_id.find(left + right);
+    joined.assign(left).append(right);
+    auto l = level_to_id.find(left), r = level_to_id.find(right), lr = level_to_id.find(joined);
     if (l == level_to_id.end() || r == level_to_id.end() || lr == level_to_id.end())
-      throw std::runtime_error("bad merge #" + std::to_string(rank) + " \"" + left + " " + right +
-                               "\": token not in vocab");
-    const uint64_t key = (static_cast<uint64_t>(l->second) << 32) | static_cast<uint32_t>(r->second);
+      throw std::runtime_error("bad merge #" + std::to_string(rank) + " \"" + std::string(left) +
+                               " " + std::string(right) + "\": token not in vocab");
+    const uint64_t key =
+        (static_cast<uint64_t>(l->second) << 32) | static_cast<uint32_t>(r->second);
     merges.emplace(key, Merge{static_cast<int32_t>(rank), lr->second});  // first rank wins
   }
 }
@@ -625,7 +646,8 @@ void Tokenizer::Impl::add_pre_tokenizer(const json& pre, bool& saw_byte_level) {
     prefix_space = pre.value("add_prefix_space", false);
     if (pre.value("use_regex", true)) {
       byte_level_regex = std::make_unique<Regex>(
-          "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+", false);
+          "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+",
+          false);
     }
   } else {
     throw std::runtime_error("unsupported pre_tokenizer type \"" + type + "\"");
@@ -636,7 +658,8 @@ void Tokenizer::Impl::load_pre_tokenizer(const json& pre) {
   bool saw_byte_level = false;
   if (!pre.is_null()) add_pre_tokenizer(pre, saw_byte_level);
   if (!saw_byte_level)
-    throw std::runtime_error("pre_tokenizer has no ByteLevel step (only byte-level BPE is supported)");
+    throw std::runtime_error(
+        "pre_tokenizer has no ByteLevel step (only byte-level BPE is supported)");
 }
 
 // Only identity normalizers are supported: null and (nested) empty Sequences.
@@ -664,7 +687,8 @@ void Tokenizer::Impl::load_config(const json& config) {
   eos_text = config_token(config, "eos_token");
   auto id_of = [&](const std::string& text, const char* what) -> int32_t {
     if (text.empty()) return -1;
-    if (auto it = added_to_index.find(text); it != added_to_index.end()) return added[it->second].id;
+    if (auto it = added_to_index.find(text); it != added_to_index.end())
+      return added[it->second].id;
     if (auto it = bytes_to_id.find(text); it != bytes_to_id.end()) return it->second;
     throw std::runtime_error(std::string(what) + " \"" + text + "\" is not a token");
   };
@@ -719,7 +743,8 @@ void Tokenizer::Impl::merge_word(std::string_view word, std::vector<int32_t>& ou
   auto consider = [&](int32_t pos) {
     const int32_t next = sym[pos].next;
     if (next < 0) return;
-    const uint64_t key = (static_cast<uint64_t>(sym[pos].id) << 32) | static_cast<uint32_t>(sym[next].id);
+    const uint64_t key =
+        (static_cast<uint64_t>(sym[pos].id) << 32) | static_cast<uint32_t>(sym[next].id);
     auto it = merges.find(key);
     if (it != merges.end())
       queue.push({it->second.rank, pos, sym[pos].id, sym[next].id, it->second.id});
@@ -798,9 +823,8 @@ void Tokenizer::Impl::encode_section(std::string_view text, std::vector<int32_t>
       bpe(piece, out);
       continue;
     }
-    byte_level_regex->for_each_match(piece, md.get(), [&](size_t mb, size_t me) {
-      bpe(piece.substr(mb, me - mb), out);
-    });
+    byte_level_regex->for_each_match(
+        piece, md.get(), [&](size_t mb, size_t me) { bpe(piece.substr(mb, me - mb), out); });
   }
 }
 
@@ -878,8 +902,10 @@ std::vector<int32_t> Tokenizer::encode(std::string_view raw, bool add_bos) const
   }
 
   for (const Section& s : sections) {
-    if (s.added >= 0) ids.push_back(m.added[s.added].id);
-    else if (!s.text.empty()) m.encode_section(s.text, ids);
+    if (s.added >= 0)
+      ids.push_back(m.added[s.added].id);
+    else if (!s.text.empty())
+      m.encode_section(s.text, ids);
   }
   return ids;
 }
@@ -889,8 +915,8 @@ namespace {
 // transformers' clean_up_tokenization: drops the space before some punctuation and contractions.
 std::string clean_up_tokenization(std::string s) {
   static const std::pair<std::string_view, std::string_view> kRules[] = {
-      {" .", "."},     {" ?", "?"},     {" !", "!"},       {" ,", ","},      {" ' ", "'"},
-      {" n't", "n't"}, {" 'm", "'m"},   {" 's", "'s"},     {" 've", "'ve"},  {" 're", "'re"}};
+      {" .", "."},     {" ?", "?"},   {" !", "!"},   {" ,", ","},     {" ' ", "'"},
+      {" n't", "n't"}, {" 'm", "'m"}, {" 's", "'s"}, {" 've", "'ve"}, {" 're", "'re"}};
   for (auto [from, to] : kRules) {
     std::string out;
     size_t pos = 0;
@@ -939,20 +965,36 @@ std::optional<int32_t> Tokenizer::token_id(std::string_view token) const {
 }
 
 bool Tokenizer::is_special(int32_t id) const {
-  return id >= 0 && static_cast<size_t>(id) < impl_->token_kind.size() && impl_->token_kind[id] == 3;
+  return id >= 0 && static_cast<size_t>(id) < impl_->token_kind.size() &&
+         impl_->token_kind[id] == 3;
 }
 
 bool Tokenizer::is_added(int32_t id) const {
-  return id >= 0 && static_cast<size_t>(id) < impl_->token_kind.size() && impl_->token_kind[id] >= 2;
+  return id >= 0 && static_cast<size_t>(id) < impl_->token_kind.size() &&
+         impl_->token_kind[id] >= 2;
 }
 
-int32_t Tokenizer::bos_id() const { return impl_->bos; }
-int32_t Tokenizer::eos_id() const { return impl_->eos; }
-bool Tokenizer::add_bos() const { return impl_->add_bos; }
-size_t Tokenizer::vocab_size() const { return impl_->token_kind.size(); }
-const std::string& Tokenizer::chat_template() const { return impl_->chat_template; }
-const std::string& Tokenizer::bos_token() const { return impl_->bos_text; }
-const std::string& Tokenizer::eos_token() const { return impl_->eos_text; }
+int32_t Tokenizer::bos_id() const {
+  return impl_->bos;
+}
+int32_t Tokenizer::eos_id() const {
+  return impl_->eos;
+}
+bool Tokenizer::add_bos() const {
+  return impl_->add_bos;
+}
+size_t Tokenizer::vocab_size() const {
+  return impl_->token_kind.size();
+}
+const std::string& Tokenizer::chat_template() const {
+  return impl_->chat_template;
+}
+const std::string& Tokenizer::bos_token() const {
+  return impl_->bos_text;
+}
+const std::string& Tokenizer::eos_token() const {
+  return impl_->eos_text;
+}
 
 // ------------------------------------------------------------------------------------------------
 // StreamDecoder

@@ -7,8 +7,8 @@
 //   2. Added tokens (special or not, e.g. "<｜User｜>") are cut out of the raw text first (longest
 //      match, left to right) and map straight to their ids; lstrip/rstrip trim the neighbours.
 //   3. Every other section goes through the normalizer (only identity forms are supported), the
-//      pre-tokenizer (Sequence of Split regexes and ByteLevel) and byte-level BPE (lowest merge rank
-//      first, leftmost on ties), with a cache per pre-token word.
+//      pre-tokenizer (Sequence of Split regexes and ByteLevel) and byte-level BPE (lowest merge
+//      rank first, leftmost on ties), with a cache per pre-token word.
 // Regexes are compiled with PCRE2 (UTF + UCP, JIT when available). They are written for
 // JavaScript's engine, so \s \S \d \D \w \W are rewritten to their ECMAScript meaning (e.g. \s
 // includes U+FEFF but not U+0085) before compiling; Unicode property tables are PCRE2's.
@@ -57,8 +57,9 @@ class Tokenizer {
 
   // Ids to text. Byte runs between added tokens are decoded as UTF-8 with U+FFFD replacement (like
   // the reference); added tokens give their content. skip_special drops tokens marked special (bos,
-  // eos, pad, ...; "<｜User｜>" is not special in DeepSeek's file). Ids without a token are skipped.
-  // Applies clean_up_tokenization_spaces when the config asks for it (DeepSeek's does not).
+  // eos, pad, ...; "<｜User｜>" is not special in DeepSeek's file). Ids without a token are
+  // skipped. Applies clean_up_tokenization_spaces when the config asks for it (DeepSeek's does
+  // not).
   std::string decode(std::span<const int32_t> ids, bool skip_special = false) const;
 
   // Raw bytes of one token (may be an incomplete UTF-8 sequence). Throws std::out_of_range for an
@@ -69,9 +70,9 @@ class Tokenizer {
   bool is_special(int32_t id) const;  // an added token with "special": true
   bool is_added(int32_t id) const;    // any added token
 
-  int32_t bos_id() const;  // -1 when the config names none
-  int32_t eos_id() const;  // -1 when the config names none
-  bool add_bos() const;    // tokenizer_config.json "add_bos_token" (false when absent)
+  int32_t bos_id() const;     // -1 when the config names none
+  int32_t eos_id() const;     // -1 when the config names none
+  bool add_bos() const;       // tokenizer_config.json "add_bos_token" (false when absent)
   size_t vocab_size() const;  // 1 + the largest token id (vocab and added tokens)
   const std::string& chat_template() const;  // "" when absent
   const std::string& bos_token() const;      // bos token text ("" when none)

@@ -54,11 +54,13 @@ const CpuFeatures& cpu_features() {
 bool isa_supported(Isa isa) {
   const CpuFeatures& f = cpu_features();
   switch (isa) {
-    case Isa::Scalar: return true;
-    case Isa::Avx2: return f.avx2 && f.fma && f.f16c;
+    case Isa::Scalar:
+      return true;
+    case Isa::Avx2:
+      return f.avx2 && f.fma && f.f16c;
     case Isa::Avx512:
-      return f.avx512f && f.avx512bw && f.avx512vl && f.avx512dq && f.avx512bf16 &&
-             f.avx512vnni && f.fma && f.f16c;
+      return f.avx512f && f.avx512bw && f.avx512vl && f.avx512dq && f.avx512bf16 && f.avx512vnni &&
+             f.fma && f.f16c;
   }
   return false;
 }
@@ -69,7 +71,9 @@ Isa best_isa() {
   return Isa::Scalar;
 }
 
-Isa active_isa() { return isa_slot().load(std::memory_order_relaxed); }
+Isa active_isa() {
+  return isa_slot().load(std::memory_order_relaxed);
+}
 
 Isa set_isa(Isa isa) {
   if (!isa_supported(isa)) isa = best_isa();
@@ -79,9 +83,12 @@ Isa set_isa(Isa isa) {
 
 std::string_view isa_name(Isa isa) {
   switch (isa) {
-    case Isa::Scalar: return "scalar";
-    case Isa::Avx2: return "avx2";
-    case Isa::Avx512: return "avx512";
+    case Isa::Scalar:
+      return "scalar";
+    case Isa::Avx2:
+      return "avx2";
+    case Isa::Avx512:
+      return "avx512";
   }
   return "?";
 }
@@ -96,7 +103,9 @@ bool isa_from_name(std::string_view name, Isa* out) {
   return false;
 }
 
-void set_num_threads(int n) { g_threads.store(n > 0 ? n : 0, std::memory_order_relaxed); }
+void set_num_threads(int n) {
+  g_threads.store(n > 0 ? n : 0, std::memory_order_relaxed);
+}
 
 int num_threads() {
   int n = g_threads.load(std::memory_order_relaxed);
@@ -106,11 +115,15 @@ int num_threads() {
 std::string cpu_description() {
   const CpuFeatures& f = cpu_features();
   std::string s = "cpu:";
-  const std::pair<bool, const char*> flags[] = {
-      {f.avx512f, "avx512f"},       {f.avx512bw, "avx512bw"}, {f.avx512vl, "avx512vl"},
-      {f.avx512dq, "avx512dq"},     {f.avx512bf16, "avx512bf16"},
-      {f.avx512vnni, "avx512vnni"}, {f.avx2, "avx2"},         {f.fma, "fma"},
-      {f.f16c, "f16c"}};
+  const std::pair<bool, const char*> flags[] = {{f.avx512f, "avx512f"},
+                                                {f.avx512bw, "avx512bw"},
+                                                {f.avx512vl, "avx512vl"},
+                                                {f.avx512dq, "avx512dq"},
+                                                {f.avx512bf16, "avx512bf16"},
+                                                {f.avx512vnni, "avx512vnni"},
+                                                {f.avx2, "avx2"},
+                                                {f.fma, "fma"},
+                                                {f.f16c, "f16c"}};
   bool any = false;
   for (const auto& [has, name] : flags) {
     if (!has) continue;

@@ -2,6 +2,8 @@
 //
 // The scalar path converts one weight row at a time into an f32 buffer and reuses it for every
 // token, so it is far faster than ref:: while staying plain C++.
+#include "kernels/linear.h"
+
 #include <omp.h>
 
 #include <algorithm>
@@ -9,7 +11,6 @@
 #include <vector>
 
 #include "kernels/cpu.h"
-#include "kernels/linear.h"
 
 namespace whale {
 
@@ -75,11 +76,13 @@ void convert_row(const WeightRef& w, int64_t r, int64_t c0, int64_t c1, float* d
   }
 }
 
-int threads_for(int64_t work) { return work >= kParallelMinWork ? num_threads() : 1; }
+int threads_for(int64_t work) {
+  return work >= kParallelMinWork ? num_threads() : 1;
+}
 
 void scalar_linear(const float* x, int64_t n, const WeightRef& w, float* y) {
   const int64_t K = w.cols;
-#pragma omp parallel for schedule(static) num_threads(threads_for(n * w.rows * K))
+#pragma omp parallel for schedule(static) num_threads(threads_for(n* w.rows* K))
   for (int64_t r = 0; r < w.rows; r++) {
     float* row = thread_scratch(0, K);
     convert_row(w, r, 0, K, row);
@@ -96,7 +99,7 @@ void scalar_linear_t(const float* x, int64_t n, const WeightRef& w, float* y) {
   const int64_t N = w.cols;
   constexpr int64_t kChunk = 256;  // columns per work item
   const int64_t chunks = (N + kChunk - 1) / kChunk;
-#pragma omp parallel for schedule(static) num_threads(threads_for(n * w.rows * N))
+#pragma omp parallel for schedule(static) num_threads(threads_for(n* w.rows* N))
   for (int64_t ch = 0; ch < chunks; ch++) {
     const int64_t c0 = ch * kChunk, c1 = std::min(N, c0 + kChunk);
     float* row = thread_scratch(0, kChunk);
@@ -119,9 +122,12 @@ void scalar_weight_row(const WeightRef& w, int64_t r, float* dst) {
 
 const LinearKernels& active_kernels() {
   switch (active_isa()) {
-    case Isa::Avx512: return kLinearAvx512;
-    case Isa::Avx2: return kLinearAvx2;
-    case Isa::Scalar: break;
+    case Isa::Avx512:
+      return kLinearAvx512;
+    case Isa::Avx2:
+      return kLinearAvx2;
+    case Isa::Scalar:
+      break;
   }
   return kLinearScalar;
 }

@@ -4,6 +4,7 @@
 //   GEMM: 16-row packed groups, micro-kernel 6 tokens x 16 rows (12 ymm accumulators).
 // AVX2 has no byte/word masked loads, so partial vectors go through a small zero-padded buffer.
 // No standard-library templates here (see linear_avx512.cpp).
+
 // GCC 12 warns about the deliberately undefined vectors inside its own intrinsics (GCC bug
 // 105593); silence that for the header only.
 #pragma GCC diagnostic push
@@ -21,8 +22,12 @@ namespace {
 
 constexpr int64_t kB = WeightRef::kBlock;
 
-inline int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
-inline int64_t imax(int64_t a, int64_t b) { return a > b ? a : b; }
+inline int64_t imin(int64_t a, int64_t b) {
+  return a < b ? a : b;
+}
+inline int64_t imax(int64_t a, int64_t b) {
+  return a > b ? a : b;
+}
 
 inline float hsum(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -88,8 +93,8 @@ struct Fp8W {
   static __m256 load(const T* p) { return widen(_mm_loadl_epi64((const __m128i*)p)); }
   static __m256 exact(const T* p) {
     const __m128i b = _mm_loadl_epi64((const __m128i*)p);
-    const __m128i nan8 = _mm_cmpeq_epi8(_mm_or_si128(b, _mm_set1_epi8(char(0x80))),
-                                        _mm_set1_epi8(-1));
+    const __m128i nan8 =
+        _mm_cmpeq_epi8(_mm_or_si128(b, _mm_set1_epi8(char(0x80))), _mm_set1_epi8(-1));
     const __m256 nan = _mm256_castsi256_ps(_mm256_cvtepi8_epi32(nan8));
     const __m256 v = _mm256_mul_ps(widen(b), _mm256_set1_ps(kUnscale));
     return _mm256_blendv_ps(v, _mm256_set1_ps(__builtin_nanf("")), nan);
@@ -125,7 +130,9 @@ bool fp8_has_nan(const uint8_t* p, int64_t n) {
 
 // ---- Threading ----
 
-int threads_for(int64_t work) { return work >= kParallelMinWork ? num_threads() : 1; }
+int threads_for(int64_t work) {
+  return work >= kParallelMinWork ? num_threads() : 1;
+}
 
 template <class Fn>
 void split_range(int64_t total, int64_t align, int nt, const Fn& fn) {
@@ -325,11 +332,16 @@ void gemm(const float* x, int64_t n, const WeightRef& w, float* y) {
 template <class W>
 void linear_w(const float* x, int64_t n, const WeightRef& w, float* y) {
   switch (n) {
-    case 1: return gemv<W, 1>(x, w, y);
-    case 2: return gemv<W, 2>(x, w, y);
-    case 3: return gemv<W, 3>(x, w, y);
-    case 4: return gemv<W, 4>(x, w, y);
-    default: return gemm<W>(x, n, w, y);
+    case 1:
+      return gemv<W, 1>(x, w, y);
+    case 2:
+      return gemv<W, 2>(x, w, y);
+    case 3:
+      return gemv<W, 3>(x, w, y);
+    case 4:
+      return gemv<W, 4>(x, w, y);
+    default:
+      return gemm<W>(x, n, w, y);
   }
 }
 
@@ -407,30 +419,44 @@ void weight_row_w(const WeightRef& w, int64_t r, float* dst) {
 
 void linear_avx2(const float* x, int64_t n, const WeightRef& w, float* y) {
   switch (w.dtype) {
-    case DType::F32: return linear_w<F32W>(x, n, w, y);
-    case DType::BF16: return linear_w<Bf16W>(x, n, w, y);
-    case DType::F16: return linear_w<F16W>(x, n, w, y);
-    case DType::F8_E4M3: return linear_w<Fp8W>(x, n, w, y);
-    default: return ref::linear(x, n, w, y);
+    case DType::F32:
+      return linear_w<F32W>(x, n, w, y);
+    case DType::BF16:
+      return linear_w<Bf16W>(x, n, w, y);
+    case DType::F16:
+      return linear_w<F16W>(x, n, w, y);
+    case DType::F8_E4M3:
+      return linear_w<Fp8W>(x, n, w, y);
+    default:
+      return ref::linear(x, n, w, y);
   }
 }
 
 void linear_t_avx2(const float* x, int64_t n, const WeightRef& w, float* y) {
   switch (w.dtype) {
-    case DType::F32: return linear_t_w<F32W>(x, n, w, y);
-    case DType::BF16: return linear_t_w<Bf16W>(x, n, w, y);
-    case DType::F16: return linear_t_w<F16W>(x, n, w, y);
-    case DType::F8_E4M3: return linear_t_w<Fp8W>(x, n, w, y);
-    default: return ref::linear_t(x, n, w, y);
+    case DType::F32:
+      return linear_t_w<F32W>(x, n, w, y);
+    case DType::BF16:
+      return linear_t_w<Bf16W>(x, n, w, y);
+    case DType::F16:
+      return linear_t_w<F16W>(x, n, w, y);
+    case DType::F8_E4M3:
+      return linear_t_w<Fp8W>(x, n, w, y);
+    default:
+      return ref::linear_t(x, n, w, y);
   }
 }
 
 void weight_row_avx2(const WeightRef& w, int64_t r, float* dst) {
   switch (w.dtype) {
-    case DType::F32: return weight_row_w<F32W>(w, r, dst);
-    case DType::BF16: return weight_row_w<Bf16W>(w, r, dst);
-    case DType::F16: return weight_row_w<F16W>(w, r, dst);
-    case DType::F8_E4M3: return weight_row_w<Fp8W>(w, r, dst);
+    case DType::F32:
+      return weight_row_w<F32W>(w, r, dst);
+    case DType::BF16:
+      return weight_row_w<Bf16W>(w, r, dst);
+    case DType::F16:
+      return weight_row_w<F16W>(w, r, dst);
+    case DType::F8_E4M3:
+      return weight_row_w<Fp8W>(w, r, dst);
     default:
       for (int64_t c = 0; c < w.cols; c++) dst[c] = ref::weight_at(w, r, c);
   }

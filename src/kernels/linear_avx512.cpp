@@ -13,10 +13,13 @@
 // half whose value is exactly fp8 * 2^-8 (the biases are 15 and 7; subnormals map to subnormals).
 // vcvtph2ps widens it exactly. The one pattern this gets wrong is NaN (S.1111.111), which has no
 // half equivalent here, so it is patched with a mask (exact conversion) or, in the GEMV, detected
-// per row (a NaN weight makes the whole output NaN, as in the reference loop).
+// per row (a NaN weight makes the whole output NaN, as in the reference loop). The GEMV uses a
+// cheaper variant on 64 bytes at once (fp8x64_even_odd) and folds the 2^8 and the block scale
+// into a scaled copy of the activations, so the inner loop is convert + FMA only.
 //
 // This file deliberately uses no standard-library templates: an out-of-line copy compiled here
 // could be picked by the linker for code that must run on CPUs without AVX-512.
+
 // GCC 12 warns about the deliberately undefined vectors inside its own intrinsics (GCC bug
 // 105593); silence that for the header only.
 #pragma GCC diagnostic push
@@ -34,10 +37,16 @@ namespace {
 
 constexpr int64_t kB = WeightRef::kBlock;
 
-inline int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
-inline int64_t imax(int64_t a, int64_t b) { return a > b ? a : b; }
+inline int64_t imin(int64_t a, int64_t b) {
+  return a < b ? a : b;
+}
+inline int64_t imax(int64_t a, int64_t b) {
+  return a > b ? a : b;
+}
 // Mask of the first n (0..16) lanes.
-inline __mmask16 lanes(int64_t n) { return __mmask16((1u << n) - 1u); }
+inline __mmask16 lanes(int64_t n) {
+  return __mmask16((1u << n) - 1u);
+}
 
 // ---- Loading 16 weights as f32 ----
 // load(): the value used in dot products; exact(): the exact f32 value (differs only for FP8,
@@ -106,7 +115,9 @@ bool fp8_has_nan(const uint8_t* p, int64_t n) {
 
 // ---- Threading ----
 
-int threads_for(int64_t work) { return work >= kParallelMinWork ? num_threads() : 1; }
+int threads_for(int64_t work) {
+  return work >= kParallelMinWork ? num_threads() : 1;
+}
 
 // Calls fn(begin, end) on `nt` threads for contiguous ranges of [0, total) whose boundaries are
 // multiples of `align`.
@@ -129,18 +140,46 @@ void split_range(int64_t total, int64_t align, int nt, const Fn& fn) {
 
 // ---- Decode: GEMV for N = 1..4 tokens ----
 
+// 64 FP8 weights as four f32 vectors holding 2^-8 times elements {0, 2, .., 30}, {32, .., 62},
+// {1, 3, .., 31} and {33, .., 63} (NaN not handled). Each 16-bit word holds an even element in
+// its low byte and an odd one in its high byte; an arithmetic shift right by 1 and a mask turn
+// the high byte into the half S.0EEEE.MMM0000000 (see the file comment), and shifting the low
+// byte up first does the same for it. This costs half the instructions of widening byte by byte.
+inline void fp8x64_even_odd(__m512i b, __m512 out[4]) {
+  const __m512i mask = _mm512_set1_epi16(int16_t(0xBF80));
+  const __m512i odd = _mm512_and_si512(_mm512_srai_epi16(b, 1), mask);
+  const __m512i even = _mm512_and_si512(_mm512_srai_epi16(_mm512_slli_epi16(b, 8), 1), mask);
+  out[0] = _mm512_cvtph_ps(_mm512_castsi512_si256(even));
+  out[1] = _mm512_cvtph_ps(_mm512_extracti64x4_epi64(even, 1));
+  out[2] = _mm512_cvtph_ps(_mm512_castsi512_si256(odd));
+  out[3] = _mm512_cvtph_ps(_mm512_extracti64x4_epi64(odd, 1));
+}
+
+// The activation order fp8x64_even_odd produces: position j of a 64-block holds element
+// kEvenOdd[j].
+constexpr int kEvenOdd(int j) {
+  return j < 32 ? 2 * j : 2 * (j - 32) + 1;
+}
+
 // y[t * ldy + i] = sum_c x[t * K + c] * w[i * K + c] for i < R rows, t < N tokens.
+// For FP8, x holds scaled activations (scale_activations): even/odd order in the first K/64*64
+// columns, natural order after. Each (row, token) sum is split over A accumulators so that
+// enough independent FMA chains are in flight to hide the FMA latency.
 template <class W, int R, int N>
 void gemv_group(const typename W::T* w, int64_t K, const float* x, float* y, int64_t ldy) {
-  __m512 acc[R][N];
+  constexpr int A = R * N <= 4 ? 4 : R * N <= 8 ? 2 : 1;
+  __m512 acc[R][N][A];
   for (int i = 0; i < R; i++)
-    for (int t = 0; t < N; t++) acc[i][t] = _mm512_setzero_ps();
-  auto step = [&](int64_t c) {
+    for (int t = 0; t < N; t++)
+      for (int a = 0; a < A; a++) acc[i][t][a] = _mm512_setzero_ps();
+  // Columns [c, c + 16) (the first `m` of them) into accumulator a.
+  auto step = [&](int64_t c, int a, __mmask16 m, bool full) {
     __m512 xv[N];
-    for (int t = 0; t < N; t++) xv[t] = _mm512_loadu_ps(x + t * K + c);
+    for (int t = 0; t < N; t++)
+      xv[t] = full ? _mm512_loadu_ps(x + t * K + c) : _mm512_maskz_loadu_ps(m, x + t * K + c);
     for (int i = 0; i < R; i++) {
-      const __m512 wv = W::load(w + i * K + c);
-      for (int t = 0; t < N; t++) acc[i][t] = _mm512_fmadd_ps(wv, xv[t], acc[i][t]);
+      const __m512 wv = full ? W::load(w + i * K + c) : W::load(w + i * K + c, m);
+      for (int t = 0; t < N; t++) acc[i][t][a] = _mm512_fmadd_ps(wv, xv[t], acc[i][t][a]);
     }
   };
   int64_t c = 0;
@@ -151,29 +190,34 @@ void gemv_group(const typename W::T* w, int64_t K, const float* x, float* y, int
     for (int i = 0; i < R; i++) seen[i] = _mm512_setzero_si512();
     const __m512i top = _mm512_set1_epi8(char(0x80));
     for (; c + 64 <= K; c += 64) {
+      __m512 xv[N][4];
+      for (int t = 0; t < N; t++)
+        for (int j = 0; j < 4; j++) xv[t][j] = _mm512_loadu_ps(x + t * K + c + 16 * j);
       for (int i = 0; i < R; i++) {
         const __m512i b = _mm512_loadu_si512(w + i * K + c);
         seen[i] = _mm512_max_epu8(seen[i], _mm512_or_si512(b, top));
+        __m512 wv[4];
+        fp8x64_even_odd(b, wv);
+        for (int j = 0; j < 4; j++)
+          for (int t = 0; t < N; t++)
+            acc[i][t][j % A] = _mm512_fmadd_ps(wv[j], xv[t][j], acc[i][t][j % A]);
       }
-      step(c), step(c + 16), step(c + 32), step(c + 48);
     }
     for (int i = 0; i < R; i++)
       nan[i] = _mm512_cmpeq_epi8_mask(seen[i], _mm512_set1_epi8(-1)) != 0 ||
                fp8_has_nan(w + i * K + c, K - c);
+  } else {
+    for (; c + 16 * A <= K; c += 16 * A)
+      for (int a = 0; a < A; a++) step(c + 16 * a, a, 0xffff, true);
   }
-  for (; c + 16 <= K; c += 16) step(c);
-  if (c < K) {
-    const __mmask16 m = lanes(K - c);
-    __m512 xv[N];
-    for (int t = 0; t < N; t++) xv[t] = _mm512_maskz_loadu_ps(m, x + t * K + c);
-    for (int i = 0; i < R; i++) {
-      const __m512 wv = W::load(w + i * K + c, m);
-      for (int t = 0; t < N; t++) acc[i][t] = _mm512_fmadd_ps(wv, xv[t], acc[i][t]);
-    }
-  }
+  for (; c + 16 <= K; c += 16) step(c, 0, 0xffff, true);
+  if (c < K) step(c, 0, lanes(K - c), false);
   for (int i = 0; i < R; i++)
-    for (int t = 0; t < N; t++)
-      y[t * ldy + i] = nan[i] ? __builtin_nanf("") : _mm512_reduce_add_ps(acc[i][t]);
+    for (int t = 0; t < N; t++) {
+      __m512 sum = acc[i][t][0];
+      for (int a = 1; a < A; a++) sum = _mm512_add_ps(sum, acc[i][t][a]);
+      y[t * ldy + i] = nan[i] ? __builtin_nanf("") : _mm512_reduce_add_ps(sum);
+    }
 }
 
 template <class W, int N>
@@ -185,18 +229,40 @@ void gemv_rows(const typename W::T* w, int64_t nrows, int64_t K, const float* x,
 }
 
 // xs[t][c] = x[t][c] * scale(r, c) * 2^8: the FP8 block scales (constant over the 128-row block
-// of row r) and the 2^-8 of Fp8W::load folded into the activations.
+// of row r) and the 2^-8 of the FP8 conversion folded into the activations, in the order
+// gemv_group expects (even/odd within whole 64-column blocks).
 void scale_activations(const float* x, int64_t n, const WeightRef& w, int64_t r, float* xs) {
-  const int64_t K = w.cols;
+  const int64_t K = w.cols, K64 = K / 64 * 64;
+  // Permutation indices: vector j of a 64-block takes elements kEvenOdd(16j .. 16j + 15), all
+  // from the same half of the block (0..31 or 32..63), as indices into that half.
+  __m512i perm[4];
+  for (int j = 0; j < 4; j++) {
+    alignas(64) int32_t idx[16];
+    for (int l = 0; l < 16; l++) idx[l] = kEvenOdd(16 * j + l) % 32;
+    perm[j] = _mm512_load_si512(idx);
+  }
   for (int64_t c0 = 0; c0 < K; c0 += kB) {
     const __m512 s = _mm512_set1_ps(fp8_block_scale(w, r, c0) * Fp8W::kUnscale);
     const int64_t c1 = imin(K, c0 + kB);
-    for (int64_t t = 0; t < n; t++)
-      for (int64_t c = c0; c < c1; c += 16) {
-        const __mmask16 m = lanes(imin(16, c1 - c));
-        const __m512 v = _mm512_maskz_loadu_ps(m, x + t * K + c);
-        _mm512_mask_storeu_ps(xs + t * K + c, m, _mm512_mul_ps(v, s));
+    for (int64_t t = 0; t < n; t++) {
+      const float* xt = x + t * K;
+      float* st = xs + t * K;
+      int64_t c = c0;
+      for (; c + 64 <= imin(c1, K64); c += 64) {
+        const __m512 a0 = _mm512_loadu_ps(xt + c), a1 = _mm512_loadu_ps(xt + c + 16);
+        const __m512 b0 = _mm512_loadu_ps(xt + c + 32), b1 = _mm512_loadu_ps(xt + c + 48);
+        for (int j = 0; j < 4; j++) {
+          const bool first_half = kEvenOdd(16 * j) < 32;  // vectors 0 and 2
+          const __m512 v = first_half ? _mm512_permutex2var_ps(a0, perm[j], a1)
+                                      : _mm512_permutex2var_ps(b0, perm[j], b1);
+          _mm512_storeu_ps(st + c + 16 * j, _mm512_mul_ps(v, s));
+        }
       }
+      for (; c < c1; c += 16) {
+        const __mmask16 m = lanes(imin(16, c1 - c));
+        _mm512_mask_storeu_ps(st + c, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, xt + c), s));
+      }
+    }
   }
 }
 
@@ -221,8 +287,8 @@ void gemv(const float* x, const WeightRef& w, float* y) {
 
 // ---- Prefill: GEMM ----
 
-constexpr int kNR = 32;      // weight rows per micro-tile (two zmm)
-constexpr int kMT = 12;      // tokens per micro-tile
+constexpr int kNR = 32;       // weight rows per micro-tile (two zmm)
+constexpr int kMT = 12;       // tokens per micro-tile
 constexpr int64_t kKC = 256;  // columns per packed panel (a multiple of the 128 scale block)
 constexpr int64_t kRT = 128;  // weight rows per packed tile
 
@@ -271,7 +337,8 @@ void pack_group(const WeightRef& w, int64_t r0, int64_t nr, int64_t k0, int64_t 
         const int64_t r = r0 + h + i;
         const auto* p = base + r * w.cols + k0 + c;
         m[i] = cn == 16 ? W::exact(p) : W::exact(p, lanes(cn));
-        if constexpr (W::kFp8) m[i] = _mm512_mul_ps(m[i], _mm512_set1_ps(fp8_block_scale(w, r, k0 + c)));
+        if constexpr (W::kFp8)
+          m[i] = _mm512_mul_ps(m[i], _mm512_set1_ps(fp8_block_scale(w, r, k0 + c)));
       }
       transpose16(m);
       for (int64_t j = 0; j < cn; j++) _mm512_store_ps(wp + (c + j) * kNR + h, m[j]);
@@ -307,8 +374,8 @@ void micro(const float* x, int64_t ldx, const float* wp, int64_t kc, float* y, i
 
 using MicroFn = void (*)(const float*, int64_t, const float*, int64_t, float*, int64_t, int64_t,
                          bool);
-constexpr MicroFn kMicro[kMT + 1] = {nullptr,   micro<1>, micro<2>,  micro<3>, micro<4>,
-                                     micro<5>,  micro<6>, micro<7>,  micro<8>, micro<9>,
+constexpr MicroFn kMicro[kMT + 1] = {nullptr,   micro<1>,  micro<2>, micro<3>, micro<4>,
+                                     micro<5>,  micro<6>,  micro<7>, micro<8>, micro<9>,
                                      micro<10>, micro<11>, micro<12>};
 
 template <class W>
@@ -336,11 +403,16 @@ void gemm(const float* x, int64_t n, const WeightRef& w, float* y) {
 template <class W>
 void linear_w(const float* x, int64_t n, const WeightRef& w, float* y) {
   switch (n) {
-    case 1: return gemv<W, 1>(x, w, y);
-    case 2: return gemv<W, 2>(x, w, y);
-    case 3: return gemv<W, 3>(x, w, y);
-    case 4: return gemv<W, 4>(x, w, y);
-    default: return gemm<W>(x, n, w, y);
+    case 1:
+      return gemv<W, 1>(x, w, y);
+    case 2:
+      return gemv<W, 2>(x, w, y);
+    case 3:
+      return gemv<W, 3>(x, w, y);
+    case 4:
+      return gemv<W, 4>(x, w, y);
+    default:
+      return gemm<W>(x, n, w, y);
   }
 }
 
@@ -370,7 +442,8 @@ void linear_t_block(const float* x, int64_t ldx, const WeightRef& w, int64_t c0,
     }
   }
   for (int t = 0; t < N; t++)
-    for (int v = 0; v < 4; v++) _mm512_mask_storeu_ps(y + t * w.cols + c0 + 16 * v, m[v], acc[t][v]);
+    for (int v = 0; v < 4; v++)
+      _mm512_mask_storeu_ps(y + t * w.cols + c0 + 16 * v, m[v], acc[t][v]);
 }
 
 template <class W, int N>
@@ -391,10 +464,17 @@ void linear_t_w(const float* x, int64_t n, const WeightRef& w, float* y) {
     int64_t t = 0;
     for (; t + 4 <= n; t += 4) linear_t_cols<W, 4>(x + t * ldx, ldx, w, c0, c1, y + t * w.cols);
     switch (n - t) {
-      case 3: linear_t_cols<W, 3>(x + t * ldx, ldx, w, c0, c1, y + t * w.cols); break;
-      case 2: linear_t_cols<W, 2>(x + t * ldx, ldx, w, c0, c1, y + t * w.cols); break;
-      case 1: linear_t_cols<W, 1>(x + t * ldx, ldx, w, c0, c1, y + t * w.cols); break;
-      default: break;
+      case 3:
+        linear_t_cols<W, 3>(x + t * ldx, ldx, w, c0, c1, y + t * w.cols);
+        break;
+      case 2:
+        linear_t_cols<W, 2>(x + t * ldx, ldx, w, c0, c1, y + t * w.cols);
+        break;
+      case 1:
+        linear_t_cols<W, 1>(x + t * ldx, ldx, w, c0, c1, y + t * w.cols);
+        break;
+      default:
+        break;
     }
   });
 }
@@ -416,30 +496,44 @@ void weight_row_w(const WeightRef& w, int64_t r, float* dst) {
 
 void linear_avx512(const float* x, int64_t n, const WeightRef& w, float* y) {
   switch (w.dtype) {
-    case DType::F32: return linear_w<F32W>(x, n, w, y);
-    case DType::BF16: return linear_w<Bf16W>(x, n, w, y);
-    case DType::F16: return linear_w<F16W>(x, n, w, y);
-    case DType::F8_E4M3: return linear_w<Fp8W>(x, n, w, y);
-    default: return ref::linear(x, n, w, y);
+    case DType::F32:
+      return linear_w<F32W>(x, n, w, y);
+    case DType::BF16:
+      return linear_w<Bf16W>(x, n, w, y);
+    case DType::F16:
+      return linear_w<F16W>(x, n, w, y);
+    case DType::F8_E4M3:
+      return linear_w<Fp8W>(x, n, w, y);
+    default:
+      return ref::linear(x, n, w, y);
   }
 }
 
 void linear_t_avx512(const float* x, int64_t n, const WeightRef& w, float* y) {
   switch (w.dtype) {
-    case DType::F32: return linear_t_w<F32W>(x, n, w, y);
-    case DType::BF16: return linear_t_w<Bf16W>(x, n, w, y);
-    case DType::F16: return linear_t_w<F16W>(x, n, w, y);
-    case DType::F8_E4M3: return linear_t_w<Fp8W>(x, n, w, y);
-    default: return ref::linear_t(x, n, w, y);
+    case DType::F32:
+      return linear_t_w<F32W>(x, n, w, y);
+    case DType::BF16:
+      return linear_t_w<Bf16W>(x, n, w, y);
+    case DType::F16:
+      return linear_t_w<F16W>(x, n, w, y);
+    case DType::F8_E4M3:
+      return linear_t_w<Fp8W>(x, n, w, y);
+    default:
+      return ref::linear_t(x, n, w, y);
   }
 }
 
 void weight_row_avx512(const WeightRef& w, int64_t r, float* dst) {
   switch (w.dtype) {
-    case DType::F32: return weight_row_w<F32W>(w, r, dst);
-    case DType::BF16: return weight_row_w<Bf16W>(w, r, dst);
-    case DType::F16: return weight_row_w<F16W>(w, r, dst);
-    case DType::F8_E4M3: return weight_row_w<Fp8W>(w, r, dst);
+    case DType::F32:
+      return weight_row_w<F32W>(w, r, dst);
+    case DType::BF16:
+      return weight_row_w<Bf16W>(w, r, dst);
+    case DType::F16:
+      return weight_row_w<F16W>(w, r, dst);
+    case DType::F8_E4M3:
+      return weight_row_w<Fp8W>(w, r, dst);
     default:
       for (int64_t c = 0; c < w.cols; c++) dst[c] = ref::weight_at(w, r, c);
   }

@@ -50,15 +50,18 @@ void add_inplace(float* y, const float* x, int64_t n) {
 
 namespace detail {
 
-const OpsKernels kOpsScalar = {ref::rmsnorm, ref::softmax_inplace, ref::silu_mul,
-                               ref::dot,     ref::axpy,            ref::add_inplace};
+const OpsKernels kOpsScalar = {ref::rmsnorm, ref::softmax_inplace, ref::silu_mul, ref::dot,
+                               ref::axpy,    ref::add_inplace};
 
 namespace {
 const OpsKernels& ops() {
   switch (active_isa()) {
-    case Isa::Avx512: return kOpsAvx512;
-    case Isa::Avx2: return kOpsAvx2;
-    case Isa::Scalar: break;
+    case Isa::Avx512:
+      return kOpsAvx512;
+    case Isa::Avx2:
+      return kOpsAvx2;
+    case Isa::Scalar:
+      break;
   }
   return kOpsScalar;
 }

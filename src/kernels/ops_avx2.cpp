@@ -99,7 +99,8 @@ void softmax_avx2(float* x, int64_t n) {
     store_part(x + i, k, e);
   }
   const __m256 inv = _mm256_set1_ps(1.0f / hsum(sum));
-  for (int64_t i = 0; i < n; i += 8) store_part(x + i, n - i, _mm256_mul_ps(load_part(x + i, n - i), inv));
+  for (int64_t i = 0; i < n; i += 8)
+    store_part(x + i, n - i, _mm256_mul_ps(load_part(x + i, n - i), inv));
 }
 
 void silu_mul_avx2(const float* gate, const float* up, int64_t n, float* out) {

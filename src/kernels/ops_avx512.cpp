@@ -15,7 +15,9 @@
 namespace whale::detail {
 namespace {
 
-inline __mmask16 lanes(int64_t n) { return __mmask16((1u << (n < 16 ? n : 16)) - 1u); }
+inline __mmask16 lanes(int64_t n) {
+  return __mmask16((1u << (n < 16 ? n : 16)) - 1u);
+}
 
 // exp(x): x = k ln2 + r with |r| <= ln2/2, exp(r) by its degree-7 Taylor polynomial (error below
 // 1e-8 relative), then scalef multiplies by 2^k with correct overflow to inf and underflow
@@ -26,7 +28,7 @@ inline __m512 exp16(__m512 x) {
   x = _mm512_min_ps(_mm512_set1_ps(89.0f), x);
   const __m512 k = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
                                         _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m512 r = _mm512_fnmadd_ps(k, _mm512_set1_ps(0.693145751953125f), x);  // ln2 high part
+  __m512 r = _mm512_fnmadd_ps(k, _mm512_set1_ps(0.693145751953125f), x);   // ln2 high part
   r = _mm512_fnmadd_ps(k, _mm512_set1_ps(1.42860682030941723212e-6f), r);  // ln2 low part
   __m512 p = _mm512_set1_ps(1.0f / 5040);
   p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720));
@@ -102,7 +104,8 @@ float dot_avx512(const float* a, const float* b, int64_t n) {
   int64_t i = 0;
   for (; i + 64 <= n; i += 64)
     for (int j = 0; j < 4; j++)
-      s[j] = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 16 * j), _mm512_loadu_ps(b + i + 16 * j), s[j]);
+      s[j] =
+          _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 16 * j), _mm512_loadu_ps(b + i + 16 * j), s[j]);
   for (; i < n; i += 16) {
     const __mmask16 m = lanes(n - i);
     s[0] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + i), _mm512_maskz_loadu_ps(m, b + i), s[0]);
@@ -114,7 +117,8 @@ void axpy_avx512(float a, const float* x, float* y, int64_t n) {
   const __m512 va = _mm512_set1_ps(a);
   for (int64_t i = 0; i < n; i += 16) {
     const __mmask16 m = lanes(n - i);
-    const __m512 v = _mm512_fmadd_ps(va, _mm512_maskz_loadu_ps(m, x + i), _mm512_maskz_loadu_ps(m, y + i));
+    const __m512 v =
+        _mm512_fmadd_ps(va, _mm512_maskz_loadu_ps(m, x + i), _mm512_maskz_loadu_ps(m, y + i));
     _mm512_mask_storeu_ps(y + i, m, v);
   }
 }
@@ -122,7 +126,8 @@ void axpy_avx512(float a, const float* x, float* y, int64_t n) {
 void add_inplace_avx512(float* y, const float* x, int64_t n) {
   for (int64_t i = 0; i < n; i += 16) {
     const __mmask16 m = lanes(n - i);
-    const __m512 v = _mm512_add_ps(_mm512_maskz_loadu_ps(m, y + i), _mm512_maskz_loadu_ps(m, x + i));
+    const __m512 v =
+        _mm512_add_ps(_mm512_maskz_loadu_ps(m, y + i), _mm512_maskz_loadu_ps(m, x + i));
     _mm512_mask_storeu_ps(y + i, m, v);
   }
 }

@@ -13,6 +13,9 @@ namespace whale {
 // official and the Hugging Face code, so they use 1e-6 whatever config.rms_norm_eps says.
 constexpr float kLatentNormEps = 1e-6f;
 
+// Below this many multiply-adds a parallel region costs more than it saves.
+constexpr int64_t kParallelWork = 1 << 16;
+
 MLA::MLA(const ModelConfig& c, const Checkpoint& ck, const std::string& prefix, int64_t layer,
          const Rope* rope)
     : c_(c), layer_(layer), rope_(rope), scale_(float(c.softmax_scale())) {
@@ -115,7 +118,8 @@ void MLA::attend_naive(const AttnSegment& s, const float* q, float* out) const {
   linear(s.cache->latent(layer_, 0), T, kv_b_proj_, kvb.data());
   (void)R;
 
-#pragma omp parallel
+  const bool parallel = s.n * H * T * (nope + rope + dv) > kParallelWork;
+#pragma omp parallel if (parallel)
   {
     std::vector<float> scores(static_cast<size_t>(T));
 #pragma omp for collapse(2) schedule(static)
@@ -148,7 +152,8 @@ void MLA::attend_absorbed(const AttnSegment& s, const float* q, float* out) cons
   const int64_t rope = c_.qk_rope_head_dim, dv = c_.v_head_dim, R = c_.kv_lora_rank;
   const int64_t pos0 = s.cache->len(), T = pos0 + s.n, dkv = nope + dv;
 
-#pragma omp parallel
+  const bool parallel = H * s.n * (T * (2 * R + rope) + (nope + dv) * R) > kParallelWork;
+#pragma omp parallel if (parallel)
   {
     std::vector<float> qc(size_t(s.n * nope)), qlat(size_t(s.n * R)), ctx(size_t(s.n * R)),
         o(size_t(s.n * dv)), scores(static_cast<size_t>(T));

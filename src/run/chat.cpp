@@ -31,7 +31,9 @@ std::string_view drop_reasoning(std::string_view content) {
   return end == std::string_view::npos ? content : content.substr(end + kThinkEnd.size());
 }
 
-bool is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
+bool is_space(char c) {
+  return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
+}
 
 std::string_view trim(std::string_view s, bool front, bool back) {
   while (front && !s.empty() && is_space(s.front())) s.remove_prefix(1);

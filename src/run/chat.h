@@ -6,7 +6,8 @@
 //   user       "<｜User｜>" + content
 //   assistant  "<｜Assistant｜>" + content + "<｜end▁of▁sentence｜>"
 //              (right after tool outputs: "<｜tool▁outputs▁end｜>" + content + eos instead)
-//   tool       "<｜tool▁outputs▁begin｜><｜tool▁output▁begin｜>" + content + "<｜tool▁output▁end｜>"
+//   tool       "<｜tool▁outputs▁begin｜><｜tool▁output▁begin｜>" + content +
+//   "<｜tool▁output▁end｜>"
 //              for the first tool message of the conversation, "<｜tool▁output▁begin｜>" + ... for
 //              later ones (V3 puts "\n" before those, R1 does not); "<｜tool▁outputs▁end｜>"
 //              closes trailing tool outputs.

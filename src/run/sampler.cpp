@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <bit>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <stdexcept>
 
@@ -27,10 +28,12 @@ constexpr float kThresholds[] = {-1.0f, -2.0f, -4.0f, -8.0f, -16.0f, -32.0f, -64
 // as are already sorted. Real next-token distributions rarely need a second round.
 constexpr size_t kTopPFirstRound = 64;
 
-// For floats x <= 0 (from -0 down to -inf) the unsigned bit pattern grows with |x|, so
-// comparisons can be done on integers. Float compare-and-select does not vectorise under GCC's
-// default -ftrapping-math; integer compare-and-select does.
-inline uint32_t nonpositive_key(float x) { return std::bit_cast<uint32_t>(x) & 0x7fffffffu; }
+// For floats x <= 0 (from -0 down to -inf) the bit pattern of |x|, read as a non-negative
+// int32, grows with |x|, so comparisons can be done on integers. Float compare-and-select does
+// not vectorise under GCC's default -ftrapping-math; integer compare-and-select does.
+inline int32_t nonpositive_key(float x) {
+  return std::bit_cast<int32_t>(x) & 0x7fffffff;
+}
 
 // A signed integer with the same order as the float x (NaN excluded): negative floats have
 // their magnitude bits flipped. The map is its own inverse.
@@ -38,7 +41,9 @@ inline int32_t ordered_key(float x) {
   const int32_t b = std::bit_cast<int32_t>(x);
   return b ^ ((b >> 31) & 0x7fffffff);
 }
-inline float from_ordered_key(int32_t k) { return std::bit_cast<float>(k ^ ((k >> 31) & 0x7fffffff)); }
+inline float from_ordered_key(int32_t k) {
+  return std::bit_cast<float>(k ^ ((k >> 31) & 0x7fffffff));
+}
 
 // max(v) (no NaN allowed), vectorised through ordered_key.
 float max_of(const std::vector<float>& v) {
@@ -55,7 +60,7 @@ float max_of(const std::vector<float>& v) {
 
 // How many z >= t, for z, t <= 0.
 size_t count_at_least(const std::vector<float>& z, float t) {
-  const uint32_t key_t = nonpositive_key(t);  // z >= t  <=>  key(z) <= key(t)
+  const int32_t key_t = nonpositive_key(t);  // z >= t  <=>  key(z) <= key(t)
   uint32_t lane[kLanes] = {};
   const size_t n = z.size();
   size_t i = 0;
@@ -68,23 +73,28 @@ size_t count_at_least(const std::vector<float>& z, float t) {
   return count;
 }
 
-// Sum of w[i] over z[i] >= t, for z, t <= 0.
+// Sum of w[i] over z[i] >= t, for z, t <= 0. Written with GCC/Clang vector extensions: the
+// auto-vectoriser leaves the masked float sum scalar, these map onto SSE2 (or wider) directly.
 double mass_at_least(const std::vector<float>& z, const std::vector<float>& w, float t) {
-  const uint32_t key_t = nonpositive_key(t);
+  using VecF = float __attribute__((vector_size(kLanes * sizeof(float))));
+  using VecI = int32_t __attribute__((vector_size(kLanes * sizeof(float))));
+  const int32_t key_t = nonpositive_key(t);  // z >= t  <=>  key(z) <= key(t)
   const size_t n = z.size();
   double mass = 0.0;
   for (size_t lo = 0; lo < n; lo += kBlock) {
     const size_t hi = std::min(n, lo + kBlock);
-    float lane[kLanes] = {};
+    VecF lane = {};
     size_t i = lo;
     for (; i + kLanes <= hi; i += kLanes) {
-      for (size_t j = 0; j < kLanes; ++j) {
-        const uint32_t mask = 0u - uint32_t(nonpositive_key(z[i + j]) <= key_t);
-        lane[j] += std::bit_cast<float>(std::bit_cast<uint32_t>(w[i + j]) & mask);
-      }
+      VecI zb, wb;
+      std::memcpy(&zb, z.data() + i, sizeof zb);
+      std::memcpy(&wb, w.data() + i, sizeof wb);
+      // key_t - key(z) is negative exactly when z < t: its sign bit, spread, masks w out. (An
+      // arithmetic mask, because GCC turns a compare-and-mask into scalar selects here.)
+      lane += reinterpret_cast<VecF>(wb & ~((key_t - (zb & 0x7fffffff)) >> 31));
     }
-    for (; i < hi; ++i) mass += z[i] >= t ? w[i] : 0.0f;
-    for (float v : lane) mass += v;
+    for (; i < hi; ++i) mass += nonpositive_key(z[i]) <= key_t ? w[i] : 0.0f;
+    for (size_t j = 0; j < kLanes; ++j) mass += lane[j];
   }
   return mass;
 }
@@ -93,8 +103,8 @@ double mass_at_least(const std::vector<float>& z, const std::vector<float>& w, f
 // below -87 (where exp(x) < 2^-125: irrelevant next to the maximum's 1). Plain arithmetic, no
 // library call, so it vectorises and gives the same bits with every libm.
 inline float exp_nonpositive(float x) {
-  constexpr uint32_t kLimit = 0x42ae0000u;  // bits of 87.0f
-  const uint32_t key = nonpositive_key(x);
+  constexpr int32_t kLimit = 0x42ae0000;  // bits of 87.0f
+  const int32_t key = nonpositive_key(x);
   const uint32_t keep = 0u - uint32_t(key <= kLimit);  // all ones unless exp(x) underflows
   x = -std::bit_cast<float>(std::min(key, kLimit));    // clamped to [-87, 0]
   // x = n ln2 + r with integer n and |r| <= ln2 / 2; ln2 is split in two for an exact n ln2.
@@ -220,6 +230,11 @@ void Sampler::exp_all() {
   }
 }
 
+void Sampler::exp_candidates() {
+  w_.resize(z_.size());
+  for (const Cand& c : cand_) w_[size_t(c.id)] = exp_nonpositive(c.z);
+}
+
 float Sampler::top_k_threshold(size_t k) const {
   for (float t : kThresholds) {
     if (count_at_least(z_, t) >= k) return t;
@@ -235,14 +250,27 @@ float Sampler::top_p_threshold(double target) const {
 }
 
 void Sampler::collect_if_z_at_least(float threshold) {
-  // Branch-free: every token is written, but only kept ones advance the end.
-  // The predicate is the one count_at_least() uses, so the writes stay in bounds.
-  const uint32_t key_t = nonpositive_key(threshold);
-  cand_.resize(count_at_least(z_, threshold) + 1);
+  // z >= threshold  <=>  key(z) <= key(threshold); chunks without any such token are skipped
+  // with one vectorised test, and kept chunks are copied branch-free (every token is written,
+  // only kept ones advance the end).
+  const int32_t key_t = nonpositive_key(threshold);
+  const size_t n = z_.size();
+  const float* z = z_.data();
+  cand_.resize(count_at_least(z_, threshold) + kLanes);
   size_t end = 0;
-  for (size_t i = 0; i < z_.size(); ++i) {
-    cand_[end] = {z_[i], int32_t(i)};
-    end += nonpositive_key(z_[i]) <= key_t;
+  size_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    uint32_t any = 0;
+    for (size_t j = 0; j < kLanes; ++j) any |= uint32_t(nonpositive_key(z[i + j]) <= key_t);
+    if (!any) continue;
+    for (size_t j = i; j < i + kLanes; ++j) {
+      cand_[end] = {z[j], int32_t(j)};
+      end += nonpositive_key(z[j]) <= key_t;
+    }
+  }
+  for (; i < n; ++i) {
+    cand_[end] = {z[i], int32_t(i)};
+    end += nonpositive_key(z[i]) <= key_t;
   }
   cand_.resize(end);
   all_kept_ = false;
@@ -261,17 +289,13 @@ void Sampler::keep_top_k(size_t k) {
 }
 
 void Sampler::keep_min_p() {
-  // The most probable token has w = exp(0) = 1, so p_i >= min_p * p_max  <=>  w_i >= min_p.
-  const float min_p = params_.min_p;
+  // p_i >= min_p * p_max  <=>  exp(z_i) >= min_p  <=>  z_i >= log(min_p), as z_max = 0.
+  // min_p >= 1 keeps just the most probable token(s): threshold 0.
+  const float threshold = std::min(std::log(params_.min_p), 0.0f);
   if (all_kept_) {
-    cand_.clear();
-    for (size_t i = 0; i < w_.size(); ++i) {
-      if (w_[i] >= min_p) cand_.push_back({z_[i], int32_t(i)});
-    }
-    all_kept_ = false;
-    sorted_ = false;
+    collect_if_z_at_least(threshold);
   } else {
-    std::erase_if(cand_, [&](const Cand& c) { return w_[size_t(c.id)] < min_p; });
+    std::erase_if(cand_, [threshold](const Cand& c) { return c.z < threshold; });
   }
 }
 
@@ -322,17 +346,29 @@ void Sampler::filter(float max_z) {
   all_kept_ = true;
   sorted_ = false;
   const size_t k = size_t(params_.top_k);
-  if (k > 0 && k < z_.size()) {
+  const bool top_k = k > 0 && k < z_.size();
+  const bool min_p = params_.min_p > 0.0f;
+  const bool top_p = params_.top_p < 1.0f;
+  // exp() only where a probability is needed: the candidates when top-k (or min-p alone) has
+  // already cut the vocabulary down, else every token.
+  if (top_k) {
     keep_top_k(k);
-    w_.resize(z_.size());
-    for (const Cand& c : cand_) w_[size_t(c.id)] = exp_nonpositive(c.z);
+    exp_candidates();
+  } else if (min_p && !top_p) {
+    keep_min_p();
+    exp_candidates();
+    return;
   } else {
     exp_all();
   }
-  // Mass of what top-k kept: the top-p target is relative to it, not to what min-p keeps.
-  const double total = kept_mass();
-  if (params_.min_p > 0.0f) keep_min_p();
-  if (params_.top_p < 1.0f) keep_top_p(double(params_.top_p) * total);
+  if (top_p) {
+    // Mass of what top-k kept: the top-p target is relative to it, not to what min-p keeps.
+    const double total = kept_mass();
+    if (min_p) keep_min_p();
+    keep_top_p(double(params_.top_p) * total);
+  } else if (min_p) {
+    keep_min_p();
+  }
 }
 
 // ---- step 8 ----

@@ -83,8 +83,7 @@ StopMatcher::Result StopMatcher::push(std::string_view text) {
     return r;
   }
   // Every byte before the longest partial match can no longer start a stop string.
-  const size_t hold =
-      std::max(partial_suffix(), incomplete_utf8_tail(pending_));
+  const size_t hold = std::max(partial_suffix(), incomplete_utf8_tail(pending_));
   Result r{pending_.substr(0, pending_.size() - hold), false};
   pending_.erase(0, pending_.size() - hold);
   return r;

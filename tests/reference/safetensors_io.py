@@ -246,7 +246,9 @@ def plan_shards(specs, n_shards):
     groups, cur, acc = [], [], 0
     for spec in specs:
         # close the current shard once it reaches its share of the cumulative byte target
-        if cur and acc >= target * (len(groups) + 1) and len(groups) < n_shards - 1:
+        # (a weight's `_scale_inv` stays in the weight's shard: they are written together)
+        if (cur and acc >= target * (len(groups) + 1) and len(groups) < n_shards - 1
+                and not spec[0].endswith("_scale_inv")):
             groups.append(cur)
             cur = []
         cur.append(spec)
@@ -256,6 +258,8 @@ def plan_shards(specs, n_shards):
         big = max(range(len(groups)), key=lambda k: len(groups[k]))
         g = groups[big]
         half = len(g) // 2
+        while half < len(g) - 1 and g[half][0].endswith("_scale_inv"):
+            half += 1
         groups[big:big + 1] = [g[:half], g[half:]]
     return groups
 
