@@ -6,6 +6,8 @@
 //                                 the weights come from DRAM, as in a real forward pass
 //   GEMM/<dtype>/<RxC>/n<N>/...  prefill: FLOP/s (2 * rows * cols * n per call)
 //   LinearT/...                   the transposed product, as GEMV
+//   LinearMany/..., LinearEach/...  8 experts' gate+up products [512 x 1024] in one linear_many
+//                                 call vs one linear() call each (bytes_per_second)
 // Filter with e.g. --benchmark_filter='GEMV/BF16.*avx512'.
 #include <benchmark/benchmark.h>
 #include <omp.h>
@@ -184,6 +186,34 @@ void run_gemm(benchmark::State& state, DType dtype, int64_t rows, int64_t cols, 
                                                 benchmark::Counter::kIsIterationInvariantRate);
 }
 
+// A MoE layer's expert products at decode (n = 1) or small-batch prefill: `experts` gate/up
+// products [inter x hidden] in one linear_many call (or one linear() each), on distinct weights
+// cycled through >= 512 MiB as in run_gemv. Reports weight bytes per second.
+void run_experts(benchmark::State& state, DType dtype, int64_t experts, int64_t n, bool batched,
+                 int threads) {
+  constexpr int64_t kInter = 512, kHidden = 1024;
+  const int64_t one = kInter * kHidden * int64_t(dtype_size(dtype));
+  const int64_t copies = std::max<int64_t>(2 * experts, (512 * kMiB + one - 1) / one);
+  const Weights& w = weights(dtype, kInter, kHidden, copies);
+  const std::vector<float> x = activations(n * kHidden);
+  std::vector<float> y(experts * 2 * n * kInter);
+  std::vector<LinearJob> jobs(size_t(2 * experts));
+  Setting setting(best_isa(), threads);
+  int64_t i = 0;
+  for (auto _ : state) {
+    for (int64_t e = 0; e < 2 * experts; e++)
+      jobs[size_t(e)] = {x.data(), n, w.at(i++ % copies), y.data() + e * n * kInter};
+    if (batched) {
+      linear_many(jobs);
+    } else {
+      for (const LinearJob& j : jobs) linear(j.x, j.n, j.w, j.y);
+    }
+    benchmark::DoNotOptimize(y.data());
+    benchmark::ClobberMemory();
+  }
+  state.SetBytesProcessed(state.iterations() * 2 * experts * one);
+}
+
 std::string name(const char* kind, DType d, int64_t rows, int64_t cols, int64_t n, Isa isa,
                  int threads) {
   return std::string(kind) + "/" + std::string(dtype_name(d)) + "/" + std::to_string(rows) + "x" +
@@ -209,11 +239,12 @@ const bool registered = [] {
           }
   for (DType d : dtypes)
     for (auto [rows, cols] : shapes)
-      for (int64_t n : {16, 64, 512})
+      for (int64_t n : {8, 16, 32, 64, 512})
         for (Isa isa : isas)
           for (int threads : {1, 2}) {
             if (isa == Isa::Scalar && (n > 64 || threads == 1)) continue;
             if (rows == 7168 && n != 512) continue;
+            if (isa == Isa::Scalar && n != 16) continue;
             benchmark::RegisterBenchmark(
                 name("GEMM", d, rows, cols, n, isa, threads).c_str(),
                 [=](benchmark::State& s) { run_gemm(s, d, rows, cols, n, isa, threads); })
@@ -229,6 +260,18 @@ const bool registered = [] {
           benchmark::RegisterBenchmark(
               name("LinearT", d, rows, cols, 1, isa, threads).c_str(),
               [=](benchmark::State& s) { run_gemv(s, d, rows, cols, 1, isa, threads, true); })
+              ->UseRealTime()
+              ->Unit(benchmark::kMicrosecond);
+        }
+  for (DType d : {DType::BF16, DType::F8_E4M3})
+    for (int64_t n : {1, 16})
+      for (bool batched : {false, true})
+        for (int threads : {1, 2}) {
+          const std::string nm = std::string(batched ? "LinearMany" : "LinearEach") + "/" +
+                                 std::string(dtype_name(d)) + "/8x2x512x1024/n" +
+                                 std::to_string(n) + "/threads:" + std::to_string(threads);
+          benchmark::RegisterBenchmark(
+              nm.c_str(), [=](benchmark::State& s) { run_experts(s, d, 8, n, batched, threads); })
               ->UseRealTime()
               ->Unit(benchmark::kMicrosecond);
         }

@@ -80,11 +80,11 @@ int threads_for(int64_t work) {
   return work >= kParallelMinWork ? num_threads() : 1;
 }
 
-void scalar_linear(const float* x, int64_t n, const WeightRef& w, float* y) {
+void scalar_linear_rows(const float* x, int64_t n, const WeightRef& w, int64_t r0, int64_t r1,
+                        float* y) {
   const int64_t K = w.cols;
-#pragma omp parallel for schedule(static) num_threads(threads_for(n* w.rows* K))
-  for (int64_t r = 0; r < w.rows; r++) {
-    float* row = thread_scratch(0, K);
+  float* row = thread_scratch(0, K);
+  for (int64_t r = r0; r < r1; r++) {
     convert_row(w, r, 0, K, row);
     for (int64_t t = 0; t < n; t++) {
       const float* xt = x + t * K;
@@ -134,18 +134,131 @@ const LinearKernels& active_kernels() {
 
 }  // namespace
 
-const LinearKernels kLinearScalar = {scalar_linear, scalar_linear_t, scalar_weight_row};
+namespace {
+
+// A position in the concatenation of all jobs' rows.
+struct RowPos {
+  size_t job;
+  int64_t row;
+};
+
+// Splits the jobs' rows into `nt` contiguous parts of about equal cost and runs part `id`.
+// Boundaries inside a job are rounded to multiples of kRowAlign, computed identically by the two
+// threads that share them.
+class RowSplitter {
+ public:
+  RowSplitter(std::span<const LinearJob> jobs, const LinearKernels& k) : jobs_(jobs), k_(k) {
+    start_.resize(jobs.size() + 1, 0);
+    for (size_t j = 0; j < jobs.size(); j++)
+      start_[j + 1] = start_[j] + jobs[j].w.rows * row_cost(jobs[j]);
+  }
+  int64_t total() const { return start_.back(); }
+
+  void run_part(int id, int nt) const {
+    const RowPos a = locate(id, nt), b = locate(id + 1, nt);
+    for (size_t j = a.job; j < jobs_.size() && j <= b.job; j++) {
+      const LinearJob& job = jobs_[j];
+      const int64_t r0 = j == a.job ? a.row : 0, r1 = j == b.job ? b.row : job.w.rows;
+      if (r0 < r1) k_.linear_rows(job.x, job.n, job.w, r0, r1, job.y);
+    }
+  }
+
+ private:
+  // Cost of one output row: its weight bytes are streamed once and it takes n * cols
+  // multiply-adds.
+  static int64_t row_cost(const LinearJob& j) {
+    return j.w.cols * (2 * int64_t(dtype_size(j.w.dtype)) + j.n);
+  }
+
+  RowPos locate(int id, int nt) const {
+    if (id >= nt) return {jobs_.size(), 0};
+    const int64_t p = int64_t((__int128(total()) * id) / nt);
+    // The last job starting at or before p.
+    size_t j = size_t(std::upper_bound(start_.begin(), start_.end(), p) - start_.begin()) - 1;
+    if (j >= jobs_.size()) return {jobs_.size(), 0};
+    const int64_t cost = row_cost(jobs_[j]);
+    int64_t r = ((p - start_[j]) / cost + kRowAlign / 2) / kRowAlign * kRowAlign;
+    return {j, std::min(r, jobs_[j].w.rows)};
+  }
+
+  std::span<const LinearJob> jobs_;
+  const LinearKernels& k_;
+  std::vector<int64_t> start_;  // cumulative cost at each job's first row
+};
+
+// Runs jobs whose dtype has kernels and whose shapes are non-empty.
+void run_jobs(std::span<const LinearJob> jobs) {
+  const LinearKernels& k = active_kernels();
+  int64_t work = 0;
+  for (const LinearJob& j : jobs) work += j.n * j.w.rows * j.w.cols;
+  const int nt = omp_in_parallel() ? 1 : threads_for(work);
+  if (nt <= 1) {
+    for (const LinearJob& j : jobs) k.linear_rows(j.x, j.n, j.w, 0, j.w.rows, j.y);
+    return;
+  }
+  const RowSplitter split(jobs, k);
+#pragma omp parallel num_threads(nt)
+  split.run_part(omp_get_thread_num(), omp_get_num_threads());
+}
+
+// Handles the cases without kernel work; returns false when the job needs the kernels.
+bool trivial_job(const LinearJob& j) {
+  if (j.n <= 0 || j.w.rows <= 0) return true;
+  if (j.w.cols <= 0) {  // empty sums
+    std::fill(j.y, j.y + j.n * j.w.rows, 0.0f);
+    return true;
+  }
+  if (!kernel_dtype(j.w.dtype)) {
+    ref::linear(j.x, j.n, j.w, j.y);
+    return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+const LinearKernels kLinearScalar = {scalar_linear_rows, scalar_linear_t, scalar_weight_row};
+
+namespace {
+bool g_fp8_vbmi = __builtin_cpu_supports("avx512vbmi");
+}
+
+bool fp8_vbmi_enabled() {
+  return g_fp8_vbmi;
+}
+
+void set_fp8_vbmi(bool on) {
+  g_fp8_vbmi = on && __builtin_cpu_supports("avx512vbmi");
+}
+
+const uint8_t* fp8_bf16_table() {
+  static const std::array<uint8_t, 256> table = [] {
+    std::array<uint8_t, 256> t{};
+    for (int c = 0; c < 128; c++) {
+      // Exact: an E4M3 value has at most 4 significant bits and exponent -9..8.
+      const uint16_t h = c == 0x7f ? uint16_t(0x7fc0) : f32_to_bf16(fp8_e4m3_to_f32(uint8_t(c)));
+      t[size_t(c)] = uint8_t(h >> 8);
+      t[size_t(128 + c)] = uint8_t(h & 0xff);
+    }
+    return t;
+  }();
+  return table.data();
+}
 
 }  // namespace detail
 
 void linear(const float* x, int64_t n, const WeightRef& w, float* y) {
-  if (n <= 0 || w.rows <= 0) return;
-  if (w.cols <= 0) {  // empty sums
-    std::fill(y, y + n * w.rows, 0.0f);
-    return;
-  }
-  if (!detail::kernel_dtype(w.dtype)) return ref::linear(x, n, w, y);
-  detail::active_kernels().linear(x, n, w, y);
+  const LinearJob job{x, n, w, y};
+  if (detail::trivial_job(job)) return;
+  detail::run_jobs(std::span<const LinearJob>(&job, 1));
+}
+
+void linear_many(std::span<const LinearJob> jobs) {
+  std::vector<LinearJob> work;
+  work.reserve(jobs.size());
+  for (const LinearJob& j : jobs)
+    if (!detail::trivial_job(j)) work.push_back(j);
+  if (!work.empty()) detail::run_jobs(work);
 }
 
 void linear_t(const float* x, int64_t n, const WeightRef& w, float* y) {

@@ -12,6 +12,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 
 #include "tensor/dtype.h"
 
@@ -35,6 +36,19 @@ struct WeightRef {
 // Multithreaded (OpenMP). Accumulates in f32.
 void linear(const float* x, int64_t n, const WeightRef& w, float* y);
 
+// One product of a batch for linear_many: y = linear(x, n, w).
+struct LinearJob {
+  const float* x = nullptr;  // [n][w.cols]
+  int64_t n = 0;
+  WeightRef w;
+  float* y = nullptr;  // [n][w.rows]; must not overlap another job's x or y
+};
+
+// Runs independent products in ONE parallel region: all jobs' rows are split evenly across the
+// threads, so many small matrices (a MoE layer's active experts) cost one fork/join instead of
+// one each. Each output equals what linear() gives for its job.
+void linear_many(std::span<const LinearJob> jobs);
+
 // y[t][c] = sum_r x[t][r] * W[r][c]  for t < n, c < W.cols.   x: [n][W.rows], y: [n][W.cols].
 // The transposed product, used by absorbed MLA to fold W_UK into the query.
 void linear_t(const float* x, int64_t n, const WeightRef& w, float* y);
@@ -56,7 +70,11 @@ namespace detail {
 // dispatch to the table of active_isa() (kernels/cpu.h). Each table handles F32, BF16, F16 and
 // F8_E4M3 weights; other dtypes go to ref::.
 struct LinearKernels {
-  void (*linear)(const float* x, int64_t n, const WeightRef& w, float* y);
+  // Rows [r0, r1) of y = linear(x, n, w), i.e. y[t * w.rows + r], on the calling thread. The
+  // callers (linear, linear_many) split rows across threads at multiples of kRowAlign from the
+  // view's first row, so every output is computed in the same order for any thread count.
+  void (*linear_rows)(const float* x, int64_t n, const WeightRef& w, int64_t r0, int64_t r1,
+                      float* y);
   void (*linear_t)(const float* x, int64_t n, const WeightRef& w, float* y);
   void (*weight_row)(const WeightRef& w, int64_t r, float* dst);
 };
@@ -79,6 +97,17 @@ inline float fp8_block_scale(const WeightRef& w, int64_t r, int64_t c) {
 // Work (multiply-adds) below which the kernels stay on the calling thread: an OpenMP fork/join
 // costs a few microseconds.
 constexpr int64_t kParallelMinWork = int64_t(1) << 17;
+// Thread boundaries inside one matrix fall on multiples of this many rows.
+constexpr int64_t kRowAlign = 32;
+
+// The AVX-512 FP8 kernels convert with a 128-entry byte table (vpermi2b, AVX512_VBMI) where the
+// CPU has it. Tests switch it off to cover the shift-based fallback; `on` only takes effect on a
+// CPU with VBMI. Not thread-safe against kernels running concurrently.
+bool fp8_vbmi_enabled();
+void set_fp8_vbmi(bool on);
+// The FP8 E4M3 -> bf16 table: bytes [0, 128) are the high bytes and [128, 256) the low bytes of
+// the bf16 of magnitude code c (sign excluded; every E4M3 value is exact in bf16; 0x7f -> NaN).
+const uint8_t* fp8_bf16_table();
 
 }  // namespace detail
 

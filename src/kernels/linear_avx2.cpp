@@ -202,23 +202,22 @@ void scale_activations(const float* x, int64_t n, const WeightRef& w, int64_t r,
   }
 }
 
+// Rows [r0, r1) of the GEMV for N tokens, on the calling thread.
 template <class W, int N>
-void gemv(const float* x, const WeightRef& w, float* y) {
+void gemv(const float* x, const WeightRef& w, int64_t r0, int64_t r1, float* y) {
   const int64_t rows = w.rows, K = w.cols;
   const auto* base = static_cast<const typename W::T*>(w.data);
-  split_range(rows, 4, threads_for(rows * K * N), [&](int64_t r0, int64_t r1) {
-    if constexpr (W::kFp8) {
-      float* xs = thread_scratch(1, N * K);
-      for (int64_t a = r0; a < r1;) {  // one pass per 128-row scale block
-        const int64_t b = imin(r1, ((w.row0 + a) / kB + 1) * kB - w.row0);
-        scale_activations(x, N, w, a, xs);
-        gemv_rows<W, N>(base + a * K, b - a, K, xs, y + a, rows);
-        a = b;
-      }
-    } else {
-      gemv_rows<W, N>(base + r0 * K, r1 - r0, K, x, y + r0, rows);
+  if constexpr (W::kFp8) {
+    float* xs = thread_scratch(1, N * K);
+    for (int64_t a = r0; a < r1;) {  // one pass per 128-row scale block
+      const int64_t b = imin(r1, ((w.row0 + a) / kB + 1) * kB - w.row0);
+      scale_activations(x, N, w, a, xs);
+      gemv_rows<W, N>(base + a * K, b - a, K, xs, y + a, rows);
+      a = b;
     }
-  });
+  } else {
+    gemv_rows<W, N>(base + r0 * K, r1 - r0, K, x, y + r0, rows);
+  }
 }
 
 // ---- Prefill: GEMM ----
@@ -307,41 +306,40 @@ using MicroFn = void (*)(const float*, int64_t, const float*, int64_t, float*, i
 constexpr MicroFn kMicro[kMT + 1] = {nullptr,  micro<1>, micro<2>, micro<3>,
                                      micro<4>, micro<5>, micro<6>};
 
+// Rows [ra, rb) of the GEMM, on the calling thread.
 template <class W>
-void gemm(const float* x, int64_t n, const WeightRef& w, float* y) {
+void gemm(const float* x, int64_t n, const WeightRef& w, int64_t ra, int64_t rb, float* y) {
   const int64_t rows = w.rows, K = w.cols;
-  split_range(rows, kNR, threads_for(n * rows * K), [&](int64_t ra, int64_t rb) {
-    float* wp = thread_scratch(2, kRT * kKC);
-    for (int64_t r0 = ra; r0 < rb; r0 += kRT) {
-      const int64_t rt = imin(kRT, rb - r0);
-      for (int64_t k0 = 0; k0 < K; k0 += kKC) {
-        const int64_t kc = imin(kKC, K - k0);
+  float* wp = thread_scratch(2, kRT * kKC);
+  for (int64_t r0 = ra; r0 < rb; r0 += kRT) {
+    const int64_t rt = imin(kRT, rb - r0);
+    for (int64_t k0 = 0; k0 < K; k0 += kKC) {
+      const int64_t kc = imin(kKC, K - k0);
+      for (int64_t g = 0; g < rt; g += kNR)
+        pack_group<W>(w, r0 + g, imin(kNR, rt - g), k0, kc, wp + g * kKC);
+      for (int64_t t0 = 0; t0 < n; t0 += kMT) {
+        const int64_t mt = imin(kMT, n - t0);
         for (int64_t g = 0; g < rt; g += kNR)
-          pack_group<W>(w, r0 + g, imin(kNR, rt - g), k0, kc, wp + g * kKC);
-        for (int64_t t0 = 0; t0 < n; t0 += kMT) {
-          const int64_t mt = imin(kMT, n - t0);
-          for (int64_t g = 0; g < rt; g += kNR)
-            kMicro[mt](x + t0 * K + k0, K, wp + g * kKC, kc, y + t0 * rows + r0 + g, rows,
-                       imin(kNR, rt - g), k0 > 0);
-        }
+          kMicro[mt](x + t0 * K + k0, K, wp + g * kKC, kc, y + t0 * rows + r0 + g, rows,
+                     imin(kNR, rt - g), k0 > 0);
       }
     }
-  });
+  }
 }
 
 template <class W>
-void linear_w(const float* x, int64_t n, const WeightRef& w, float* y) {
+void linear_w(const float* x, int64_t n, const WeightRef& w, int64_t r0, int64_t r1, float* y) {
   switch (n) {
     case 1:
-      return gemv<W, 1>(x, w, y);
+      return gemv<W, 1>(x, w, r0, r1, y);
     case 2:
-      return gemv<W, 2>(x, w, y);
+      return gemv<W, 2>(x, w, r0, r1, y);
     case 3:
-      return gemv<W, 3>(x, w, y);
+      return gemv<W, 3>(x, w, r0, r1, y);
     case 4:
-      return gemv<W, 4>(x, w, y);
+      return gemv<W, 4>(x, w, r0, r1, y);
     default:
-      return gemm<W>(x, n, w, y);
+      return gemm<W>(x, n, w, r0, r1, y);
   }
 }
 
@@ -417,18 +415,19 @@ void weight_row_w(const WeightRef& w, int64_t r, float* dst) {
 
 // ---- dtype dispatch ----
 
-void linear_avx2(const float* x, int64_t n, const WeightRef& w, float* y) {
+void linear_rows_avx2(const float* x, int64_t n, const WeightRef& w, int64_t r0, int64_t r1,
+                      float* y) {
   switch (w.dtype) {
     case DType::F32:
-      return linear_w<F32W>(x, n, w, y);
+      return linear_w<F32W>(x, n, w, r0, r1, y);
     case DType::BF16:
-      return linear_w<Bf16W>(x, n, w, y);
+      return linear_w<Bf16W>(x, n, w, r0, r1, y);
     case DType::F16:
-      return linear_w<F16W>(x, n, w, y);
+      return linear_w<F16W>(x, n, w, r0, r1, y);
     case DType::F8_E4M3:
-      return linear_w<Fp8W>(x, n, w, y);
+      return linear_w<Fp8W>(x, n, w, r0, r1, y);
     default:
-      return ref::linear(x, n, w, y);
+      break;  // linear() sends other dtypes to ref::
   }
 }
 
@@ -464,6 +463,6 @@ void weight_row_avx2(const WeightRef& w, int64_t r, float* dst) {
 
 }  // namespace
 
-const LinearKernels kLinearAvx2 = {linear_avx2, linear_t_avx2, weight_row_avx2};
+const LinearKernels kLinearAvx2 = {linear_rows_avx2, linear_t_avx2, weight_row_avx2};
 
 }  // namespace whale::detail

@@ -40,6 +40,10 @@ constexpr int64_t kB = WeightRef::kBlock;
 // leaves DRAM latency exposed when four rows are streamed at once (measured: bf16 n=4 14 -> 18
 // GB/s, fp8 n=1 12 -> 14 GB/s on one core).
 constexpr int64_t kPrefetchBytes = 1024;
+constexpr int64_t kPrefetchLut = 1024;
+// Up to this many tokens the GEMV-style kernels beat the packed GEMM (measured on Zen 4).
+constexpr int64_t kSmallN = 16;
+constexpr int64_t kSmallNFp8 = 16;
 
 inline int64_t imin(int64_t a, int64_t b) {
   return a < b ? a : b;
@@ -275,23 +279,229 @@ void scale_activations(const float* x, int64_t n, const WeightRef& w, int64_t r,
   }
 }
 
-template <class W, int N>
-void gemv(const float* x, const WeightRef& w, float* y) {
+// Up to 6 tokens x 4 rows (24 accumulators) per pass over the weights, for the small-n path.
+constexpr int kMaxChunk = 6;
+
+// Calls fn(t0, count) for chunks of at most `most` tokens, as equal as possible. Depends on n
+// only, so each output's summation order does too.
+template <class Fn>
+void token_chunks(int64_t n, int64_t most, const Fn& fn) {
+  const int64_t chunks = (n + most - 1) / most;
+  for (int64_t k = 0, t0 = 0; k < chunks; k++) {
+    const int64_t cnt = (n - t0) / (chunks - k);
+    fn(t0, cnt);
+    t0 += cnt;
+  }
+}
+
+template <class W, int R>
+void gemv_group_n(const typename W::T* w, int64_t K, const float* x, int64_t n, float* y,
+                  int64_t ldy) {
+  switch (n) {
+    case 1:
+      return gemv_group<W, R, 1>(w, K, x, y, ldy);
+    case 2:
+      return gemv_group<W, R, 2>(w, K, x, y, ldy);
+    case 3:
+      return gemv_group<W, R, 3>(w, K, x, y, ldy);
+    case 4:
+      return gemv_group<W, R, 4>(w, K, x, y, ldy);
+    case 5:
+      return gemv_group<W, R, 5>(w, K, x, y, ldy);
+    default:
+      return gemv_group<W, R, 6>(w, K, x, y, ldy);
+  }
+}
+
+// Small n (5 .. kSmallN tokens): each group of 4 weight rows is converted in registers once per
+// chunk of <= 6 tokens; the chunks after the first re-read the rows from L1/L2, not DRAM. Cheaper
+// than the GEMM's packing when there are too few tokens to amortise it.
+template <class W>
+void gemv_multi(const float* x, int64_t n, const WeightRef& w, int64_t r0, int64_t r1, float* y) {
   const int64_t rows = w.rows, K = w.cols;
   const auto* base = static_cast<const typename W::T*>(w.data);
-  split_range(rows, 4, threads_for(rows * K * N), [&](int64_t r0, int64_t r1) {
-    if constexpr (W::kFp8) {
-      float* xs = thread_scratch(1, N * K);
-      for (int64_t a = r0; a < r1;) {  // one pass per 128-row scale block
-        const int64_t b = imin(r1, ((w.row0 + a) / kB + 1) * kB - w.row0);
-        scale_activations(x, N, w, a, xs);
-        gemv_rows<W, N>(base + a * K, b - a, K, xs, y + a, rows);
-        a = b;
-      }
-    } else {
-      gemv_rows<W, N>(base + r0 * K, r1 - r0, K, x, y + r0, rows);
+  int64_t i = r0;
+  for (; i + 4 <= r1; i += 4)
+    token_chunks(n, kMaxChunk, [&](int64_t t0, int64_t cnt) {
+      gemv_group_n<W, 4>(base + i * K, K, x + t0 * K, cnt, y + t0 * rows + i, rows);
+    });
+  for (; i < r1; i++)
+    token_chunks(n, kMaxChunk, [&](int64_t t0, int64_t cnt) {
+      gemv_group_n<W, 1>(base + i * K, K, x + t0 * K, cnt, y + t0 * rows + i, rows);
+    });
+}
+
+// Rows [r0, r1) of the GEMV for N tokens, on the calling thread.
+template <class W, int N>
+void gemv(const float* x, const WeightRef& w, int64_t r0, int64_t r1, float* y) {
+  const int64_t rows = w.rows, K = w.cols;
+  const auto* base = static_cast<const typename W::T*>(w.data);
+  if constexpr (W::kFp8) {
+    float* xs = thread_scratch(1, N * K);
+    for (int64_t a = r0; a < r1;) {  // one pass per 128-row scale block
+      const int64_t b = imin(r1, ((w.row0 + a) / kB + 1) * kB - w.row0);
+      scale_activations(x, N, w, a, xs);
+      gemv_rows<W, N>(base + a * K, b - a, K, xs, y + a, rows);
+      a = b;
     }
-  });
+  } else {
+    gemv_rows<W, N>(base + r0 * K, r1 - r0, K, x, y + r0, rows);
+  }
+}
+
+// ---- FP8 GEMV with a conversion table (AVX512_VBMI) ----
+//
+// vpermi2b looks up 64 bytes at once in a 128-entry table indexed by the low 7 bits. Two lookups
+// give the high and low bytes of each weight's bf16 (fp8_bf16_table(): every E4M3 value is exact
+// in bf16, and the NaN codes map to a NaN, so NaN weights propagate through the FMAs with no
+// extra test), the sign is merged into the high byte, and interleaving the two makes 16-bit
+// bf16 words; a bf16 in the high half of a 32-bit lane IS the f32 (mask the low half), the one in
+// the low half becomes it after a shift by 16. Nine cheap instructions per 64 weights, no
+// vcvtph2ps. The block scale is folded into a copy of the activations, permuted into the order
+// the conversion produces (kLutOrder).
+
+#define WHALE_VBMI __attribute__((target("avx512vbmi")))
+
+struct Fp8Lut {
+  __m512i hi0, hi1, lo0, lo1;
+};
+
+Fp8Lut load_fp8_lut() {
+  const uint8_t* t = fp8_bf16_table();
+  return {_mm512_loadu_si512(t), _mm512_loadu_si512(t + 64), _mm512_loadu_si512(t + 128),
+          _mm512_loadu_si512(t + 192)};
+}
+
+// Position p of a converted 64-block (vector p / 16, 128-bit lane (p / 4) % 4, dword p % 4)
+// holds element kLutOrder(p) of the block.
+constexpr int kLutOrder(int p) {
+  const int j = p / 16, lane = (p / 4) % 4, m = p % 4;
+  return 16 * lane + 2 * m + (j & 1) + 8 * (j >> 1);
+}
+
+// 64 FP8 weights (exact f32, NaN kept) in kLutOrder.
+WHALE_VBMI inline void fp8x64_lut(__m512i b, const Fp8Lut& t, __m512 out[4]) {
+  __m512i hi = _mm512_permutex2var_epi8(t.hi0, b, t.hi1);
+  hi = _mm512_ternarylogic_epi32(hi, b, _mm512_set1_epi8(char(0x80)), 0xF8);  // hi | (b & 0x80)
+  const __m512i lo = _mm512_permutex2var_epi8(t.lo0, b, t.lo1);
+  const __m512i w0 = _mm512_unpacklo_epi8(lo, hi), w1 = _mm512_unpackhi_epi8(lo, hi);
+  const __m512i top = _mm512_set1_epi32(int(0xFFFF0000u));
+  out[0] = _mm512_castsi512_ps(_mm512_slli_epi32(w0, 16));
+  out[1] = _mm512_castsi512_ps(_mm512_and_si512(w0, top));
+  out[2] = _mm512_castsi512_ps(_mm512_slli_epi32(w1, 16));
+  out[3] = _mm512_castsi512_ps(_mm512_and_si512(w1, top));
+}
+
+// y[t * ldy + i] = sum_c xs[t * K + c] * w[i * K + c], i < R, t < N; xs from scale_lut. All R
+// rows of a 64-column block are converted first, then each activation vector is loaded once and
+// used for the R rows.
+template <int R, int N>
+WHALE_VBMI void gemv_group_lut(const uint8_t* w, int64_t K, const float* x, float* y, int64_t ldy,
+                               const Fp8Lut& lut) {
+  constexpr int A = N == 1 ? 4 : N <= 3 ? 2 : 1;  // >= 8 independent FMA chains
+  __m512 acc[R][N][A];
+  for (int i = 0; i < R; i++)
+    for (int t = 0; t < N; t++)
+      for (int a = 0; a < A; a++) acc[i][t][a] = _mm512_setzero_ps();
+  int64_t c = 0;
+  for (; c + 64 <= K; c += 64) {
+    __m512 wv[R][4];
+    for (int i = 0; i < R; i++) {
+      const uint8_t* p = w + i * K + c;
+      _mm_prefetch(reinterpret_cast<const char*>(p) + kPrefetchLut, _MM_HINT_T0);
+      fp8x64_lut(_mm512_loadu_si512(p), lut, wv[i]);
+    }
+    for (int t = 0; t < N; t++)
+      for (int j = 0; j < 4; j++) {
+        const __m512 xv = _mm512_loadu_ps(x + t * K + c + 16 * j);
+        for (int i = 0; i < R; i++)
+          acc[i][t][j % A] = _mm512_fmadd_ps(wv[i][j], xv, acc[i][t][j % A]);
+      }
+  }
+  for (; c < K; c += 16) {  // tail: natural order, exact conversion
+    const __mmask16 m = lanes(imin(16, K - c));
+    __m512 wv[R];
+    for (int i = 0; i < R; i++) wv[i] = Fp8W::exact(w + i * K + c, m);
+    for (int t = 0; t < N; t++) {
+      const __m512 xv = _mm512_maskz_loadu_ps(m, x + t * K + c);
+      for (int i = 0; i < R; i++) acc[i][t][0] = _mm512_fmadd_ps(wv[i], xv, acc[i][t][0]);
+    }
+  }
+  for (int i = 0; i < R; i++)
+    for (int t = 0; t < N; t++) {
+      __m512 sum = acc[i][t][0];
+      for (int a = 1; a < A; a++) sum = _mm512_add_ps(sum, acc[i][t][a]);
+      y[t * ldy + i] = _mm512_reduce_add_ps(sum);
+    }
+}
+
+constexpr int kLutRows = 2;   // rows per group (8 converted vectors stay in registers)
+constexpr int kLutChunk = 8;  // tokens per pass
+
+using LutGroupFn = void (*)(const uint8_t*, int64_t, const float*, float*, int64_t,
+                            const Fp8Lut&);
+template <int R>
+constexpr LutGroupFn kLutGroup[kLutChunk + 1] = {
+    nullptr,           gemv_group_lut<R, 1>, gemv_group_lut<R, 2>, gemv_group_lut<R, 3>,
+    gemv_group_lut<R, 4>, gemv_group_lut<R, 5>, gemv_group_lut<R, 6>, gemv_group_lut<R, 7>,
+    gemv_group_lut<R, 8>};
+
+// xs[t][c] = x[t][c] * scale(r, c), in kLutOrder within whole 64-column blocks.
+WHALE_VBMI void scale_lut(const float* x, int64_t n, const WeightRef& w, int64_t r, float* xs) {
+  const int64_t K = w.cols, K64 = K / 64 * 64;
+  // Vector j takes lanes 0-1 from elements 0..31 and lanes 2-3 from 32..63.
+  __m512i idx[4];
+  for (int j = 0; j < 4; j++) {
+    alignas(64) int32_t v[16];
+    for (int q = 0; q < 16; q++) v[q] = kLutOrder(16 * j + q) % 32;
+    idx[j] = _mm512_load_si512(v);
+  }
+  for (int64_t c0 = 0; c0 < K; c0 += kB) {
+    const __m512 s = _mm512_set1_ps(fp8_block_scale(w, r, c0));
+    const int64_t c1 = imin(K, c0 + kB);
+    for (int64_t t = 0; t < n; t++) {
+      const float* xt = x + t * K;
+      float* st = xs + t * K;
+      int64_t c = c0;
+      for (; c + 64 <= imin(c1, K64); c += 64) {
+        const __m512 a0 = _mm512_loadu_ps(xt + c), a1 = _mm512_loadu_ps(xt + c + 16);
+        const __m512 b0 = _mm512_loadu_ps(xt + c + 32), b1 = _mm512_loadu_ps(xt + c + 48);
+        for (int j = 0; j < 4; j++) {
+          const __m512 lo = _mm512_permutex2var_ps(a0, idx[j], a1);
+          const __m512 hi = _mm512_permutex2var_ps(b0, idx[j], b1);
+          const __m512 v = _mm512_mask_mov_ps(lo, __mmask16(0xFF00), hi);
+          _mm512_storeu_ps(st + c + 16 * j, _mm512_mul_ps(v, s));
+        }
+      }
+      for (; c < c1; c += 16) {
+        const __mmask16 m = lanes(imin(16, c1 - c));
+        _mm512_mask_storeu_ps(st + c, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, xt + c), s));
+      }
+    }
+  }
+}
+
+// Rows [r0, r1) for any n, FP8 through the table.
+WHALE_VBMI void gemv_fp8_lut(const float* x, int64_t n, const WeightRef& w, int64_t r0,
+                             int64_t r1, float* y) {
+  const int64_t rows = w.rows, K = w.cols;
+  const auto* base = static_cast<const uint8_t*>(w.data);
+  const Fp8Lut lut = load_fp8_lut();
+  float* xs = thread_scratch(1, n * K);
+  for (int64_t a = r0; a < r1;) {  // one pass per 128-row scale block
+    const int64_t b = imin(r1, ((w.row0 + a) / kB + 1) * kB - w.row0);
+    scale_lut(x, n, w, a, xs);
+    int64_t i = a;
+    for (; i + kLutRows <= b; i += kLutRows)
+      token_chunks(n, kLutChunk, [&](int64_t t0, int64_t cnt) {
+        kLutGroup<kLutRows>[cnt](base + i * K, K, xs + t0 * K, y + t0 * rows + i, rows, lut);
+      });
+    for (; i < b; i++)
+      token_chunks(n, kLutChunk, [&](int64_t t0, int64_t cnt) {
+        kLutGroup<1>[cnt](base + i * K, K, xs + t0 * K, y + t0 * rows + i, rows, lut);
+      });
+    a = b;
+  }
 }
 
 // ---- Prefill: GEMM ----
@@ -387,41 +597,45 @@ constexpr MicroFn kMicro[kMT + 1] = {nullptr,   micro<1>,  micro<2>, micro<3>, m
                                      micro<5>,  micro<6>,  micro<7>, micro<8>, micro<9>,
                                      micro<10>, micro<11>, micro<12>};
 
+// Rows [ra, rb) of the GEMM, on the calling thread.
 template <class W>
-void gemm(const float* x, int64_t n, const WeightRef& w, float* y) {
+void gemm(const float* x, int64_t n, const WeightRef& w, int64_t ra, int64_t rb, float* y) {
   const int64_t rows = w.rows, K = w.cols;
-  split_range(rows, kNR, threads_for(n * rows * K), [&](int64_t ra, int64_t rb) {
-    float* wp = thread_scratch(2, kRT * kKC);
-    for (int64_t r0 = ra; r0 < rb; r0 += kRT) {
-      const int64_t rt = imin(kRT, rb - r0);
-      for (int64_t k0 = 0; k0 < K; k0 += kKC) {
-        const int64_t kc = imin(kKC, K - k0);
+  float* wp = thread_scratch(2, kRT * kKC);
+  for (int64_t r0 = ra; r0 < rb; r0 += kRT) {
+    const int64_t rt = imin(kRT, rb - r0);
+    for (int64_t k0 = 0; k0 < K; k0 += kKC) {
+      const int64_t kc = imin(kKC, K - k0);
+      for (int64_t g = 0; g < rt; g += kNR)
+        pack_group<W>(w, r0 + g, imin(kNR, rt - g), k0, kc, wp + g * kKC);
+      for (int64_t t0 = 0; t0 < n; t0 += kMT) {
+        const int64_t mt = imin(kMT, n - t0);
         for (int64_t g = 0; g < rt; g += kNR)
-          pack_group<W>(w, r0 + g, imin(kNR, rt - g), k0, kc, wp + g * kKC);
-        for (int64_t t0 = 0; t0 < n; t0 += kMT) {
-          const int64_t mt = imin(kMT, n - t0);
-          for (int64_t g = 0; g < rt; g += kNR)
-            kMicro[mt](x + t0 * K + k0, K, wp + g * kKC, kc, y + t0 * rows + r0 + g, rows,
-                       imin(kNR, rt - g), k0 > 0);
-        }
+          kMicro[mt](x + t0 * K + k0, K, wp + g * kKC, kc, y + t0 * rows + r0 + g, rows,
+                     imin(kNR, rt - g), k0 > 0);
       }
     }
-  });
+  }
 }
 
 template <class W>
-void linear_w(const float* x, int64_t n, const WeightRef& w, float* y) {
+void linear_w(const float* x, int64_t n, const WeightRef& w, int64_t r0, int64_t r1, float* y) {
+  if constexpr (W::kFp8) {
+    if (fp8_vbmi_enabled() && n <= kSmallNFp8) return gemv_fp8_lut(x, n, w, r0, r1, y);
+  } else {
+    if (n > 4 && n <= kSmallN) return gemv_multi<W>(x, n, w, r0, r1, y);
+  }
   switch (n) {
     case 1:
-      return gemv<W, 1>(x, w, y);
+      return gemv<W, 1>(x, w, r0, r1, y);
     case 2:
-      return gemv<W, 2>(x, w, y);
+      return gemv<W, 2>(x, w, r0, r1, y);
     case 3:
-      return gemv<W, 3>(x, w, y);
+      return gemv<W, 3>(x, w, r0, r1, y);
     case 4:
-      return gemv<W, 4>(x, w, y);
+      return gemv<W, 4>(x, w, r0, r1, y);
     default:
-      return gemm<W>(x, n, w, y);
+      return gemm<W>(x, n, w, r0, r1, y);
   }
 }
 
@@ -545,18 +759,19 @@ void weight_row_w(const WeightRef& w, int64_t r, float* dst) {
 
 // ---- dtype dispatch ----
 
-void linear_avx512(const float* x, int64_t n, const WeightRef& w, float* y) {
+void linear_rows_avx512(const float* x, int64_t n, const WeightRef& w, int64_t r0, int64_t r1,
+                        float* y) {
   switch (w.dtype) {
     case DType::F32:
-      return linear_w<F32W>(x, n, w, y);
+      return linear_w<F32W>(x, n, w, r0, r1, y);
     case DType::BF16:
-      return linear_w<Bf16W>(x, n, w, y);
+      return linear_w<Bf16W>(x, n, w, r0, r1, y);
     case DType::F16:
-      return linear_w<F16W>(x, n, w, y);
+      return linear_w<F16W>(x, n, w, r0, r1, y);
     case DType::F8_E4M3:
-      return linear_w<Fp8W>(x, n, w, y);
+      return linear_w<Fp8W>(x, n, w, r0, r1, y);
     default:
-      return ref::linear(x, n, w, y);
+      break;  // linear() sends other dtypes to ref::
   }
 }
 
@@ -592,6 +807,6 @@ void weight_row_avx512(const WeightRef& w, int64_t r, float* dst) {
 
 }  // namespace
 
-const LinearKernels kLinearAvx512 = {linear_avx512, linear_t_avx512, weight_row_avx512};
+const LinearKernels kLinearAvx512 = {linear_rows_avx512, linear_t_avx512, weight_row_avx512};
 
 }  // namespace whale::detail

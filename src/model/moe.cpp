@@ -4,6 +4,7 @@
 #include <cmath>
 #include <numeric>
 
+#include "kernels/ops.h"
 #include "model/weights.h"
 
 namespace whale {
@@ -85,15 +86,13 @@ MoE::MoE(const ModelConfig& c, const Checkpoint& ck, const std::string& prefix) 
   }
 }
 
+// All experts' products run as two batched kernel calls (linear_many): first gate_proj and
+// up_proj of every active expert and of the shared experts, then, after silu(gate) * up, every
+// down_proj. One fork/join per stage instead of one per small matrix; results are the same as
+// running the experts one by one.
 void MoE::forward(const float* x, int64_t N, float* y) const {
   const int64_t D = c_.hidden_size, E = c_.n_routed_experts, K = c_.num_experts_per_tok;
-  std::vector<float> scratch;
-
-  // Shared experts see every token.
-  if (has_shared_)
-    shared_experts_.forward(x, N, y, scratch);
-  else
-    std::fill(y, y + N * D, 0.0f);
+  const int64_t I = c_.moe_intermediate_size;
 
   // Route every token.
   std::vector<float> logits(size_t(N * E));
@@ -103,25 +102,78 @@ void MoE::forward(const float* x, int64_t N, float* y) const {
   for (int64_t t = 0; t < N; t++)
     route_token(c_, logits.data() + t * E, score_bias_, ids.data() + t * K, w.data() + t * K);
 
-  // Group tokens by expert and run each expert once on its tokens.
+  // Tokens of each expert, in token order.
   std::vector<std::vector<std::pair<int64_t, float>>> assigned(static_cast<size_t>(E));
   for (int64_t t = 0; t < N; t++)
     for (int64_t k = 0; k < K; k++)
       assigned[size_t(ids[size_t(t * K + k)])].push_back({t, w[size_t(t * K + k)]});
-  std::vector<float> xin, xout;
+
+  // Buffer layout per active expert: its gathered input rows (unless it sees every token, then x
+  // itself), gate and up activations, and its output rows.
+  struct Active {
+    int64_t e, m;
+    const float* xin;
+    float *g, *u, *out;
+  };
+  std::vector<Active> active;
+  int64_t rows = 0;  // token rows over all active experts
   for (int64_t e = 0; e < E; e++) {
-    const auto& a = assigned[size_t(e)];
-    if (a.empty()) continue;
-    const int64_t m = int64_t(a.size());
-    xin.resize(size_t(m * D));
-    xout.resize(size_t(m * D));
-    for (int64_t i = 0; i < m; i++) std::copy(x + a[i].first * D, x + (a[i].first + 1) * D, xin.data() + i * D);
-    experts_[size_t(e)].forward(xin.data(), m, xout.data(), scratch);
-    for (int64_t i = 0; i < m; i++) {
-      float* yt = y + a[i].first * D;
-      const float g = a[i].second;
-      for (int64_t d = 0; d < D; d++) yt[d] += g * xout[size_t(i * D + d)];
+    const int64_t m = int64_t(assigned[size_t(e)].size());
+    if (m > 0) active.push_back({e, m, nullptr, nullptr, nullptr, nullptr});
+    rows += m;
+  }
+  const int64_t Is = has_shared_ ? shared_experts_.inter : 0;
+  std::vector<float> buf(size_t(rows * (2 * D + 2 * I) + 2 * N * Is));
+  float* p = buf.data();
+  for (Active& a : active) {
+    const auto& tok = assigned[size_t(a.e)];
+    if (a.m == N) {
+      a.xin = x;  // tokens 0..N-1 in order
+    } else {
+      float* xin = p;
+      for (int64_t i = 0; i < a.m; i++)
+        std::copy(x + tok[size_t(i)].first * D, x + (tok[size_t(i)].first + 1) * D, xin + i * D);
+      a.xin = xin;
     }
+    p += a.m * D;
+    a.g = p;
+    a.u = a.g + a.m * I;
+    a.out = a.u + a.m * I;
+    p = a.out + a.m * D;
+  }
+  float* gs = p;  // shared experts' gate and up
+  float* us = gs + N * Is;
+
+  // Stage 1: gate_proj and up_proj of everything.
+  std::vector<LinearJob> jobs;
+  jobs.reserve(2 * active.size() + 2);
+  if (has_shared_) {
+    jobs.push_back({x, N, shared_experts_.gate_proj, gs});
+    jobs.push_back({x, N, shared_experts_.up_proj, us});
+  }
+  for (const Active& a : active) {
+    const Mlp& mlp = experts_[size_t(a.e)];
+    jobs.push_back({a.xin, a.m, mlp.gate_proj, a.g});
+    jobs.push_back({a.xin, a.m, mlp.up_proj, a.u});
+  }
+  linear_many(jobs);
+
+  // silu(gate) * up, in place in the gate buffers.
+  if (has_shared_) silu_mul(gs, us, N * Is, gs);
+  for (const Active& a : active) silu_mul(a.g, a.u, a.m * I, a.g);
+
+  // Stage 2: every down_proj; the shared experts write y directly.
+  jobs.clear();
+  if (has_shared_) jobs.push_back({gs, N, shared_experts_.down_proj, y});
+  for (const Active& a : active) jobs.push_back({a.g, a.m, experts_[size_t(a.e)].down_proj, a.out});
+  if (!has_shared_) std::fill(y, y + N * D, 0.0f);
+  linear_many(jobs);
+
+  // y += g_i * MLP_i(u), experts in index order.
+  for (const Active& a : active) {
+    const auto& tok = assigned[size_t(a.e)];
+    for (int64_t i = 0; i < a.m; i++)
+      axpy(tok[size_t(i)].second, a.out + i * D, y + tok[size_t(i)].first * D, D);
   }
 }
 
