@@ -1,13 +1,13 @@
 // The `whale` binary as a user runs it: subcommands on the reference fixtures, and clear errors
 // (exit code 1, a message naming the problem) for bad input.
 #include <gtest/gtest.h>
+#include <sys/wait.h>
 
 #include <array>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
-#include <sys/wait.h>
 
 using json = nlohmann::json;
 namespace fs = std::filesystem;
@@ -27,7 +27,8 @@ struct CliResult {
 CliResult run(const std::string& args, const std::string& input = "") {
   std::string redirect = " < /dev/null";
   if (!input.empty()) {
-    const fs::path in = fs::temp_directory_path() / ("whale_cli_stdin_" + std::to_string(::getpid()));
+    const fs::path in =
+        fs::temp_directory_path() / ("whale_cli_stdin_" + std::to_string(::getpid()));
     std::ofstream(in) << input;
     redirect = " < " + in.string();
   }
@@ -50,7 +51,10 @@ json reference(const std::string& name) {
 
 std::string join(const std::vector<int>& v) {
   std::string s;
-  for (size_t i = 0; i < v.size(); i++) s += (i ? "," : "") + std::to_string(v[i]);
+  for (size_t i = 0; i < v.size(); i++) {
+    if (i) s += ',';
+    s += std::to_string(v[i]);
+  }
   return s;
 }
 
@@ -68,9 +72,10 @@ TEST(Cli, LogitsToFileMatchReference) {
   const auto tokens = ref["tokens"].get<std::vector<int>>();
   const fs::path out = temp_dir("logits") / "l.bin";
   CliResult r = run("logits -m " + kFixtures + "v3 --tokens " + join(tokens) + " --all --out " +
-              out.string() + " -t 1");
+                    out.string() + " -t 1");
   ASSERT_EQ(r.code, 0) << r.out;
-  std::ifstream got(out, std::ios::binary), want(kFixtures + "v3/reference_logits.bin", std::ios::binary);
+  std::ifstream got(out, std::ios::binary),
+      want(kFixtures + "v3/reference_logits.bin", std::ios::binary);
   std::vector<float> g(tokens.size() * 256), w(tokens.size() * 256);
   got.read(reinterpret_cast<char*>(g.data()), std::streamsize(g.size() * 4));
   want.read(reinterpret_cast<char*>(w.data()), std::streamsize(w.size() * 4));
@@ -95,7 +100,7 @@ TEST(Cli, GenerateGreedyIdsMatchReference) {
     const auto tokens = ref["tokens"].get<std::vector<int>>();
     const auto greedy = ref["greedy"].get<std::vector<int>>();
     CliResult r = run(std::string("generate -m ") + kFixtures + name + " --tokens " + join(tokens) +
-                " -n " + std::to_string(greedy.size()) + " --greedy --print-ids");
+                      " -n " + std::to_string(greedy.size()) + " --greedy --print-ids");
     ASSERT_EQ(r.code, 0) << r.out;
     EXPECT_EQ(json::parse(r.out).get<std::vector<int>>(), greedy) << name;
   }
@@ -151,7 +156,8 @@ TEST(Cli, BadInputIsAClearError) {
 
   // A truncated shard names the file and the tensor.
   const fs::path d = temp_dir("trunc");
-  for (const char* f : {"config.json", "model.safetensors"}) fs::copy_file(kFixtures + "v3/" + f, d / f);
+  for (const char* f : {"config.json", "model.safetensors"})
+    fs::copy_file(kFixtures + "v3/" + f, d / f);
   fs::resize_file(d / "model.safetensors", fs::file_size(d / "model.safetensors") - 100);
   r = run("logits -m " + d.string() + " --tokens 1");
   EXPECT_EQ(r.code, 1);
@@ -182,11 +188,12 @@ namespace {
 
 // A tiny random model with the real DeepSeek-V3 vocabulary, generated once per build tree.
 std::string chat_model() {
-  const std::string dir = std::string(WHALE_BINARY).substr(0, std::string(WHALE_BINARY).rfind('/')) +
-                          "/test-models/chat-tiny";
+  const std::string dir =
+      std::string(WHALE_BINARY).substr(0, std::string(WHALE_BINARY).rfind('/')) +
+      "/test-models/chat-tiny";
   if (!fs::exists(dir + "/config.json")) {
-    const std::string cmd = "/usr/bin/python3 " + kRoot + "/scripts/gen_model.py --config " + kRoot +
-                            "/tests/configs/chat-tiny.json --out " + dir +
+    const std::string cmd = "/usr/bin/python3 " + kRoot + "/scripts/gen_model.py --config " +
+                            kRoot + "/tests/configs/chat-tiny.json --out " + dir +
                             " --dtype bf16 --seed 7 --tokenizer " + kTokenizer + " > /dev/null";
     EXPECT_EQ(std::system(cmd.c_str()), 0) << cmd;
   }
@@ -198,8 +205,8 @@ std::string chat_model() {
 TEST(Cli, RunIsDeterministicPerSeed) {
   const std::string m = chat_model();
   auto gen = [&](int seed) {
-    return run("run -m " + m + " -p 'Once upon a time' -n 12 --temp 1.0 --seed " + std::to_string(seed) +
-               " --no-stats");
+    return run("run -m " + m + " -p 'Once upon a time' -n 12 --temp 1.0 --seed " +
+               std::to_string(seed) + " --no-stats");
   };
   CliResult a = gen(5), b = gen(5), c = gen(6);
   ASSERT_EQ(a.code, 0) << a.out;

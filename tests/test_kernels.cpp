@@ -467,6 +467,133 @@ TEST_P(KernelIsa, EmptyInnerDimensionGivesZeros) {
   EXPECT_EQ(y, std::vector<float>(10, 0.0f));
 }
 
+// ---- linear_many, the small-n path, the FP8 conversion table ----
+
+// Switches the AVX-512 FP8 table conversion (VBMI) on or off for a scope.
+class Fp8VbmiScope {
+ public:
+  explicit Fp8VbmiScope(bool on) : saved_(detail::fp8_vbmi_enabled()) { detail::set_fp8_vbmi(on); }
+  ~Fp8VbmiScope() { detail::set_fp8_vbmi(saved_); }
+
+ private:
+  bool saved_;
+};
+
+// Batches of products with mixed dtypes, shapes and token counts (the MoE pattern plus odd
+// sizes), on 1 and 2 threads: each output matches ref::linear, and is bitwise what linear() gives.
+TEST_P(KernelIsa, LinearManyMatchesLinear) {
+  std::mt19937 rng(9);
+  struct Spec {
+    DType d;
+    int64_t rows, cols, n;
+  };
+  const Spec specs[] = {{DType::BF16, 512, 256, 1},  {DType::BF16, 512, 256, 1},
+                        {DType::F8_E4M3, 384, 300, 3}, {DType::F32, 7, 129, 5},
+                        {DType::F16, 300, 127, 16},  {DType::F8_E4M3, 260, 256, 9},
+                        {DType::BF16, 1, 64, 33},    {DType::F16, 200, 0, 2},
+                        {DType::F32, 0, 10, 2},      {DType::BF16, 64, 520, 0}};
+  std::vector<Matrix> mats;
+  std::vector<std::vector<float>> xs, ys, want;
+  for (const Spec& sp : specs) {
+    mats.push_back(random_matrix(sp.d, sp.rows, sp.cols, rng));
+    xs.push_back(random_vector(sp.n * sp.cols, rng));
+    ys.emplace_back(size_t(sp.n * sp.rows), -7.0f);
+    want.emplace_back(size_t(sp.n * sp.rows), -7.0f);
+  }
+  for (int threads : {1, 2}) {
+    set_num_threads(threads);
+    std::vector<LinearJob> jobs;
+    for (size_t i = 0; i < mats.size(); i++) {
+      jobs.push_back({xs[i].data(), specs[i].n, mats[i].ref(), ys[i].data()});
+      linear(xs[i].data(), specs[i].n, mats[i].ref(), want[i].data());
+    }
+    linear_many(jobs);
+    for (size_t i = 0; i < mats.size(); i++) {
+      const Spec& sp = specs[i];
+      const std::string what = describe(sp.d, sp.rows, sp.cols, sp.n) + " job " +
+                               std::to_string(i) + " threads " + std::to_string(threads);
+      EXPECT_EQ(ys[i], want[i]) << what;
+      std::vector<float> r(size_t(sp.n * sp.rows));
+      ref::linear(xs[i].data(), sp.n, mats[i].ref(), r.data());
+      expect_close(ys[i], r, linear_magnitude(xs[i].data(), sp.n, mats[i].ref()), kTol, what);
+    }
+  }
+  set_num_threads(0);
+  linear_many({});  // nothing to do
+}
+
+// Big enough that one job is split between threads at a row that is not a job boundary.
+TEST_P(KernelIsa, LinearManySplitsInsideAJob) {
+  std::mt19937 rng(10);
+  const Matrix a = random_matrix(DType::BF16, 1000, 700, rng);
+  const Matrix b = random_matrix(DType::F8_E4M3, 100, 700, rng);
+  for (int64_t n : {1, 7}) {
+    const std::vector<float> x = random_vector(n * 700, rng);
+    std::vector<float> ya(size_t(n * 1000)), yb(size_t(n * 100)), wa(ya.size()), wb(yb.size());
+    const LinearJob jobs[] = {{x.data(), n, a.ref(), ya.data()}, {x.data(), n, b.ref(), yb.data()}};
+    set_num_threads(2);
+    linear_many(jobs);
+    set_num_threads(1);
+    linear(x.data(), n, a.ref(), wa.data());
+    linear(x.data(), n, b.ref(), wb.data());
+    set_num_threads(0);
+    EXPECT_EQ(ya, wa) << "n=" << n;
+    EXPECT_EQ(yb, wb) << "n=" << n;
+  }
+}
+
+// Every token count around the GEMV / small-n / GEMM crossovers, odd shapes, FP8 with and without
+// the table conversion.
+TEST_P(KernelIsa, LinearSmallBatches) {
+  std::mt19937 rng(11);
+  for (bool vbmi : {true, false}) {
+    Fp8VbmiScope scope(vbmi);
+    for (DType d : kDtypes)
+      for (auto [rows, cols] : {std::pair<int64_t, int64_t>{37, 200}, {130, 67}, {9, 1100}}) {
+        const Matrix m = random_matrix(d, rows, cols, rng);
+        for (int64_t n = 1; n <= 34; n += (n < 18 ? 1 : 5))
+          check_linear(m.ref(), n, rng, describe(d, rows, cols, n) + (vbmi ? "" : " no-vbmi"));
+      }
+  }
+}
+
+// The FP8 -> bf16 table (sign merged) reproduces fp8_e4m3_to_f32 for all 256 codes, bitwise.
+TEST(KernelFp8, Bf16TableIsExact) {
+  const uint8_t* t = detail::fp8_bf16_table();
+  for (int code = 0; code < 256; code++) {
+    const int c = code & 0x7f;
+    const uint32_t h = uint32_t(t[c] | (code & 0x80)) << 8 | t[128 + c];
+    float f;
+    const uint32_t bits = h << 16;
+    std::memcpy(&f, &bits, 4);
+    EXPECT_TRUE(same_value(f, fp8_e4m3_to_f32(uint8_t(code)))) << "0x" << std::hex << code;
+  }
+}
+
+// All 256 FP8 codes through every FP8 product path (table conversion on and off), exactly.
+TEST_P(KernelIsa, Fp8EveryCodeOnEveryPath) {
+  Matrix m{DType::F8_E4M3, 16, 16, std::vector<uint8_t>(256), {1.0f}};
+  for (int i = 0; i < 256; i++) m.bytes[size_t(i)] = uint8_t(i);
+  // Rows of 128 columns too, so the 64-byte vector loops (not only the tails) see every code; the
+  // NaN codes (which make a whole row NaN, checked by the 16x16 rows 7 and 15) become zeros here.
+  Matrix wide{DType::F8_E4M3, 2, 128, m.bytes, {1.0f}};
+  wide.bytes[0x7f] = 0x00;
+  wide.bytes[0xff] = 0x80;
+  for (bool vbmi : {true, false}) {
+    Fp8VbmiScope scope(vbmi);
+    for (int64_t n : {1, 2, 3, 4, 5, 8, 16, 17}) {
+      std::vector<float> x(size_t(n * 16), 0.0f), xw(size_t(n * 128), 0.0f);
+      for (int64_t t = 0; t < n; t++) x[size_t(t * 16 + t % 16)] = 1.0f;
+      check_exact(m.ref(), x, n, false, "fp8 16x16 n=" + std::to_string(n));
+      for (int64_t c0 = 0; c0 < 128; c0 += n) {  // one-hot columns c0 .. c0 + n - 1
+        std::fill(xw.begin(), xw.end(), 0.0f);
+        for (int64_t t = 0; t < n && c0 + t < 128; t++) xw[size_t(t * 128 + c0 + t)] = 1.0f;
+        check_exact(wide.ref(), xw, n, false, "fp8 2x128 n=" + std::to_string(n));
+      }
+    }
+  }
+}
+
 // ---- Vector ops ----
 
 class OpsIsa : public KernelIsa {};

@@ -28,7 +28,8 @@ std::string read_all(const fs::path& p) {
 // The header keeps its length (padded with spaces) so the data offsets stay valid.
 fs::path edited_copy(const std::string& name, const std::function<void(json&)>& edit) {
   static int n = 0;
-  fs::path d = fs::temp_directory_path() / ("whale_load_" + std::to_string(::getpid()) + "_" + std::to_string(n++));
+  fs::path d = fs::temp_directory_path() /
+               ("whale_load_" + std::to_string(::getpid()) + "_" + std::to_string(n++));
   fs::remove_all(d);
   fs::create_directories(d);
   fs::copy_file(kFixtures + name + "/config.json", d / "config.json");
@@ -60,7 +61,8 @@ std::string load_error(const fs::path& d) {
 }  // namespace
 
 TEST(ModelLoad, MissingTensorIsNamed) {
-  auto d = edited_copy("v3", [](json& h) { h.erase("model.layers.1.mlp.experts.3.up_proj.weight"); });
+  auto d =
+      edited_copy("v3", [](json& h) { h.erase("model.layers.1.mlp.experts.3.up_proj.weight"); });
   EXPECT_NE(load_error(d).find("missing tensor 'model.layers.1.mlp.experts.3.up_proj.weight'"),
             std::string::npos);
 }
@@ -71,7 +73,8 @@ TEST(ModelLoad, WrongDtypeIsNamed) {
   });
   const std::string e = load_error(d);
   EXPECT_NE(e.find("model.safetensors"), std::string::npos) << e;
-  EXPECT_NE(e.find("'model.layers.0.self_attn.o_proj.weight' has dtype I16"), std::string::npos) << e;
+  EXPECT_NE(e.find("'model.layers.0.self_attn.o_proj.weight' has dtype I16"), std::string::npos)
+      << e;
   d = edited_copy("v3", [](json& h) { h["model.norm.weight"]["dtype"] = "I16"; });
   EXPECT_NE(load_error(d).find("'model.norm.weight' has dtype I16"), std::string::npos);
 }
@@ -83,13 +86,17 @@ TEST(ModelLoad, WrongShapeIsNamed) {
     t["shape"] = {s[1], s[0]};  // transposed: same byte count
   });
   const std::string e = load_error(d);
-  EXPECT_NE(e.find("'model.layers.2.self_attn.kv_b_proj.weight' has shape"), std::string::npos) << e;
+  EXPECT_NE(e.find("'model.layers.2.self_attn.kv_b_proj.weight' has shape"), std::string::npos)
+      << e;
 }
 
 TEST(ModelLoad, Fp8WithoutScalesIsNamed) {
-  auto d = edited_copy("v3_fp8", [](json& h) { h.erase("model.layers.0.self_attn.q_a_proj.weight_scale_inv"); });
+  auto d = edited_copy(
+      "v3_fp8", [](json& h) { h.erase("model.layers.0.self_attn.q_a_proj.weight_scale_inv"); });
   const std::string e = load_error(d);
-  EXPECT_NE(e.find("has no 'model.layers.0.self_attn.q_a_proj.weight_scale_inv'"), std::string::npos) << e;
+  EXPECT_NE(e.find("has no 'model.layers.0.self_attn.q_a_proj.weight_scale_inv'"),
+            std::string::npos)
+      << e;
 }
 
 TEST(ModelLoad, OffsetsPastTheEndAreNamed) {

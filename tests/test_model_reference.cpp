@@ -40,7 +40,9 @@ Reference load_reference(const std::string& dir) {
   return r;
 }
 
-int64_t argmax(const float* v, int64_t n) { return std::max_element(v, v + n) - v; }
+int64_t argmax(const float* v, int64_t n) {
+  return std::max_element(v, v + n) - v;
+}
 
 // Compares rows; returns the worst error relative to the largest |reference logit|.
 double compare_rows(const std::vector<float>& got, const std::vector<float>& want, int64_t V,
@@ -54,8 +56,8 @@ double compare_rows(const std::vector<float>& got, const std::vector<float>& wan
   for (int64_t r = 0; r < rows && size_t(r * V + V) <= got.size(); r++)
     EXPECT_EQ(argmax(got.data() + r * V, V), argmax(want.data() + r * V, V))
         << what << ": argmax differs at row " << r;
-  EXPECT_LE(max_err, 1e-4 * max_ref) << what << ": max |err| " << max_err << ", max |logit| "
-                                     << max_ref;
+  EXPECT_LE(max_err, 1e-4 * max_ref)
+      << what << ": max |err| " << max_err << ", max |logit| " << max_ref;
   return max_err / max_ref;
 }
 
@@ -149,5 +151,5 @@ TEST_P(ModelReference, ChunksAndBatchesAgree) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, ModelReference,
-                         ::testing::Values("v2_lite", "v2_group", "v2_scaled", "v3", "v3_fp8", "v3_sharded",
-                                           "v3_tied"));
+                         ::testing::Values("v2_lite", "v2_group", "v2_scaled", "v3", "v3_fp8",
+                                           "v3_sharded", "v3_tied"));

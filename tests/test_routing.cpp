@@ -26,14 +26,17 @@ ModelConfig base(Arch arch, ScoringFunc f, TopkMethod m, int E, int K, int G, in
   return c;
 }
 
-float logit_for(float sigmoid_value) { return std::log(sigmoid_value / (1 - sigmoid_value)); }
+float logit_for(float sigmoid_value) {
+  return std::log(sigmoid_value / (1 - sigmoid_value));
+}
 
 struct Routed {
   std::vector<int32_t> ids;
   std::vector<float> w;
 };
 
-Routed route(const ModelConfig& c, const std::vector<float>& logits, const std::vector<float>& bias) {
+Routed route(const ModelConfig& c, const std::vector<float>& logits,
+             const std::vector<float>& bias) {
   Routed r{std::vector<int32_t>(size_t(c.num_experts_per_tok)),
            std::vector<float>(size_t(c.num_experts_per_tok))};
   route_token(c, logits.data(), bias, r.ids.data(), r.w.data());

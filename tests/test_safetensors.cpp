@@ -23,7 +23,8 @@ std::string make_file(const json& header, const std::string& data, int64_t len_o
 }
 
 std::vector<TensorView> parse(const std::string& bytes) {
-  return parse_safetensors(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), "x.safetensors");
+  return parse_safetensors(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(),
+                           "x.safetensors");
 }
 
 std::string error_of(const std::string& bytes) {
@@ -42,8 +43,8 @@ json one_tensor(const std::string& dtype, std::vector<int64_t> shape, uint64_t b
 struct TempDir {
   fs::path path;
   TempDir() {
-    path = fs::temp_directory_path() / ("whale_st_" + std::to_string(::getpid()) + "_" +
-                                         std::to_string(counter++));
+    path = fs::temp_directory_path() /
+           ("whale_st_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
     fs::create_directories(path);
   }
   ~TempDir() { fs::remove_all(path); }
@@ -70,8 +71,9 @@ TEST(Safetensors, ParsesValidFile) {
 
 TEST(Safetensors, RejectsMalformedHeaders) {
   EXPECT_NE(error_of("abc").find("too small"), std::string::npos);
-  EXPECT_NE(error_of(make_file(one_tensor("F32", {1}, 0, 4), "\0\0\0\0", 1 << 30)).find("header length"),
-            std::string::npos);
+  EXPECT_NE(
+      error_of(make_file(one_tensor("F32", {1}, 0, 4), "\0\0\0\0", 1 << 30)).find("header length"),
+      std::string::npos);
   std::string bad_json = make_file(one_tensor("F32", {1}, 0, 4), "");
   bad_json[8] = '#';
   EXPECT_NE(error_of(bad_json).find("bad JSON"), std::string::npos);
@@ -101,12 +103,14 @@ TEST(Safetensors, RejectsBadEntriesNamingTheTensor) {
 
 TEST(Checkpoint, LoadsShardsThroughTheIndex) {
   TempDir d;
-  d.write("model-00001-of-00002.safetensors", make_file(one_tensor("F32", {1}, 0, 4), std::string(4, '\0')));
+  d.write("model-00001-of-00002.safetensors",
+          make_file(one_tensor("F32", {1}, 0, 4), std::string(4, '\0')));
   json h2 = {{"v", {{"dtype", "F16"}, {"shape", {2}}, {"data_offsets", {0, 4}}}}};
   d.write("model-00002-of-00002.safetensors", make_file(h2, std::string(4, '\0')));
-  json idx = {{"metadata", {{"total_size", 8}}},
-              {"weight_map",
-               {{"w", "model-00001-of-00002.safetensors"}, {"v", "model-00002-of-00002.safetensors"}}}};
+  json idx = {
+      {"metadata", {{"total_size", 8}}},
+      {"weight_map",
+       {{"w", "model-00001-of-00002.safetensors"}, {"v", "model-00002-of-00002.safetensors"}}}};
   d.write("model.safetensors.index.json", idx.dump());
   Checkpoint ck(d.path.string());
   EXPECT_EQ(ck.num_files(), 2u);

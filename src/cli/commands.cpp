@@ -1,18 +1,18 @@
 #include "cli/commands.h"
 
+#include <unistd.h>
+
 #include <chrono>
 #include <cstdio>
 #include <fstream>
 #include <functional>
+#include <iostream>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
-#include <unistd.h>
 
-#include <iostream>
-
-#include "kernels/cpu.h"
 #include "formats/tokenizer.h"
+#include "kernels/cpu.h"
 #include "model/model.h"
 #include "run/chat.h"
 #include "run/session.h"
@@ -82,15 +82,21 @@ int cmd_info() {
   const ModelStats s = m->stats();
   const size_t kv = KVCache::bytes_per_token(c);
   // A plain multi-head cache holds K (qk_head_dim) and V (v_head_dim) for every head.
-  const size_t mha = size_t(c.num_hidden_layers * c.num_attention_heads *
-                            (c.qk_head_dim() + c.v_head_dim)) * sizeof(float);
+  const size_t mha =
+      size_t(c.num_hidden_layers * c.num_attention_heads * (c.qk_head_dim() + c.v_head_dim)) *
+      sizeof(float);
   json j = {
       {"architecture", c.arch_name()},
       {"params", s.params},
       {"active_params_per_token", s.active_params},
       {"mtp_params", s.mtp_params},
       {"layers", c.num_hidden_layers},
-      {"moe_layers", [&] { int n = 0; for (int64_t i = 0; i < c.num_hidden_layers; i++) n += c.is_moe_layer(i); return n; }()},
+      {"moe_layers",
+       [&] {
+         int n = 0;
+         for (int64_t i = 0; i < c.num_hidden_layers; i++) n += c.is_moe_layer(i);
+         return n;
+       }()},
       {"file_bytes", m->checkpoint().total_bytes()},
       {"decode_weight_bytes_per_token", s.weight_bytes},
       {"kv_cache_bytes_per_token_f32", kv},
@@ -240,13 +246,14 @@ void add_sampling(CLI::App* s) {
 
 void print_stats(const GenerateResult& r) {
   if (g_no_stats) return;
-  std::fprintf(stderr,
-               "\n[prompt %lld tokens (%lld cached) %.1f tok/s | generated %zu tokens %.1f tok/s | "
-               "%s]\n",
-               (long long)r.prompt_tokens, (long long)r.cached_tokens,
-               r.prefill_seconds > 0 ? double(r.prompt_tokens - r.cached_tokens) / r.prefill_seconds : 0.0,
-               r.ids.size(), r.decode_seconds > 0 ? double(r.ids.size()) / r.decode_seconds : 0.0,
-               r.finish_reason.c_str());
+  std::fprintf(
+      stderr,
+      "\n[prompt %lld tokens (%lld cached) %.1f tok/s | generated %zu tokens %.1f tok/s | "
+      "%s]\n",
+      (long long)r.prompt_tokens, (long long)r.cached_tokens,
+      r.prefill_seconds > 0 ? double(r.prompt_tokens - r.cached_tokens) / r.prefill_seconds : 0.0,
+      r.ids.size(), r.decode_seconds > 0 ? double(r.ids.size()) / r.decode_seconds : 0.0,
+      r.finish_reason.c_str());
 }
 
 bool print_piece(std::string_view s) {
@@ -286,7 +293,8 @@ int cmd_chat() {
   if (!g_system.empty()) msgs.push_back({"system", g_system, ""});
   const bool tty = isatty(STDIN_FILENO);
   if (tty)
-    std::fprintf(stderr, "whale chat (%s): type a message, Enter to send, Ctrl-D to quit, /new to reset.\n",
+    std::fprintf(stderr,
+                 "whale chat (%s): type a message, Enter to send, Ctrl-D to quit, /new to reset.\n",
                  style == ChatStyle::R1 ? "R1 format" : "V3 format");
   std::string line;
   while (true) {
@@ -342,7 +350,8 @@ void register_commands(CLI::App& app) {
     g_actions["chat"] = cmd_chat;
   }
   {
-    auto* s = app.add_subcommand("tokenize", "token ids of a text, as JSON (needs only tokenizer files)");
+    auto* s =
+        app.add_subcommand("tokenize", "token ids of a text, as JSON (needs only tokenizer files)");
     add_model(s);
     s->add_option("--text", g_text, "text to encode")->required();
     s->add_flag("--bos", g_bos, "prepend the bos token");
@@ -365,7 +374,8 @@ void register_commands(CLI::App& app) {
     add_threads(s);
     s->add_option("--tokens", g_tokens, "comma-separated token ids (no bos added)")->required();
     s->add_flag("--all", g_all, "every position (default: last only)");
-    s->add_option("--out", g_out, "write float32 little-endian rows here (default: JSON to stdout)");
+    s->add_option("--out", g_out,
+                  "write float32 little-endian rows here (default: JSON to stdout)");
     s->add_option("--attn", g_mode, "attention form: auto, naive, absorbed");
     g_actions["logits"] = cmd_logits;
   }

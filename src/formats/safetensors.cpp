@@ -9,8 +9,8 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
-#include <nlohmann/json.hpp>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <set>
 
 #include "run/progress.h"
@@ -68,8 +68,8 @@ std::string TensorView::shape_str() const {
 
 std::vector<TensorView> parse_safetensors(const uint8_t* bytes, size_t file_size,
                                           const std::string& path) {
-  if (file_size < 8) throw error(path, "file too small to be safetensors (" +
-                                           std::to_string(file_size) + " bytes)");
+  if (file_size < 8)
+    throw error(path, "file too small to be safetensors (" + std::to_string(file_size) + " bytes)");
   uint64_t header_len = 0;
   for (int i = 7; i >= 0; i--) header_len = (header_len << 8) | bytes[i];
   if (header_len > file_size - 8)
@@ -158,10 +158,12 @@ Checkpoint::Checkpoint(const std::string& dir) : dir_(dir) {
       throw error(index_path.string(), "missing \"weight_map\" object");
     std::set<std::string> seen;
     for (auto& [name, file] : idx["weight_map"].items()) {
-      if (!file.is_string()) throw error(index_path.string(), "weight_map['" + name + "'] is not a file name");
+      if (!file.is_string())
+        throw error(index_path.string(), "weight_map['" + name + "'] is not a file name");
       const std::string f = file.get<std::string>();
       if (f.find('/') != std::string::npos || f.find("..") != std::string::npos)
-        throw error(index_path.string(), "weight_map['" + name + "'] points outside the directory: " + f);
+        throw error(index_path.string(),
+                    "weight_map['" + name + "'] points outside the directory: " + f);
       if (seen.insert(f).second) shard_names.push_back(f);
     }
   } else if (fs::exists(root / "model.safetensors")) {

@@ -1,7 +1,8 @@
 // Hugging Face safetensors checkpoints, memory-mapped.
 //
 // File layout: u64 little-endian header size N, N bytes of JSON
-//   {"name": {"dtype": "BF16", "shape": [r, c], "data_offsets": [begin, end]}, ..., "__metadata__": {...}}
+//   {"name": {"dtype": "BF16", "shape": [r, c], "data_offsets": [begin, end]}, ..., "__metadata__":
+//   {...}}
 // then the tensor bytes; offsets are relative to the end of the header.
 // A checkpoint is one `model.safetensors`, or shards listed by `model.safetensors.index.json`
 // ({"weight_map": {"name": "model-00001-of-00003.safetensors", ...}}).

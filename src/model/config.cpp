@@ -75,7 +75,7 @@ ModelConfig ModelConfig::from_json_text(const std::string& text, const std::stri
     arch = j["architectures"][0].get<std::string>();
   } else {
     std::string mt = r.string("model_type", "");
-    arch = mt == "deepseek_v2" ? "DeepseekV2ForCausalLM"
+    arch = mt == "deepseek_v2"   ? "DeepseekV2ForCausalLM"
            : mt == "deepseek_v3" ? "DeepseekV3ForCausalLM"
                                  : mt;
   }
@@ -167,7 +167,8 @@ ModelConfig ModelConfig::from_json_text(const std::string& text, const std::stri
     if (method != "fp8")
       throw r.err("quantization_config", "quant_method \"" + method + "\" is not supported (fp8)");
     const std::string fmt = qr.string("fmt", "e4m3");
-    if (fmt != "e4m3") throw r.err("quantization_config", "fmt \"" + fmt + "\" is not supported (e4m3)");
+    if (fmt != "e4m3")
+      throw r.err("quantization_config", "fmt \"" + fmt + "\" is not supported (e4m3)");
     if (qr.present("weight_block_size")) {
       const json& b = q["weight_block_size"];
       if (!b.is_array() || b.size() != 2 || b[0] != 128 || b[1] != 128)
@@ -216,7 +217,8 @@ void ModelConfig::validate(const std::string& origin) const {
   positive("v_head_dim", v_head_dim);
   if (q_lora_rank < 0) fail("q_lora_rank", "must be >= 0 or null");
   if (qk_rope_head_dim <= 0 || qk_rope_head_dim % 2)
-    fail("qk_rope_head_dim", "must be a positive even number, got " + std::to_string(qk_rope_head_dim));
+    fail("qk_rope_head_dim",
+         "must be a positive even number, got " + std::to_string(qk_rope_head_dim));
   if (rms_norm_eps <= 0) fail("rms_norm_eps", "must be > 0");
   if (rope_theta <= 0) fail("rope_theta", "must be > 0");
   if (n_routed_experts < 0) fail("n_routed_experts", "must be >= 0");

@@ -129,8 +129,8 @@ void MLA::attend_naive(const AttnSegment& s, const float* q, float* out) const {
         const int64_t n_keys = pos0 + i + 1;  // causal
         for (int64_t j = 0; j < n_keys; j++) {
           const float* kj = kvb.data() + j * H * dkv + h * dkv;
-          scores[size_t(j)] = scale_ * (dot(qi, kj, nope) +
-                                        dot(qi + nope, s.cache->k_rope(layer_, j), rope));
+          scores[size_t(j)] =
+              scale_ * (dot(qi, kj, nope) + dot(qi + nope, s.cache->k_rope(layer_, j), rope));
         }
         softmax(scores.data(), n_keys);
         float* o = out + (s.start + i) * H * dv + h * dv;
@@ -159,7 +159,7 @@ void MLA::attend_absorbed(const AttnSegment& s, const float* q, float* out) cons
         o(size_t(s.n * dv)), scores(static_cast<size_t>(T));
 #pragma omp for schedule(static)
     for (int64_t h = 0; h < H; h++) {
-      const WeightRef w_uk = kv_b_proj_.slice_rows(h * dkv, nope);     // [nope x R]
+      const WeightRef w_uk = kv_b_proj_.slice_rows(h * dkv, nope);       // [nope x R]
       const WeightRef w_uv = kv_b_proj_.slice_rows(h * dkv + nope, dv);  // [dv x R]
       for (int64_t i = 0; i < s.n; i++) {
         const float* qi = q + (s.start + i) * H * dq + h * dq;
@@ -184,7 +184,8 @@ void MLA::attend_absorbed(const AttnSegment& s, const float* q, float* out) cons
       }
       linear(ctx.data(), s.n, w_uv, o.data());  // [n][dv]
       for (int64_t i = 0; i < s.n; i++)
-        std::copy(o.data() + i * dv, o.data() + (i + 1) * dv, out + (s.start + i) * H * dv + h * dv);
+        std::copy(o.data() + i * dv, o.data() + (i + 1) * dv,
+                  out + (s.start + i) * H * dv + h * dv);
     }
   }
 }

@@ -33,8 +33,8 @@ namespace whale {
 struct DecoderLayer {
   RMSNorm input_layernorm, post_attention_layernorm;
   std::unique_ptr<MLA> self_attn;
-  std::optional<Mlp> mlp;      // dense layers
-  std::unique_ptr<MoE> moe;    // MoE layers
+  std::optional<Mlp> mlp;    // dense layers
+  std::unique_ptr<MoE> moe;  // MoE layers
 };
 
 // One sequence's new tokens in a batch.

@@ -14,7 +14,10 @@ WeightRef load_linear(const Checkpoint& ck, const std::string& prefix, int64_t r
   w.cols = cols;
   w.data = t.data;
   switch (t.dtype) {
-    case DType::F32: case DType::BF16: case DType::F16: break;
+    case DType::F32:
+    case DType::BF16:
+    case DType::F16:
+      break;
     case DType::F8_E4M3: {
       const int64_t b = WeightRef::kBlock;
       const int64_t sshape[2] = {(rows + b - 1) / b, (cols + b - 1) / b};

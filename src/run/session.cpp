@@ -68,7 +68,7 @@ GenerateResult Session::generate(std::span<const int32_t> prompt, const Tokenize
       r.finish_reason = "stop";
       break;
     }
-    if (i + 1 == opt.max_tokens) break;  // no need to run the last token
+    if (i + 1 == opt.max_tokens) break;               // no need to run the last token
     if (cache_.len() + 1 >= cache_.max_len()) break;  // context full: finish as "length"
     logits = model_.forward(cache_, std::span<const int32_t>(&next, 1), false);
     tokens_.push_back(next);
@@ -76,8 +76,10 @@ GenerateResult Session::generate(std::span<const int32_t> prompt, const Tokenize
   if (r.finish_reason != "cancelled" && !stops.stopped()) {
     StopMatcher::Result s = stops.push(detok.flush());
     emit(s.emit);
-    if (s.stopped) r.finish_reason = "stop";
-    else emit(stops.flush());
+    if (s.stopped)
+      r.finish_reason = "stop";
+    else
+      emit(stops.flush());
   }
   r.decode_seconds = std::chrono::duration<double>(clk::now() - t0).count();
   return r;

@@ -25,9 +25,9 @@ struct GenerateOptions {
 };
 
 struct GenerateResult {
-  std::vector<int32_t> ids;  // generated ids
-  std::string text;          // generated text (up to a stop string)
-  std::string finish_reason; // "stop" (eos or stop string), "length", or "cancelled"
+  std::vector<int32_t> ids;   // generated ids
+  std::string text;           // generated text (up to a stop string)
+  std::string finish_reason;  // "stop" (eos or stop string), "length", or "cancelled"
   int64_t prompt_tokens = 0, cached_tokens = 0;  // cached: prefix reused from the cache
   double prefill_seconds = 0, decode_seconds = 0;
 };

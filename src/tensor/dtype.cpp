@@ -8,10 +8,9 @@ struct DTypeName {
   std::string_view name;
 };
 constexpr DTypeName kNames[] = {
-    {DType::F32, "F32"},          {DType::F16, "F16"}, {DType::BF16, "BF16"},
-    {DType::F8_E4M3, "F8_E4M3"}, {DType::F64, "F64"}, {DType::I64, "I64"},
-    {DType::I32, "I32"},          {DType::I16, "I16"}, {DType::I8, "I8"},
-    {DType::U8, "U8"},            {DType::BOOL, "BOOL"},
+    {DType::F32, "F32"}, {DType::F16, "F16"}, {DType::BF16, "BF16"}, {DType::F8_E4M3, "F8_E4M3"},
+    {DType::F64, "F64"}, {DType::I64, "I64"}, {DType::I32, "I32"},   {DType::I16, "I16"},
+    {DType::I8, "I8"},   {DType::U8, "U8"},   {DType::BOOL, "BOOL"},
 };
 }  // namespace
 
