@@ -487,11 +487,11 @@ TEST_P(KernelIsa, LinearManyMatchesLinear) {
     DType d;
     int64_t rows, cols, n;
   };
-  const Spec specs[] = {{DType::BF16, 512, 256, 1},  {DType::BF16, 512, 256, 1},
+  const Spec specs[] = {{DType::BF16, 512, 256, 1},    {DType::BF16, 512, 256, 1},
                         {DType::F8_E4M3, 384, 300, 3}, {DType::F32, 7, 129, 5},
-                        {DType::F16, 300, 127, 16},  {DType::F8_E4M3, 260, 256, 9},
-                        {DType::BF16, 1, 64, 33},    {DType::F16, 200, 0, 2},
-                        {DType::F32, 0, 10, 2},      {DType::BF16, 64, 520, 0}};
+                        {DType::F16, 300, 127, 16},    {DType::F8_E4M3, 260, 256, 9},
+                        {DType::BF16, 1, 64, 33},      {DType::F16, 200, 0, 2},
+                        {DType::F32, 0, 10, 2},        {DType::BF16, 64, 520, 0}};
   std::vector<Matrix> mats;
   std::vector<std::vector<float>> xs, ys, want;
   for (const Spec& sp : specs) {

@@ -67,20 +67,22 @@ void MLA::forward(const float* x, int64_t N, std::span<const AttnSegment> segs, 
   const int64_t H = c_.num_attention_heads, dq = c_.qk_head_dim(), nope = c_.qk_nope_head_dim;
   const int64_t R = c_.kv_lora_rank, rope = c_.qk_rope_head_dim;
 
-  // Queries: q = W_UQ RMSNorm(W_DQ x), or q_proj x.  [N][H][nope + rope]
-  std::vector<float> q(size_t(N * H * dq));
+  // Down-projections, both reading x (one pass over the threads):
+  //   queries c_Q = W_DQ x (or q = q_proj x directly),  keys/values [c_KV ; k_R] = W_DKV x.
+  std::vector<float> q(static_cast<size_t>(N * H * dq));
+  std::vector<float> kv(static_cast<size_t>(N * (R + rope)));
+  std::vector<float> cq;
   if (c_.q_lora_rank > 0) {
-    std::vector<float> cq(size_t(N * c_.q_lora_rank));
-    linear(x, N, q_a_proj_, cq.data());
+    cq.resize(static_cast<size_t>(N * c_.q_lora_rank));
+    const LinearJob jobs[2] = {{x, N, q_a_proj_, cq.data()}, {x, N, kv_a_proj_with_mqa_, kv.data()}};
+    linear_many(jobs);
+    // Queries: q = W_UQ RMSNorm(c_Q).  [N][H][nope + rope]
     q_a_layernorm_.forward(cq.data(), N, cq.data());
     linear(cq.data(), N, q_b_proj_, q.data());
   } else {
-    linear(x, N, q_proj_, q.data());
+    const LinearJob jobs[2] = {{x, N, q_proj_, q.data()}, {x, N, kv_a_proj_with_mqa_, kv.data()}};
+    linear_many(jobs);
   }
-
-  // Compressed keys/values: [c_KV ; k_R] = W_DKV x. [N][R + rope]
-  std::vector<float> kv(size_t(N * (R + rope)));
-  linear(x, N, kv_a_proj_with_mqa_, kv.data());
 
   // RoPE on the decoupled dims, and write c_KV (normed) and k_R into the cache.
   for (const AttnSegment& s : segs) {

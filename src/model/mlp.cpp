@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "kernels/ops.h"
 #include "model/weights.h"
 
 namespace whale {
@@ -17,9 +18,9 @@ void Mlp::forward(const float* x, int64_t n, float* y, std::vector<float>& scrat
   scratch.resize(size_t(2 * n * inter));
   float* g = scratch.data();
   float* u = g + n * inter;
-  linear(x, n, gate_proj, g);
-  linear(x, n, up_proj, u);
-  for (int64_t i = 0; i < n * inter; i++) g[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+  const LinearJob jobs[2] = {{x, n, gate_proj, g}, {x, n, up_proj, u}};
+  linear_many(jobs);
+  silu_mul(g, u, n * inter, g);  // g = silu(g) * u
   linear(g, n, down_proj, y);
 }
 

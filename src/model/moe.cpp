@@ -13,9 +13,8 @@ namespace whale {
 static void top_k(const float* v, int64_t n, int64_t k, int32_t* idx) {
   std::vector<int32_t> order(static_cast<size_t>(n));
   std::iota(order.begin(), order.end(), 0);
-  std::partial_sort(order.begin(), order.begin() + k, order.end(), [&](int32_t a, int32_t b) {
-    return v[a] > v[b] || (v[a] == v[b] && a < b);
-  });
+  std::partial_sort(order.begin(), order.begin() + k, order.end(),
+                    [&](int32_t a, int32_t b) { return v[a] > v[b] || (v[a] == v[b] && a < b); });
   std::copy(order.begin(), order.begin() + k, idx);
 }
 
@@ -29,7 +28,8 @@ void route_token(const ModelConfig& c, const float* logits, std::span<const floa
     float m = *std::max_element(logits, logits + E);
     double sum = 0.0;
     for (int64_t e = 0; e < E; e++) sum += std::exp(double(logits[e] - m));
-    for (int64_t e = 0; e < E; e++) scores[size_t(e)] = float(std::exp(double(logits[e] - m)) / sum);
+    for (int64_t e = 0; e < E; e++)
+      scores[size_t(e)] = float(std::exp(double(logits[e] - m)) / sum);
   }
 
   // Choice scores: biased for noaux_tc, else the scores themselves.
