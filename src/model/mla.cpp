@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "kernels/ops.h"
 #include "model/weights.h"
 
 namespace whale {
@@ -56,11 +57,6 @@ static void softmax(float* s, int64_t n) {
   for (int64_t j = 0; j < n; j++) s[j] *= inv;
 }
 
-static float dot(const float* a, const float* b, int64_t n) {
-  float acc = 0.0f;
-  for (int64_t i = 0; i < n; i++) acc += a[i] * b[i];
-  return acc;
-}
 
 void MLA::forward(const float* x, int64_t N, std::span<const AttnSegment> segs, float* y,
                   AttnMode mode) const {
@@ -140,7 +136,7 @@ void MLA::attend_naive(const AttnSegment& s, const float* q, float* out) const {
         for (int64_t j = 0; j < n_keys; j++) {
           const float* vj = kvb.data() + j * H * dkv + h * dkv + nope;
           const float p = scores[size_t(j)];
-          for (int64_t d = 0; d < dv; d++) o[d] += p * vj[d];
+          axpy(p, vj, o, dv);
         }
       }
     }
@@ -181,7 +177,7 @@ void MLA::attend_absorbed(const AttnSegment& s, const float* q, float* out) cons
         for (int64_t j = 0; j < n_keys; j++) {
           const float* lj = s.cache->latent(layer_, j);
           const float p = scores[size_t(j)];
-          for (int64_t r = 0; r < R; r++) ci[r] += p * lj[r];
+          axpy(p, lj, ci, R);
         }
       }
       linear(ctx.data(), s.n, w_uv, o.data());  // [n][dv]
