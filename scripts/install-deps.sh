@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PKGS=(g++ cmake ninja-build make pkg-config nlohmann-json3-dev libgtest-dev libgmock-dev
-      libbenchmark-dev libpcre2-dev libcli11-dev python3-torch python3-numpy clang)
+      libbenchmark-dev libpcre2-dev libcli11-dev python3-torch python3-numpy clang
+      libclang-rt-14-dev libomp-dev)
 # node and npm may come from Debian or be preinstalled another way: only ask apt when absent.
 command -v node >/dev/null 2>&1 || PKGS+=(nodejs)
 command -v npm >/dev/null 2>&1 || PKGS+=(npm)
