@@ -5,13 +5,7 @@
 // AVX2 has no byte/word masked loads, so partial vectors go through a small zero-padded buffer.
 // No standard-library templates here (see linear_avx512.cpp).
 
-// GCC 12 warns about the deliberately undefined vectors inside its own intrinsics (GCC bug
-// 105593); silence that for the header only.
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#include <immintrin.h>
-#pragma GCC diagnostic pop
+#include "kernels/simd.h"
 #include <omp.h>
 
 #include "kernels/cpu.h"

@@ -29,13 +29,7 @@
 // This file deliberately uses no standard-library templates: an out-of-line copy compiled here
 // could be picked by the linker for code that must run on CPUs without AVX-512.
 
-// GCC 12 warns about the deliberately undefined vectors inside its own intrinsics (GCC bug
-// 105593); silence that for the header only.
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#include <immintrin.h>
-#pragma GCC diagnostic pop
+#include "kernels/simd.h"
 #include <omp.h>
 
 #include "kernels/cpu.h"

@@ -1,6 +1,6 @@
 // AVX2 + FMA vector ops. 8-lane vectors; partial vectors go through a zero-padded buffer.
 // No standard-library templates here (see linear_avx512.cpp).
-#include <immintrin.h>
+#include "kernels/simd.h"
 
 #include <cmath>
 

@@ -1,12 +1,6 @@
 // AVX-512 vector ops. Full 16-lane vectors, masked loads/stores for the tail.
 // No standard-library templates here (see linear_avx512.cpp).
-// GCC 12 warns about the deliberately undefined vectors inside its own intrinsics (GCC bug
-// 105593); silence that for the header only.
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#include <immintrin.h>
-#pragma GCC diagnostic pop
+#include "kernels/simd.h"
 
 #include <cmath>
 

@@ -44,20 +44,6 @@ size_t MLA::bytes() const {
   return n + weight_bytes(q_proj_);
 }
 
-// Softmax over scores[0..n) in place.
-static void softmax(float* s, int64_t n) {
-  float m = -INFINITY;
-  for (int64_t j = 0; j < n; j++) m = std::max(m, s[j]);
-  double sum = 0.0;
-  for (int64_t j = 0; j < n; j++) {
-    s[j] = std::exp(s[j] - m);
-    sum += s[j];
-  }
-  const float inv = float(1.0 / sum);
-  for (int64_t j = 0; j < n; j++) s[j] *= inv;
-}
-
-
 void MLA::forward(const float* x, int64_t N, std::span<const AttnSegment> segs, float* y,
                   AttnMode mode) const {
   const int64_t H = c_.num_attention_heads, dq = c_.qk_head_dim(), nope = c_.qk_nope_head_dim;
@@ -70,7 +56,8 @@ void MLA::forward(const float* x, int64_t N, std::span<const AttnSegment> segs, 
   std::vector<float> cq;
   if (c_.q_lora_rank > 0) {
     cq.resize(static_cast<size_t>(N * c_.q_lora_rank));
-    const LinearJob jobs[2] = {{x, N, q_a_proj_, cq.data()}, {x, N, kv_a_proj_with_mqa_, kv.data()}};
+    const LinearJob jobs[2] = {{x, N, q_a_proj_, cq.data()},
+                               {x, N, kv_a_proj_with_mqa_, kv.data()}};
     linear_many(jobs);
     // Queries: q = W_UQ RMSNorm(c_Q).  [N][H][nope + rope]
     q_a_layernorm_.forward(cq.data(), N, cq.data());
@@ -108,13 +95,12 @@ void MLA::forward(const float* x, int64_t N, std::span<const AttnSegment> segs, 
 // Naive form: decompress k_C and v for all T positions, then standard attention per head.
 void MLA::attend_naive(const AttnSegment& s, const float* q, float* out) const {
   const int64_t H = c_.num_attention_heads, dq = c_.qk_head_dim(), nope = c_.qk_nope_head_dim;
-  const int64_t rope = c_.qk_rope_head_dim, dv = c_.v_head_dim, R = c_.kv_lora_rank;
+  const int64_t rope = c_.qk_rope_head_dim, dv = c_.v_head_dim;
   const int64_t pos0 = s.cache->len(), T = pos0 + s.n, dkv = nope + dv;
 
   // kvb[j] = W_UKV c_KV[j]: per head [k_C (nope) ; v (dv)]. The cache rows are contiguous.
   std::vector<float> kvb(size_t(T * H * dkv));
   linear(s.cache->latent(layer_, 0), T, kv_b_proj_, kvb.data());
-  (void)R;
 
   const bool parallel = s.n * H * T * (nope + rope + dv) > kParallelWork;
 #pragma omp parallel if (parallel)
@@ -130,7 +116,7 @@ void MLA::attend_naive(const AttnSegment& s, const float* q, float* out) const {
           scores[size_t(j)] =
               scale_ * (dot(qi, kj, nope) + dot(qi + nope, s.cache->k_rope(layer_, j), rope));
         }
-        softmax(scores.data(), n_keys);
+        softmax_inplace(scores.data(), n_keys);
         float* o = out + (s.start + i) * H * dv + h * dv;
         std::fill(o, o + dv, 0.0f);
         for (int64_t j = 0; j < n_keys; j++) {
@@ -171,7 +157,7 @@ void MLA::attend_absorbed(const AttnSegment& s, const float* q, float* out) cons
         for (int64_t j = 0; j < n_keys; j++)
           scores[size_t(j)] = scale_ * (dot(ql, s.cache->latent(layer_, j), R) +
                                         dot(qi + nope, s.cache->k_rope(layer_, j), rope));
-        softmax(scores.data(), n_keys);
+        softmax_inplace(scores.data(), n_keys);
         float* ci = ctx.data() + i * R;
         std::fill(ci, ci + R, 0.0f);
         for (int64_t j = 0; j < n_keys; j++) {

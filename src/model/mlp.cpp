@@ -1,7 +1,5 @@
 #include "model/mlp.h"
 
-#include <cmath>
-
 #include "kernels/ops.h"
 #include "model/weights.h"
 
