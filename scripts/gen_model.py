@@ -3,7 +3,7 @@
 
     /usr/bin/python3 scripts/gen_model.py --config CONFIG.json --out DIR
         [--dtype bf16|f32|f16|fp8] [--shards N] [--seed S] [--std X] [--tiny-frac F]
-        [--tokenizer DIR]
+        [--tokenizer DIR] [--script FILE]
 
 CONFIG.json holds HF config fields; missing ones get the HF defaults of the model type
 ("model_type": "deepseek_v2" or "deepseek_v3", default v3). The output directory gets
@@ -36,6 +36,25 @@ N(0,1) / sqrt(H); e_score_correction_bias N(0, 0.1^2) (has negative entries). --
 multiplies a fraction F of every Linear weight's entries by 1e-4 (with fp8 they become e4m3
 subnormals or zero).
 
+--script FILE (needs --tokenizer; bf16/f32/f16/fp8 all work) makes a "scripted" R1-style reasoning
+model: its greedy continuation of any R1 chat generation prompt (which ends with
+"<｜Assistant｜><think>\n") is exactly the text of FILE (one trailing newline dropped) followed by
+EOS, computed by a real forward pass. It is a bigram chain: the last generation-prompt token t0
+and the script tokens s1..sm (all distinct, m < hidden_size) get one-hot embeddings
+SCRIPT_EMBED * e_i, lm_head row of the successor of chain token i (s_{i+1}, or EOS after sm) is
+(SCRIPT_MARGIN / sqrt(H)) * e_i and model.norm is all ones, so after the final RMSNorm
+(~ sqrt(H) * e_i) the successor's logit is ~SCRIPT_MARGIN. Everything else is random but small
+(decoder Linear weights SCRIPT_LAYER_SCALE / sqrt(fan_in), other embedding rows N(0, 0.1^2), other
+head rows N(0, 0.02^2)), so the layers run but only nudge the residual stream and every other
+logit stays within ~1. The tokenizer files are copied with the DeepSeek-R1 chat template (from
+tests/fixtures/tokenizer/chat_cases.json). The script is tokenized with the reference tokenizer
+(@lenml/tokenizers under node; WHALE_NODE_MODULES overrides <repo>/.deps/node_modules), and the
+result is checked with the float64 reference forward (tests/reference/deepseek_ref.py): greedy
+decoding after a sample prompt must reproduce the chain with a logit margin of at least
+SCRIPT_MIN_MARGIN. Sampling at temperature 1 then follows the script too (a stray token has
+probability ~ vocab * e^-margin per step), while temperature 2 halves the margin and makes
+seeded samples diverge.
+
 Memory stays bounded (tensors are generated and written in row chunks), so ~1B-parameter models
 are fine: roughly 10-20 s per 1B parameters for bf16 on one core.
 """
@@ -45,14 +64,15 @@ import json
 import math
 import os
 import shutil
+import subprocess
 import sys
 import time
 import zlib
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests",
-                                "reference"))
+REPO = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.join(REPO, "tests", "reference"))
 import safetensors_io as sio  # noqa: E402
 
 V3_DEFAULTS = {
@@ -166,6 +186,137 @@ STORE = {"bf16": "BF16", "f32": "F32", "f16": "F16", "fp8": "BF16"}
 
 CHUNK_ELEMS = 1 << 24  # rows are generated and written in chunks of about this many values
 
+# --script (see the module docstring)
+SCRIPT_EMBED = 10.0  # a chain token's embedding: SCRIPT_EMBED * one-hot
+SCRIPT_MARGIN = 24.0  # the successor's logit; every other logit stays within ~1 of zero
+SCRIPT_MIN_MARGIN = 20.0  # what the reference forward must confirm
+SCRIPT_LAYER_SCALE = 0.1  # decoder Linear weights N(0,1) * SCRIPT_LAYER_SCALE / sqrt(fan_in)
+SCRIPT_EMBED_STD = 0.1  # embedding rows of tokens outside the chain
+SCRIPT_HEAD_STD = 0.02  # lm_head rows of tokens that are no chain token's successor
+R1_GENERATION_PROMPT = "<｜Assistant｜><think>\n"
+SAMPLE_R1_PROMPT = "<｜begin▁of▁sentence｜><｜User｜>What is 2+2?" + R1_GENERATION_PROMPT
+CHAT_FIXTURES = os.path.join(REPO, "tests", "fixtures", "tokenizer", "chat_cases.json")
+
+# Prints, for a JSON list of texts on stdin, the JSON list of their token ids (no special tokens
+# added) from the reference tokenizer. argv: node_modules dir, tokenizer dir.
+ENCODE_JS = """
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { pathToFileURL } from "node:url";
+const [modules, dir] = process.argv.slice(1);
+const lib = join(modules, "@lenml", "tokenizers", "dist", "main.mjs");
+const { TokenizerLoader } = await import(pathToFileURL(lib).href);
+const read = (f) => JSON.parse(readFileSync(join(dir, f), "utf8"));
+const tok = TokenizerLoader.fromPreTrained({
+  tokenizerJSON: read("tokenizer.json"), tokenizerConfig: read("tokenizer_config.json") });
+const texts = JSON.parse(readFileSync(0, "utf8"));
+const ids = texts.map((t) => tok.encode(t, { add_special_tokens: false }));
+process.stdout.write(JSON.stringify(ids));
+"""
+
+
+def encode_with_reference(texts, tokenizer_dir):
+    modules = os.environ.get("WHALE_NODE_MODULES", os.path.join(REPO, ".deps", "node_modules"))
+    try:
+        r = subprocess.run(["node", "--input-type=module", "-e", ENCODE_JS, modules, tokenizer_dir],
+                           input=json.dumps(texts), capture_output=True, text=True)
+    except FileNotFoundError:
+        raise SystemExit("--script: `node` is needed to run the reference tokenizer")
+    if r.returncode != 0:
+        raise SystemExit(f"--script: the reference tokenizer failed (node_modules {modules}):\n"
+                         f"{r.stderr.strip()}")
+    return json.loads(r.stdout)
+
+
+class Script:
+    """The bigram chain of --script: chain[0] is the last token of an R1 generation prompt,
+    chain[1:] the script's tokens; chain token i maps to hidden dimension i and its successor
+    (the next chain token, EOS after the last) gets lm_head row SCRIPT_MARGIN / sqrt(H) * e_i."""
+
+    def __init__(self, text, tokenizer_dir, c):
+        H, eos = c["hidden_size"], c["eos_token_id"]
+        if c.get("tie_word_embeddings"):
+            raise SystemExit("--script needs separate lm_head weights (tie_word_embeddings false)")
+        if not text:
+            raise SystemExit("--script: the script is empty")
+        self.prompt, gen, self.ids = encode_with_reference(
+            [SAMPLE_R1_PROMPT, R1_GENERATION_PROMPT, text], tokenizer_dir)
+        start = gen[-1]
+        if self.prompt[-1] != start:
+            raise SystemExit("--script: the R1 generation prompt does not end with one fixed token")
+        self.chain = [start] + self.ids
+        seen = {}
+        for pos, tok in enumerate(self.chain):
+            if tok in seen:
+                what = "the generation prompt's last token" if seen[tok] == 0 else \
+                    f"script token {seen[tok]}"
+                raise SystemExit(f"--script: script token {pos} (id {tok}) repeats {what}; a "
+                                 f"bigram chain needs distinct tokens, reword the script")
+            seen[tok] = pos
+        if eos in seen:
+            raise SystemExit("--script: the script contains the EOS token")
+        if len(self.chain) > H:
+            raise SystemExit(f"--script: {len(self.chain)} chain tokens need hidden_size >= "
+                             f"{len(self.chain)} (it is {H})")
+        self.successors = self.chain[1:] + [eos]
+        self.head_value = SCRIPT_MARGIN / math.sqrt(H)
+
+    def init_scale(self, t):
+        """-> (mean, std) replacing the default one, or None."""
+        if t.source == "model.norm.weight":
+            return 1.0, 0.0
+        if t.kind == "embed":
+            return 0.0, SCRIPT_EMBED_STD
+        if t.kind == "head":
+            return 0.0, SCRIPT_HEAD_STD
+        if t.kind == "linear":
+            return 0.0, SCRIPT_LAYER_SCALE / math.sqrt(t.shape[1])
+        return None
+
+    def patch(self, t, x, r0):
+        """Writes the chain rows into chunk x (rows r0.. of t, flattened to [n, H])."""
+        if t.source == "model.embed_tokens.weight":
+            rows, value = self.chain, SCRIPT_EMBED
+        elif t.source == "lm_head.weight":
+            rows, value = self.successors, self.head_value
+        else:
+            return
+        for dim, row in enumerate(rows):
+            if r0 <= row < r0 + x.shape[0]:
+                x[row - r0] = 0.0
+                x[row - r0, dim] = value
+
+    def verify(self, out_dir):
+        """Greedy decoding after the sample prompt with the float64 reference forward must follow
+        the chain with at least SCRIPT_MIN_MARGIN logits to spare; returns the smallest margin."""
+        from deepseek_ref import DeepseekRef  # torch: only needed here
+        logits = DeepseekRef(out_dir).forward_logits(self.prompt + self.ids)
+        first = len(self.prompt) - 1
+        margins = []
+        for k, want in enumerate(self.successors):
+            row = logits[first + k].clone()
+            best = float(row[want])
+            row[want] = -math.inf
+            margins.append(best - float(row.max()))
+            if margins[-1] < SCRIPT_MIN_MARGIN:
+                raise SystemExit(f"--script: the reference forward gives token {want} a margin of "
+                                 f"only {margins[-1]:.2f} at step {k} (need "
+                                 f"{SCRIPT_MIN_MARGIN}); the layers are too strong for this "
+                                 f"config")
+        return min(margins)
+
+    def write_tokenizer(self, tokenizer_dir, out_dir):
+        """tokenizer.json as is; tokenizer_config.json with the DeepSeek-R1 chat template."""
+        shutil.copyfile(os.path.join(tokenizer_dir, "tokenizer.json"),
+                        os.path.join(out_dir, "tokenizer.json"))
+        with open(os.path.join(tokenizer_dir, "tokenizer_config.json")) as f:
+            config = json.load(f)
+        with open(CHAT_FIXTURES) as f:
+            config["chat_template"] = json.load(f)["templates"]["r1"]
+        with open(os.path.join(out_dir, "tokenizer_config.json"), "w") as f:
+            json.dump(config, f, indent=2, ensure_ascii=False)
+            f.write("\n")
+
 
 def complete_config(user, dtype):
     v2 = user.get("model_type") == "deepseek_v2" or (
@@ -273,9 +424,11 @@ def storage_specs(tensors, dtype):
     return specs
 
 
-def init_scale(t, c, std):
+def init_scale(t, c, std, script=None):
     """-> (mean, std) of the normal distribution the tensor is drawn from."""
     H = c["hidden_size"]
+    if script is not None and script.init_scale(t) is not None:
+        return script.init_scale(t)
     if t.kind == "norm":
         return 1.0, 0.1
     if t.kind == "bias":
@@ -291,10 +444,10 @@ def init_scale(t, c, std):
     return 0.0, (std if std is not None else 1.0 / math.sqrt(t.shape[1]))
 
 
-def generate_chunks(t, c, seed, std, tiny_frac, row_multiple):
+def generate_chunks(t, c, seed, std, tiny_frac, row_multiple, script=None):
     """Yields f32 row chunks of tensor t (deterministic in (seed, t.source))."""
     rng = np.random.default_rng([seed, zlib.crc32(t.source.encode())])
-    mean, sd = init_scale(t, c, std)
+    mean, sd = init_scale(t, c, std, script)
     rows = t.shape[0]
     cols = int(np.prod(t.shape[1:])) if len(t.shape) > 1 else 1
     step = max(1, CHUNK_ELEMS // cols)
@@ -307,29 +460,39 @@ def generate_chunks(t, c, seed, std, tiny_frac, row_multiple):
         if tiny_frac > 0 and t.linear:
             tiny = rng.random((n, cols)) < tiny_frac
             x[tiny] *= np.float32(1e-4)
+        if script is not None:
+            script.patch(t, x, r0)
         yield x.reshape((n,) + t.shape[1:])
 
 
-def write_tensor(writer, t, c, dtype, seed, std, tiny_frac):
+def write_tensor(writer, t, c, dtype, seed, std, tiny_frac, script=None):
     if dtype == "fp8" and t.linear:
         scales = []
-        for chunk in generate_chunks(t, c, seed, std, tiny_frac, 128):
+        for chunk in generate_chunks(t, c, seed, std, tiny_frac, 128, script):
             codes, s = sio.fp8_block_quantize(chunk)
             writer.write(t.name, codes)
             scales.append(s)
         writer.write(t.name + "_scale_inv", np.concatenate(scales, axis=0))
         return
     st = "F32" if t.kind == "bias" else STORE[dtype]
-    for chunk in generate_chunks(t, c, seed, std, tiny_frac, 1):
+    for chunk in generate_chunks(t, c, seed, std, tiny_frac, 1, script):
         writer.write(t.name, sio.encode(chunk, st))
 
 
 def generate(user_config, out_dir, dtype="bf16", shards=1, seed=0, std=None, tiny_frac=0.0,
-             tokenizer=None, verbose=True):
-    """Writes the model; returns (config dict, list of (name, st_dtype, shape))."""
+             tokenizer=None, verbose=True, script_text=None):
+    """Writes the model; returns (config dict, list of (name, st_dtype, shape)). script_text: see
+    --script."""
     if dtype not in STORE:
         raise ValueError(f"--dtype must be one of {sorted(STORE)}")
     c = complete_config(user_config, dtype)
+    script = None
+    if script_text is not None:
+        if not tokenizer:
+            raise SystemExit("--script needs --tokenizer")
+        if std is not None:
+            raise SystemExit("--script sets its own weight scales; drop --std")
+        script = Script(script_text, tokenizer, c)
     os.makedirs(out_dir, exist_ok=True)
     for old in os.listdir(out_dir):  # never leave stale shards / index behind
         if old.endswith(".safetensors") or old == "model.safetensors.index.json":
@@ -347,11 +510,13 @@ def generate(user_config, out_dir, dtype="bf16", shards=1, seed=0, std=None, tin
         writer = sio.SafetensorsWriter(os.path.join(out_dir, fn), group, {"format": "pt"})
         for name, _, _ in group:
             if name in by_name:  # scale_inv specs are written together with their weight
-                write_tensor(writer, by_name[name], c, dtype, seed, std, tiny_frac)
+                write_tensor(writer, by_name[name], c, dtype, seed, std, tiny_frac, script)
         writer.close()
     if shards > 1:
         sio.write_index(out_dir, groups)
-    if tokenizer:
+    if script is not None:
+        script.write_tokenizer(tokenizer, out_dir)
+    elif tokenizer:
         for fn in ("tokenizer.json", "tokenizer_config.json"):
             src = os.path.join(tokenizer, fn)
             if os.path.exists(src):
@@ -361,6 +526,12 @@ def generate(user_config, out_dir, dtype="bf16", shards=1, seed=0, std=None, tin
         n_bytes = sum(sio.nbytes(d, s) for _, d, s in specs)
         print(f"{out_dir}: {len(specs)} tensors, {n_params / 1e6:.2f}M params, "
               f"{n_bytes / 2**20:.2f} MiB, {len(groups)} file(s), {time.time() - t0:.1f}s")
+    if script is not None:
+        margin = script.verify(out_dir)
+        if verbose:
+            print(f"{out_dir}: script of {len(script.ids)} tokens (chain {script.chain[0]} -> "
+                  f"{' '.join(map(str, script.ids))} -> eos), smallest greedy logit margin "
+                  f"{margin:.2f} (reference forward)")
     return c, specs
 
 
@@ -378,11 +549,18 @@ def main():
                     help="fraction of Linear weight entries scaled by 1e-4")
     ap.add_argument("--tokenizer", default=None,
                     help="directory with tokenizer.json / tokenizer_config.json to copy")
+    ap.add_argument("--script", default=None,
+                    help="text file: make a scripted R1 model whose greedy answer is this text")
     args = ap.parse_args()
     with open(args.config) as f:
         user = json.load(f)
+    script_text = None
+    if args.script is not None:
+        with open(args.script, encoding="utf-8") as f:
+            script_text = f.read()
+        script_text = script_text[:-1] if script_text.endswith("\n") else script_text
     generate(user, args.out, args.dtype, args.shards, args.seed, args.std, args.tiny_frac,
-             args.tokenizer)
+             args.tokenizer, script_text=script_text)
 
 
 if __name__ == "__main__":

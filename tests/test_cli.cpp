@@ -9,6 +9,8 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "test_util.h"
+
 using json = nlohmann::json;
 namespace fs = std::filesystem;
 
@@ -186,19 +188,7 @@ TEST(Cli, BadInputIsAClearError) {
 
 namespace {
 
-// A tiny random model with the real DeepSeek-V3 vocabulary, generated once per build tree.
-std::string chat_model() {
-  const std::string dir =
-      std::string(WHALE_BINARY).substr(0, std::string(WHALE_BINARY).rfind('/')) +
-      "/test-models/chat-tiny";
-  if (!fs::exists(dir + "/config.json")) {
-    const std::string cmd = "/usr/bin/python3 " + kRoot + "/scripts/gen_model.py --config " +
-                            kRoot + "/tests/configs/chat-tiny.json --out " + dir +
-                            " --dtype bf16 --seed 7 --tokenizer " + kTokenizer + " > /dev/null";
-    EXPECT_EQ(std::system(cmd.c_str()), 0) << cmd;
-  }
-  return dir;
-}
+std::string chat_model() { return whale::testing::chat_tiny_model(); }
 
 }  // namespace
 

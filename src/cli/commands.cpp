@@ -1,5 +1,7 @@
 #include "cli/commands.h"
 
+#include <pthread.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -10,12 +12,15 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
+#include <thread>
 
 #include "formats/tokenizer.h"
 #include "kernels/cpu.h"
 #include "model/model.h"
 #include "run/chat.h"
 #include "run/session.h"
+#include "serve/engine.h"
+#include "serve/server.h"
 
 namespace whale::cli {
 
@@ -328,7 +333,80 @@ int cmd_chat() {
 
 }  // namespace
 
+// ------------------------------------------------------------------ serve
+serve::EngineOptions g_engine;
+serve::ServerOptions g_server;
+int64_t g_serve_ctx = 4096;
+size_t g_cache_mb = 256;
+
+int cmd_serve() {
+  // SIGINT/SIGTERM are taken by a watcher thread (blocked everywhere else), which stops the server.
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  sigaddset(&sigs, SIGINT);
+  sigaddset(&sigs, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+  signal(SIGPIPE, SIG_IGN);  // a client that went away must not kill the server
+
+  apply_threads();
+  Tokenizer tok = Tokenizer::load(g.model_dir);
+  auto m = load_model();
+  g_engine.ctx = std::min<int64_t>(g_serve_ctx, m->config().max_position_embeddings);
+  g_engine.cache_bytes = g_cache_mb << 20;
+  if (g_server.model_id.empty()) {
+    std::string d = g.model_dir;
+    while (d.size() > 1 && d.back() == '/') d.pop_back();
+    g_server.model_id = d.substr(d.rfind('/') + 1);
+  }
+  serve::Engine engine(*m, tok, g_engine);
+  serve::Server server(engine, tok, g_server);
+  const int port = server.bind();
+  std::thread watcher([&] {
+    int sig = 0;
+    sigwait(&sigs, &sig);
+    std::fprintf(stderr, "whale serve: %s, shutting down\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    server.stop();
+  });
+  std::fprintf(stderr,
+               "whale serve: model %s, %d slots x %lld tokens, %s chat format\n"
+               "whale serve: listening on http://%s:%d\n",
+               g_server.model_id.c_str(), g_engine.parallel, (long long)g_engine.ctx,
+               detect_chat_style(tok.chat_template()) == ChatStyle::R1 ? "R1" : "V3",
+               g_server.host.c_str(), port);
+  server.listen();
+  engine.stop();
+  pthread_kill(watcher.native_handle(), SIGTERM);  // wakes the watcher if the server stopped itself
+  watcher.join();
+  return 0;
+}
+
 void register_commands(CLI::App& app) {
+  {
+    auto* s = app.add_subcommand("serve", "OpenAI-compatible HTTP server and chat page");
+    add_model(s);
+    add_threads(s);
+    s->add_option("--host", g_server.host,
+                  "address to listen on (default 127.0.0.1; 0.0.0.0 serves every interface)");
+    s->add_option("--port", g_server.port, "port (0: any free port)");
+    s->add_option("--api-key", g_server.api_key, "require 'Authorization: Bearer KEY' on /v1/");
+    s->add_option("--parallel", g_engine.parallel, "sequences decoded together (slots)")
+        ->check(CLI::Range(1, 256));
+    s->add_option("--ctx", g_serve_ctx, "context per slot, tokens (prompt + completion)")
+        ->check(CLI::Range(int64_t(2), int64_t(1) << 24));
+    s->add_option("--cache-mb", g_cache_mb, "prompt cache size in MiB (LRU)");
+    s->add_option("--queue", g_engine.max_queue, "waiting requests before 503")
+        ->check(CLI::Range(0, 1 << 20));
+    s->add_option("--batch", g_engine.prefill_chunk, "prompt tokens per forward pass")
+        ->check(CLI::Range(int64_t(1), int64_t(1) << 20));
+    s->add_option("--max-body", g_server.max_body, "largest request body in bytes (else 413)");
+    s->add_option("--max-tokens", g_server.default_max_tokens,
+                  "completion tokens when a request gives no max_tokens")
+        ->check(CLI::Range(int64_t(1), int64_t(1) << 30));
+    s->add_option("--http-threads", g_server.http_threads, "HTTP worker threads")
+        ->check(CLI::Range(1, 4096));
+    s->add_option("--model-id", g_server.model_id, "model name in /v1/models (default: dir name)");
+    g_actions["serve"] = cmd_serve;
+  }
   {
     auto* s = app.add_subcommand("run", "generate text from a prompt, streamed");
     add_model(s);

@@ -29,6 +29,12 @@ class KVCache {
   float* k_rope(int64_t layer, int64_t pos) {
     return k_rope_[size_t(layer)].data() + pos * rope_dim_;
   }
+  const float* latent(int64_t layer, int64_t pos) const {
+    return latent_[size_t(layer)].data() + pos * kv_lora_rank_;
+  }
+  const float* k_rope(int64_t layer, int64_t pos) const {
+    return k_rope_[size_t(layer)].data() + pos * rope_dim_;
+  }
   int64_t kv_lora_rank() const { return kv_lora_rank_; }
   int64_t rope_dim() const { return rope_dim_; }
   // Bytes this cache format needs per token over all layers (f32 storage).

@@ -1,0 +1,81 @@
+// libFuzzer target: arbitrary bytes as a /v1/chat/completions and a /v1/completions request body.
+// parse_request must return a valid request or throw a 400 ApiError whose error object
+// serialises; any other exception escapes and libFuzzer reports it. A parsed request's text is
+// also streamed through ReasoningStream in pieces and checked against split_reasoning, and put
+// into a response to check that it serialises.
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <string>
+#include <string_view>
+
+#include "run/chat.h"
+#include "serve/api.h"
+
+namespace {
+
+using whale::serve::GenRequest;
+
+void check(bool ok) {
+  if (!ok) std::abort();
+}
+
+// Streams `text` in pieces of 1..7 bytes (lengths taken from the text itself) and compares the
+// concatenation with split_reasoning.
+void check_reasoning_stream(const std::string& text) {
+  whale::serve::ReasoningStream rs;
+  std::string reasoning, content;
+  for (size_t pos = 0; pos < text.size();) {
+    const size_t len = 1 + static_cast<unsigned char>(text[pos]) % 7;
+    const auto piece = rs.push(std::string_view(text).substr(pos, len));
+    reasoning += piece.reasoning;
+    content += piece.content;
+    pos += len;
+  }
+  const auto last = rs.flush();
+  const whale::ReasoningSplit want = whale::split_reasoning(text);
+  check(reasoning + last.reasoning == want.reasoning);
+  check(content + last.content == want.content);
+}
+
+void check_request(const GenRequest& r) {
+  const whale::SamplingParams& s = r.sampling;
+  check(s.temperature >= 0 && s.temperature <= 2 && s.top_p > 0 && s.top_p <= 1);
+  check(s.min_p >= 0 && s.min_p <= 1 && s.repetition_penalty > 0 && s.top_k >= 0);
+  check(!r.max_tokens || *r.max_tokens >= 1);
+  check(r.stop.size() <= 16);
+  std::string text;
+  if (r.chat) {
+    check(!r.messages.empty());
+    for (const whale::ChatMessage& m : r.messages) {
+      check(m.role == "system" || m.role == "user" || m.role == "assistant" || m.role == "tool");
+      text += m.content;
+    }
+  } else {
+    check(!r.prompt.empty() || !r.prompt_ids.empty());
+    text = r.prompt;
+  }
+  check_reasoning_stream(text);
+  const whale::ReasoningSplit split = whale::split_reasoning(text);
+  const whale::serve::Usage usage{
+      .prompt_tokens = 1, .completion_tokens = 2, .cache_hit_tokens = 0};
+  // Parsed strings are valid UTF-8, so the strict dump must not throw.
+  (void)whale::serve::chat_response("id", 0, r.model, split.content, split.reasoning, "stop", usage)
+      .dump();
+  (void)whale::serve::sse_event(whale::serve::completion_chunk("id", 0, r.model, text, ""));
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  const std::string_view body(reinterpret_cast<const char*>(data), size);
+  for (const bool chat : {true, false}) {
+    try {
+      check_request(whale::serve::parse_request(body, chat));
+    } catch (const whale::serve::ApiError& e) {
+      check(e.status == 400 && e.type == "invalid_request_error" && e.code.empty());
+      (void)e.to_json().dump();  // strict: throws (and so fails) on invalid UTF-8
+    }
+  }
+  return 0;
+}

@@ -1,0 +1,558 @@
+#include "serve/api.h"
+
+#include <cstdio>
+#include <limits>
+#include <utility>
+
+namespace whale::serve {
+namespace {
+
+using json = nlohmann::json;
+
+constexpr std::string_view kThink = "<think>";
+constexpr std::string_view kThinkEnd = "</think>";
+constexpr size_t kMaxStop = 16;
+
+// The same whitespace as split_reasoning (run/chat.cpp) trims.
+bool is_space(char c) {
+  return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
+}
+
+[[noreturn]] void fail(const std::string& param, const std::string& message) {
+  throw ApiError(400, "invalid_request_error", param + ": " + message, "", param);
+}
+
+// How a JSON value is named in "expected X, got Y" messages.
+const char* kind(const json& j) {
+  switch (j.type()) {
+    case json::value_t::null:
+      return "null";
+    case json::value_t::boolean:
+      return "boolean";
+    case json::value_t::string:
+      return "string";
+    case json::value_t::array:
+      return "array";
+    case json::value_t::object:
+      return "object";
+    case json::value_t::number_integer:
+    case json::value_t::number_unsigned:
+      return "number";
+    case json::value_t::number_float:
+      return "non-integer number";
+    default:
+      return j.type_name();  // binary and discarded: never produced by parsing text
+  }
+}
+
+[[noreturn]] void wrong_type(const std::string& param, const char* expected, const json& j) {
+  fail(param, std::string("expected ") + expected + ", got " + kind(j));
+}
+
+// A client-supplied string quoted in an error message: at most 40 bytes, cut at a UTF-8 code point
+// boundary so that the error object stays valid UTF-8.
+std::string excerpt(std::string_view s) {
+  if (s.size() <= 40) return "'" + std::string(s) + "'";
+  size_t n = 40;
+  while (n > 0 && (static_cast<unsigned char>(s[n]) & 0xC0) == 0x80) --n;
+  return "'" + std::string(s.substr(0, n)) + "...'";
+}
+
+// A range bound in an error message: "2", "0.5", "3.40282e+38".
+std::string bound_text(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g", v);
+  return buf;
+}
+
+// The value of `key`, or nullptr when it is absent or null (null means "the default" in the
+// OpenAI API).
+const json* field(const json& obj, const char* key) {
+  const auto it = obj.find(key);
+  return it == obj.end() || it->is_null() ? nullptr : &*it;
+}
+
+bool get_bool(const json& j, const std::string& param) {
+  if (!j.is_boolean()) wrong_type(param, "a boolean", j);
+  return j.get<bool>();
+}
+
+const std::string& get_string(const json& j, const std::string& param) {
+  if (!j.is_string()) wrong_type(param, "a string", j);
+  return j.get_ref<const std::string&>();
+}
+
+// A number within [lo, hi]; `lo_open`: lo itself excluded.
+double get_number(const json& j, const std::string& param, double lo, double hi,
+                  bool lo_open = false) {
+  if (!j.is_number()) wrong_type(param, "a number", j);
+  const double v = j.get<double>();
+  if (v < lo || v > hi || (lo_open && v == lo)) {
+    fail(param, "must be " + std::string(lo_open ? "> " : ">= ") + bound_text(lo) +
+                    " and <= " + bound_text(hi) + ", got " + j.dump());
+  }
+  return v;
+}
+
+// Integer fields take JSON integers only (1.5 and "10" are rejected). Integers above INT64_MAX,
+// which nlohmann parses as unsigned, saturate: every such field is a limit or a count.
+int64_t get_int(const json& j, const std::string& param) {
+  if (j.is_number_unsigned()) {
+    const uint64_t u = j.get<uint64_t>();
+    return u > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())
+               ? std::numeric_limits<int64_t>::max()
+               : static_cast<int64_t>(u);
+  }
+  if (!j.is_number_integer()) wrong_type(param, "an integer", j);
+  return j.get<int64_t>();
+}
+
+std::string index_param(const std::string& base, size_t i) {
+  return base + "[" + std::to_string(i) + "]";
+}
+
+// Content: a string, or an array of text parts joined with no separator.
+std::string parse_content(const json& c, const std::string& param) {
+  if (c.is_string()) return c.get<std::string>();
+  if (!c.is_array()) wrong_type(param, "a string or an array of content parts", c);
+  std::string out;
+  for (size_t k = 0; k < c.size(); ++k) {
+    const json& part = c[k];
+    const std::string p = index_param(param, k);
+    if (!part.is_object()) wrong_type(p, "an object", part);
+    const json* type = field(part, "type");
+    if (!type) fail(p + ".type", "is required");
+    const std::string& t = get_string(*type, p + ".type");
+    if (t != "text") {
+      fail(p + ".type", "content part type " + excerpt(t) + " is not supported (text only)");
+    }
+    const json* text = field(part, "text");
+    if (!text) fail(p + ".text", "is required");
+    out += get_string(*text, p + ".text");
+  }
+  return out;
+}
+
+ChatMessage parse_message(const json& m, size_t i) {
+  const std::string p = index_param("messages", i);
+  if (!m.is_object()) wrong_type(p, "an object", m);
+  const json* role = field(m, "role");
+  if (!role) fail(p + ".role", "is required");
+  ChatMessage msg;
+  msg.role = get_string(*role, p + ".role");
+  if (msg.role == "developer") msg.role = "system";  // OpenAI's newer name for system
+  if (msg.role != "system" && msg.role != "user" && msg.role != "assistant" && msg.role != "tool") {
+    fail(p + ".role", "unknown role " + excerpt(role->get_ref<const std::string&>()) +
+                          " (expected system, developer, user, assistant or tool)");
+  }
+  // An assistant turn may have no content (it made tool calls); every other role needs it.
+  if (const json* content = field(m, "content")) {
+    msg.content = parse_content(*content, p + ".content");
+  } else if (msg.role != "assistant") {
+    fail(p + ".content", "is required for role " + excerpt(role->get_ref<const std::string&>()));
+  }
+  if (msg.role == "assistant") {
+    if (const json* r = field(m, "reasoning_content")) {
+      msg.reasoning_content = get_string(*r, p + ".reasoning_content");
+    }
+  }
+  return msg;
+}
+
+void parse_messages(const json& body, GenRequest& req) {
+  const json* messages = field(body, "messages");
+  if (!messages) fail("messages", "is required");
+  if (!messages->is_array()) wrong_type("messages", "an array", *messages);
+  if (messages->empty()) fail("messages", "must contain at least one message");
+  for (size_t i = 0; i < messages->size(); ++i) {
+    req.messages.push_back(parse_message((*messages)[i], i));
+  }
+}
+
+// Token ids: integers in [0, INT32_MAX].
+std::vector<int32_t> parse_token_ids(const json& ids, const std::string& param) {
+  std::vector<int32_t> out;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    const int64_t id = get_int(ids[i], index_param(param, i));
+    if (id < 0 || id > std::numeric_limits<int32_t>::max()) {
+      fail(index_param(param, i), "token id must be between 0 and 2147483647");
+    }
+    out.push_back(static_cast<int32_t>(id));
+  }
+  return out;
+}
+
+bool all_integers(const json& arr) {
+  for (const json& e : arr) {
+    if (!e.is_number_integer()) return false;
+  }
+  return true;
+}
+
+// prompt: a string, an array of token ids, or a one-element array holding either. Several
+// prompts in one request (the batch form) are not supported.
+void parse_prompt(const json& body, GenRequest& req) {
+  const json* prompt = field(body, "prompt");
+  if (!prompt) fail("prompt", "is required");
+  const json* single = prompt;
+  if (prompt->is_array() && prompt->size() == 1 &&
+      ((*prompt)[0].is_string() || (*prompt)[0].is_array())) {
+    single = &(*prompt)[0];
+  } else if (prompt->is_array() && prompt->size() > 1 && !all_integers(*prompt)) {
+    if ((*prompt)[0].is_string() || (*prompt)[0].is_array()) {
+      fail("prompt",
+           "batch prompts (several prompts in one request) are not supported; send one "
+           "prompt per request");
+    }
+  }
+  if (single->is_string()) {
+    req.prompt = single->get<std::string>();
+    if (req.prompt.empty()) fail("prompt", "must not be empty");
+    return;
+  }
+  if (!single->is_array()) {
+    wrong_type("prompt", "a string or an array of token ids", *single);
+  }
+  req.prompt_ids = parse_token_ids(*single, single == prompt ? "prompt" : "prompt[0]");
+  if (req.prompt_ids.empty()) fail("prompt", "must not be empty");
+}
+
+void parse_stop(const json& stop, GenRequest& req) {
+  if (stop.is_string()) {
+    if (!stop.get_ref<const std::string&>().empty()) req.stop.push_back(stop.get<std::string>());
+    return;
+  }
+  if (!stop.is_array()) wrong_type("stop", "a string or an array of strings", stop);
+  if (stop.size() > kMaxStop) fail("stop", "at most 16 stop sequences are supported");
+  for (size_t i = 0; i < stop.size(); ++i) {
+    const std::string& s = get_string(stop[i], index_param("stop", i));
+    if (!s.empty()) req.stop.push_back(s);
+  }
+}
+
+void parse_response_format(const json& rf, GenRequest& req) {
+  if (!rf.is_object()) wrong_type("response_format", "an object", rf);
+  const json* type = field(rf, "type");
+  if (!type) fail("response_format.type", "is required");
+  const std::string& t = get_string(*type, "response_format.type");
+  if (t == "json_object") {
+    req.json_object = true;
+  } else if (t == "json_schema") {
+    fail("response_format.type", "'json_schema' is not supported; use 'json_object'");
+  } else if (t != "text") {
+    fail("response_format.type",
+         "unknown type " + excerpt(t) + " (expected 'text' or 'json_object')");
+  }
+}
+
+// Sampling, limits and streaming: the fields both endpoints share.
+void parse_common(const json& body, GenRequest& req) {
+  if (const json* j = field(body, "model")) req.model = get_string(*j, "model");
+  if (const json* j = field(body, "stream")) req.stream = get_bool(*j, "stream");
+  if (const json* j = field(body, "stream_options")) {
+    if (!j->is_object()) wrong_type("stream_options", "an object", *j);
+    if (const json* u = field(*j, "include_usage")) {
+      // A usage chunk only exists in a stream.
+      req.include_usage = get_bool(*u, "stream_options.include_usage") && req.stream;
+    }
+  }
+  // max_completion_tokens is the current name of max_tokens; it wins when both are given.
+  for (const char* name : {"max_tokens", "max_completion_tokens"}) {
+    if (const json* j = field(body, name)) {
+      const int64_t v = get_int(*j, name);
+      if (v < 1) fail(name, "must be at least 1, got " + std::to_string(v));
+      req.max_tokens = v;
+    }
+  }
+  SamplingParams& s = req.sampling;
+  if (const json* j = field(body, "temperature")) {
+    s.temperature = static_cast<float>(get_number(*j, "temperature", 0, 2));
+    s.greedy = s.temperature == 0.0f;
+  }
+  if (const json* j = field(body, "top_p")) {
+    s.top_p = static_cast<float>(get_number(*j, "top_p", 0, 1, /*lo_open=*/true));
+  }
+  if (const json* j = field(body, "frequency_penalty")) {
+    s.frequency_penalty = static_cast<float>(get_number(*j, "frequency_penalty", -2, 2));
+  }
+  if (const json* j = field(body, "presence_penalty")) {
+    s.presence_penalty = static_cast<float>(get_number(*j, "presence_penalty", -2, 2));
+  }
+  if (const json* j = field(body, "seed")) {
+    // Any JSON integer; a negative seed keeps its two's-complement bits.
+    if (!j->is_number_integer()) wrong_type("seed", "an integer", *j);
+    s.seed =
+        j->is_number_unsigned() ? j->get<uint64_t>() : static_cast<uint64_t>(j->get<int64_t>());
+    req.has_seed = true;
+  }
+  if (const json* j = field(body, "n")) {
+    if (get_int(*j, "n") != 1) fail("n", "only n = 1 is supported");
+  }
+  if (const json* j = field(body, "stop")) parse_stop(*j, req);
+  if (const json* j = field(body, "response_format")) parse_response_format(*j, req);
+  // Chat takes logprobs as a boolean, completions as an integer count; neither is implemented.
+  if (const json* j = field(body, "logprobs")) {
+    if (req.chat && !j->is_boolean()) wrong_type("logprobs", "a boolean", *j);
+    if (!req.chat && !j->is_boolean() && !j->is_number_integer()) {
+      wrong_type("logprobs", "an integer", *j);
+    }
+    if (!j->is_boolean() || j->get<bool>()) fail("logprobs", "logprobs are not supported");
+  }
+  // Extensions of llama.cpp and vLLM.
+  if (const json* j = field(body, "top_k")) {
+    const int64_t k = get_int(*j, "top_k");
+    if (k < 0) fail("top_k", "must be >= 0, got " + std::to_string(k));
+    // Any k beyond the vocabulary keeps everything, as 0 does.
+    s.top_k = k > std::numeric_limits<int>::max() ? 0 : static_cast<int>(k);
+  }
+  if (const json* j = field(body, "min_p")) {
+    s.min_p = static_cast<float>(get_number(*j, "min_p", 0, 1));
+  }
+  if (const json* j = field(body, "repetition_penalty")) {
+    // The upper bound keeps the value finite as a float.
+    s.repetition_penalty = static_cast<float>(get_number(
+        *j, "repetition_penalty", 0, std::numeric_limits<float>::max(), /*lo_open=*/true));
+  }
+}
+
+// nlohmann's message without its "[json.exception...] " prefix and without the "; last read:
+// '...'" tail, which quotes raw (possibly invalid UTF-8) bytes of the body.
+std::string describe_json_error(const nlohmann::json::exception& e) {
+  std::string_view what = e.what();
+  if (const size_t p = what.find("] "); p != std::string_view::npos) what.remove_prefix(p + 2);
+  if (const size_t p = what.find("; last read"); p != std::string_view::npos) {
+    what = what.substr(0, p);
+  }
+  return std::string(what);
+}
+
+// Length of the incomplete UTF-8 sequence at the end of `s` (0 if it ends on a code point
+// boundary or in bytes that are not valid UTF-8 anyway: those are passed through as they are).
+size_t incomplete_utf8_tail(std::string_view s) {
+  for (size_t back = 1; back <= 3 && back <= s.size(); ++back) {
+    const auto c = static_cast<unsigned char>(s[s.size() - back]);
+    if ((c & 0xC0) == 0x80) continue;  // continuation byte: look further back for the lead
+    const size_t need = (c & 0xE0) == 0xC0   ? 2
+                        : (c & 0xF0) == 0xE0 ? 3
+                        : (c & 0xF8) == 0xF0 ? 4
+                                             : 0;
+    return need > back ? back : 0;
+  }
+  return 0;
+}
+
+}  // namespace
+
+ApiError::ApiError(int status_, std::string type_, std::string message, std::string code_,
+                   std::string param_)
+    : std::runtime_error(std::move(message)),
+      status(status_),
+      type(std::move(type_)),
+      code(std::move(code_)),
+      param(std::move(param_)) {}
+
+nlohmann::json ApiError::to_json() const {
+  auto or_null = [](const std::string& s) { return s.empty() ? json(nullptr) : json(s); };
+  return {
+      {"error",
+       {{"message", what()}, {"type", type}, {"param", or_null(param)}, {"code", or_null(code)}}}};
+}
+
+GenRequest parse_request(std::string_view body, bool chat) {
+  json j;
+  try {
+    j = json::parse(body.begin(), body.end());
+  } catch (const json::exception& e) {
+    throw ApiError(400, "invalid_request_error",
+                   "the request body is not valid JSON: " + describe_json_error(e));
+  }
+  if (!j.is_object()) {
+    throw ApiError(400, "invalid_request_error",
+                   std::string("the request body must be a JSON object, got ") + kind(j));
+  }
+  GenRequest req;
+  req.chat = chat;
+  if (chat) {
+    parse_messages(j, req);
+  } else {
+    parse_prompt(j, req);
+    if (const json* e = field(j, "echo")) req.echo = get_bool(*e, "echo");
+  }
+  parse_common(j, req);
+  return req;
+}
+
+nlohmann::json Usage::to_json() const {
+  return {{"prompt_tokens", prompt_tokens},
+          {"completion_tokens", completion_tokens},
+          {"total_tokens", prompt_tokens + completion_tokens},
+          {"prompt_cache_hit_tokens", cache_hit_tokens},
+          {"prompt_cache_miss_tokens", prompt_tokens - cache_hit_tokens}};
+}
+
+namespace {
+
+json envelope(const std::string& id, const char* object, int64_t created,
+              const std::string& model) {
+  return {{"id", id},
+          {"object", object},
+          {"created", created},
+          {"model", model},
+          {"system_fingerprint", "whale"}};
+}
+
+json finish_or_null(const std::string& finish_reason) {
+  return finish_reason.empty() ? json(nullptr) : json(finish_reason);
+}
+
+}  // namespace
+
+nlohmann::json chat_response(const std::string& id, int64_t created, const std::string& model,
+                             const std::string& content,
+                             const std::optional<std::string>& reasoning_content,
+                             const std::string& finish_reason, const Usage& usage) {
+  json message = {{"role", "assistant"}, {"content", content}};
+  if (reasoning_content) message["reasoning_content"] = *reasoning_content;
+  json j = envelope(id, "chat.completion", created, model);
+  j["choices"] = json::array({{{"index", 0},
+                               {"message", std::move(message)},
+                               {"logprobs", nullptr},
+                               {"finish_reason", finish_reason}}});
+  j["usage"] = usage.to_json();
+  return j;
+}
+
+nlohmann::json completion_response(const std::string& id, int64_t created, const std::string& model,
+                                   const std::string& text, const std::string& finish_reason,
+                                   const Usage& usage) {
+  json j = envelope(id, "text_completion", created, model);
+  j["choices"] = json::array(
+      {{{"index", 0}, {"text", text}, {"logprobs", nullptr}, {"finish_reason", finish_reason}}});
+  j["usage"] = usage.to_json();
+  return j;
+}
+
+nlohmann::json chat_chunk(const std::string& id, int64_t created, const std::string& model,
+                          const ChatDelta& delta, const std::string& finish_reason) {
+  json d = json::object();
+  if (delta.role) d["role"] = "assistant";
+  if (delta.content) d["content"] = *delta.content;
+  if (delta.reasoning_content) d["reasoning_content"] = *delta.reasoning_content;
+  json j = envelope(id, "chat.completion.chunk", created, model);
+  j["choices"] = json::array({{{"index", 0},
+                               {"delta", std::move(d)},
+                               {"logprobs", nullptr},
+                               {"finish_reason", finish_or_null(finish_reason)}}});
+  return j;
+}
+
+nlohmann::json completion_chunk(const std::string& id, int64_t created, const std::string& model,
+                                const std::string& text, const std::string& finish_reason) {
+  json j = envelope(id, "text_completion", created, model);
+  j["choices"] = json::array({{{"index", 0},
+                               {"text", text},
+                               {"logprobs", nullptr},
+                               {"finish_reason", finish_or_null(finish_reason)}}});
+  return j;
+}
+
+nlohmann::json usage_chunk(const std::string& id, int64_t created, const std::string& model,
+                           bool chat, const Usage& usage) {
+  json j = envelope(id, chat ? "chat.completion.chunk" : "text_completion", created, model);
+  j["choices"] = json::array();
+  j["usage"] = usage.to_json();
+  return j;
+}
+
+std::string sse_event(const nlohmann::json& j) {
+  // Generated text can end inside a UTF-8 sequence: replace such bytes with U+FFFD rather than
+  // throw.
+  return "data: " + j.dump(-1, ' ', false, json::error_handler_t::replace) + "\n\n";
+}
+
+std::string sse_done() {
+  return "data: [DONE]\n\n";
+}
+
+// A byte-level automaton; see the class comment. States: before the reasoning (leading
+// whitespace and a possible "<think>"), in the reasoning (a run of whitespace and a partial
+// "</think>" held), in the content (leading whitespace dropped).
+void ReasoningStream::feed(char c, Piece& out) {
+  if (done_) {
+    if (content_started_ || !is_space(c)) {
+      content_started_ = true;
+      out.content += c;
+    }
+    return;
+  }
+  if (!opened_) {
+    if (matched_ == 0 && is_space(c)) return;
+    if (c == kThink[matched_]) {
+      if (++matched_ == kThink.size()) {
+        opened_ = true;
+        matched_ = 0;
+      }
+      return;
+    }
+    // Not "<think>": the bytes matched so far are ordinary reasoning; replay them.
+    const size_t n = matched_;
+    opened_ = true;
+    matched_ = 0;
+    for (size_t i = 0; i < n; ++i) feed(kThink[i], out);
+    feed(c, out);
+    return;
+  }
+  if (matched_ > 0) {
+    if (c == kThinkEnd[matched_]) {
+      if (++matched_ == kThinkEnd.size()) {
+        done_ = true;
+        held_.clear();  // whitespace at the end of the reasoning
+      }
+      return;
+    }
+    // The partial "</think>" contains no other '<', so no later match can start inside it.
+    out.reasoning += held_;
+    out.reasoning += kThinkEnd.substr(0, matched_);
+    held_.clear();
+    matched_ = 0;
+  }
+  if (c == '<') {
+    started_ = true;
+    matched_ = 1;
+  } else if (is_space(c)) {
+    if (started_) held_ += c;
+  } else {
+    started_ = true;
+    out.reasoning += held_;
+    out.reasoning += c;
+    held_.clear();
+  }
+}
+
+ReasoningStream::Piece ReasoningStream::push(std::string_view text) {
+  utf8_.append(text);
+  const size_t ready = utf8_.size() - incomplete_utf8_tail(utf8_);
+  Piece out;
+  for (size_t i = 0; i < ready; ++i) feed(utf8_[i], out);
+  utf8_.erase(0, ready);
+  return out;
+}
+
+ReasoningStream::Piece ReasoningStream::flush() {
+  Piece out;
+  for (char c : utf8_) feed(c, out);
+  utf8_.clear();
+  if (!opened_) {
+    out.reasoning += kThink.substr(0, matched_);  // an unfinished "<think>" is reasoning text
+  } else if (!done_ && matched_ > 0) {
+    out.reasoning += held_;  // not trailing: the partial "</think>" follows it
+    out.reasoning += kThinkEnd.substr(0, matched_);
+  }
+  // Otherwise held_ is whitespace at the end of the reasoning: dropped.
+  held_.clear();
+  matched_ = 0;
+  opened_ = true;
+  return out;
+}
+
+}  // namespace whale::serve

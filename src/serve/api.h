@@ -1,0 +1,117 @@
+// The OpenAI / DeepSeek HTTP API as data: request bodies parsed and validated into GenRequest,
+// responses and stream chunks built as JSON, errors as OpenAI error objects, and the SSE framing.
+//
+// Nothing here touches sockets or the model; the server (serve/server.h) glues it to HTTP and the
+// engine (serve/engine.h).
+//
+// Validation follows the OpenAI API reference: unknown fields are ignored; a known field with the
+// wrong type or out of range is a 400 `invalid_request_error` whose `param` names the field.
+#pragma once
+
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "run/chat.h"
+#include "run/sampler.h"
+
+namespace whale::serve {
+
+// An error the client sees: HTTP status plus the OpenAI error object
+//   {"error": {"message": ..., "type": ..., "param": ... | null, "code": ... | null}}
+struct ApiError : std::runtime_error {
+  int status;         // 400, 401, 404, 413, 429, 500, 503
+  std::string type;   // "invalid_request_error", "authentication_error", "server_error", ...
+  std::string code;   // "" -> null; e.g. "context_length_exceeded", "invalid_api_key"
+  std::string param;  // "" -> null; e.g. "messages[1].role", "temperature"
+  ApiError(int status, std::string type, std::string message, std::string code = "",
+           std::string param = "");
+  nlohmann::json to_json() const;
+};
+
+// A parsed /v1/chat/completions or /v1/completions request.
+struct GenRequest {
+  bool chat = true;  // chat completion (messages) or plain completion (prompt)
+  std::string model;
+  std::vector<ChatMessage> messages;  // chat: in order; content parts joined
+  std::string prompt;                 // completions: a string prompt
+  std::vector<int32_t> prompt_ids;    // completions: a prompt given as token ids (then prompt "")
+  bool stream = false;
+  bool include_usage = false;         // stream_options.include_usage
+  std::optional<int64_t> max_tokens;  // max_tokens or max_completion_tokens; absent: server default
+  SamplingParams sampling;            // temperature, top_p, seed, penalties (see parse_request)
+  bool has_seed = false;              // seed given by the client
+  std::vector<std::string> stop;      // string or array of strings
+  bool json_object = false;           // response_format {"type":"json_object"}
+  bool echo = false;                  // completions only: echo the prompt
+};
+
+// Parses and validates a request body. `chat`: which endpoint. Throws ApiError (400) naming the
+// problem and the param.
+GenRequest parse_request(std::string_view body, bool chat);
+
+struct Usage {
+  int64_t prompt_tokens = 0, completion_tokens = 0, cache_hit_tokens = 0;
+  nlohmann::json to_json() const;  // includes total_tokens, prompt_cache_hit_tokens, _miss_tokens
+};
+
+// Non-streamed responses.
+nlohmann::json chat_response(const std::string& id, int64_t created, const std::string& model,
+                             const std::string& content,
+                             const std::optional<std::string>& reasoning_content,
+                             const std::string& finish_reason, const Usage& usage);
+nlohmann::json completion_response(const std::string& id, int64_t created, const std::string& model,
+                                   const std::string& text, const std::string& finish_reason,
+                                   const Usage& usage);
+
+// Stream chunks ("chat.completion.chunk" / "text_completion"). Fields left empty (nullopt) are
+// omitted from the delta, an engaged "" is kept (OpenAI's first chunk: {"role": "assistant",
+// "content": ""}); finish_reason "" -> null. A usage chunk has empty choices.
+struct ChatDelta {
+  bool role = false;  // include "role": "assistant" (first chunk)
+  std::optional<std::string> content, reasoning_content;
+};
+nlohmann::json chat_chunk(const std::string& id, int64_t created, const std::string& model,
+                          const ChatDelta& delta, const std::string& finish_reason);
+nlohmann::json completion_chunk(const std::string& id, int64_t created, const std::string& model,
+                                const std::string& text, const std::string& finish_reason);
+nlohmann::json usage_chunk(const std::string& id, int64_t created, const std::string& model,
+                           bool chat, const Usage& usage);
+
+// Server-sent events: "data: <json>\n\n" and the terminator "data: [DONE]\n\n".
+std::string sse_event(const nlohmann::json& j);
+std::string sse_done();
+
+// Splits streamed R1 output into reasoning and answer as it arrives, so that the concatenated
+// pieces equal split_reasoning(all text): reasoning = text before the first "</think>" (a leading
+// "<think>" and surrounding whitespace removed), content = the text after it without leading
+// whitespace. Bytes that might still turn out to be whitespace at the end of the reasoning, part
+// of "</think>" or part of a leading "<think>" are held back until they are decided; so is an
+// incomplete UTF-8 sequence at the end of a push, so that every piece ends on a code point
+// boundary when the text is valid UTF-8. Everything else is released at once. Linear time.
+class ReasoningStream {
+ public:
+  struct Piece {
+    std::string reasoning, content;  // either may be empty
+  };
+  Piece push(std::string_view text);
+  Piece flush();  // end of output: releases what is held (trailing reasoning whitespace dropped)
+  bool thinking_done() const { return done_; }
+
+ private:
+  void feed(char c, Piece& out);  // one byte through the automaton
+
+  std::string utf8_;      // pushed bytes not fed yet: an incomplete UTF-8 sequence
+  std::string held_;      // whitespace inside the reasoning that may turn out to be trailing
+  size_t matched_ = 0;    // bytes of "<think>" (before opened_) or "</think>" matched and held
+  bool opened_ = false;   // past the leading whitespace and the optional "<think>"
+  bool started_ = false;  // first non-space reasoning byte seen
+  bool done_ = false;     // "</think>" seen
+  bool content_started_ = false;  // first non-space content byte seen
+};
+
+}  // namespace whale::serve

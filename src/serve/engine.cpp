@@ -1,0 +1,424 @@
+#include "serve/engine.h"
+
+#include <algorithm>
+#include <cstring>
+#include <optional>
+
+#include "run/stop.h"
+
+namespace whale::serve {
+
+using clk = std::chrono::steady_clock;
+
+namespace {
+
+double seconds_since(clk::time_point t) {
+  return std::chrono::duration<double>(clk::now() - t).count();
+}
+
+size_t common_prefix(std::span<const int32_t> a, std::span<const int32_t> b) {
+  size_t n = 0;
+  while (n < a.size() && n < b.size() && a[n] == b[n]) n++;
+  return n;
+}
+
+}  // namespace
+
+// ------------------------------------------------------------------ Job
+
+void Job::push_text(const std::string& s) {
+  if (s.empty()) return;
+  {
+    std::lock_guard lk(mu_);
+    pending_ += s;
+  }
+  cv_.notify_all();
+}
+
+void Job::finish(const std::string& reason) {
+  {
+    std::lock_guard lk(mu_);
+    finish_reason = reason;
+    total_seconds = seconds_since(submitted_);
+    done_ = true;
+  }
+  cv_.notify_all();
+}
+
+bool Job::wait_text(std::string& out, std::chrono::milliseconds timeout) {
+  std::unique_lock lk(mu_);
+  cv_.wait_for(lk, timeout, [&] { return done_ || !pending_.empty(); });
+  out.clear();
+  std::swap(out, pending_);
+  return !(done_ && out.empty());
+}
+
+void Job::wait_done() {
+  std::unique_lock lk(mu_);
+  cv_.wait(lk, [&] { return done_; });
+}
+
+// ------------------------------------------------------------------ Slot
+
+struct Engine::Slot {
+  Slot(const Model& m, int64_t ctx) : cache(m.new_cache(ctx)) {}
+
+  KVCache cache;
+  std::vector<int32_t> tokens;  // ids whose keys/values are in `cache`
+  std::shared_ptr<Job> job;     // null when free
+  size_t prompt_pos = 0;        // prompt tokens already in the cache
+  int32_t last = -1;            // sampled token, fed at the next step
+  int64_t last_used = 0;        // step of the last admission (LRU among free slots)
+  std::optional<Sampler> sampler;
+  std::optional<StreamDecoder> detok;
+  std::optional<StopMatcher> stops;
+  JsonState json;
+  std::vector<int32_t> ids;  // generated
+
+  bool prefilling() const { return job && prompt_pos < job->prompt.size(); }
+};
+
+// ------------------------------------------------------------------ Engine
+
+Engine::Engine(const Model& model, const Tokenizer& tok, EngineOptions opt)
+    : model_(model), tok_(tok), opt_(opt) {
+  if (opt_.parallel < 1) throw std::invalid_argument("--parallel must be at least 1");
+  if (opt_.ctx < 2) throw std::invalid_argument("--ctx must be at least 2");
+  if (opt_.prefill_chunk < 1) throw std::invalid_argument("prefill chunk must be at least 1");
+  for (int i = 0; i < opt_.parallel; i++)
+    slots_.push_back(std::make_unique<Slot>(model_, opt_.ctx));
+  stats_.slots = opt_.parallel;
+  thread_ = std::thread([this] { loop(); });
+}
+
+Engine::~Engine() {
+  stop();
+}
+
+void Engine::stop() {
+  {
+    std::lock_guard lk(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+bool Engine::submit(const std::shared_ptr<Job>& job) {
+  job->submitted_ = clk::now();
+  {
+    std::lock_guard lk(mu_);
+    if (stopping_ || int(queue_.size()) >= opt_.max_queue) return false;
+    queue_.push_back(job);
+    stats_.queue_depth = int(queue_.size());
+  }
+  cv_.notify_all();
+  return true;
+}
+
+EngineStats Engine::stats() const {
+  std::lock_guard lk(mu_);
+  EngineStats s = stats_;
+  double tokens = 0;
+  for (const auto& r : recent_) tokens += double(r.second);
+  s.decode_tokens_per_second = tokens / 10.0;
+  return s;
+}
+
+void Engine::loop() {
+  while (true) {
+    std::vector<std::shared_ptr<Job>> admitted;
+    {
+      std::unique_lock lk(mu_);
+      const auto busy = [&] {
+        return std::any_of(slots_.begin(), slots_.end(), [](const auto& s) { return s->job; });
+      };
+      if (!busy()) cv_.wait(lk, [&] { return stopping_ || !queue_.empty(); });
+      if (stopping_) break;
+      int free =
+          int(std::count_if(slots_.begin(), slots_.end(), [](const auto& s) { return !s->job; }));
+      while (free-- > 0 && !queue_.empty()) {
+        admitted.push_back(std::move(queue_.front()));
+        queue_.pop_front();
+      }
+      stats_.queue_depth = int(queue_.size());
+    }
+    for (auto& job : admitted) admit(job);
+    step();
+  }
+  // Shutting down: nothing more will run.
+  for (auto& s : slots_)
+    if (s->job) finish(*s, "cancelled");
+  std::lock_guard lk(mu_);
+  for (auto& job : queue_) job->finish("cancelled");
+  queue_.clear();
+}
+
+void Engine::admit(const std::shared_ptr<Job>& job) {
+  if (job->cancelled()) return job->finish("cancelled");
+  if (job->prompt.empty() || int64_t(job->prompt.size()) >= opt_.ctx) {
+    job->error = "prompt of " + std::to_string(job->prompt.size()) +
+                 " tokens does not fit the context of " + std::to_string(opt_.ctx);
+    return job->finish("error");
+  }
+  // The free slot holding the longest prefix of the prompt; ties: least recently used.
+  Slot* best = nullptr;
+  size_t best_n = 0;
+  for (auto& s : slots_) {
+    if (s->job) continue;
+    const size_t n = common_prefix(s->tokens, job->prompt);
+    if (!best || n > best_n || (n == best_n && s->last_used < best->last_used)) {
+      best = s.get();
+      best_n = n;
+    }
+  }
+  Slot& s = *best;
+  // The slot's content beyond the common prefix is about to be overwritten: keep it in the store,
+  // then take the store's best prefix if it beats the slot's.
+  if (s.tokens.size() > best_n && int64_t(s.tokens.size()) >= opt_.min_store_tokens) store_save(s);
+  if (auto [entry, stored_n] = store_find(job->prompt); stored_n > best_n) {
+    store_load(s, *entry, stored_n);
+    best_n = stored_n;
+  }
+  const size_t reuse = std::min(best_n, job->prompt.size() - 1);  // run at least one token
+  s.cache.set_len(int64_t(reuse));
+  s.tokens.resize(reuse);
+  s.prompt_pos = reuse;
+  s.job = job;
+  s.last_used = stats_.steps;
+  s.ids.clear();
+  s.json = JsonState();
+  s.detok.emplace(tok_, /*skip_special=*/true);
+  s.stops.emplace(job->opt.stop);
+  {
+    std::lock_guard lk(mu_);
+    stats_.active_slots++;
+  }
+  try {
+    s.sampler.emplace(job->opt.sampling);
+    if (job->json_object && !json_filter_)
+      json_filter_ = std::make_unique<JsonTokenFilter>(tok_, tok_.eos_id());
+  } catch (const std::exception& e) {
+    job->error = e.what();
+    return finish(s, "error");
+  }
+  job->prompt_tokens = int64_t(job->prompt.size());
+  job->cached_tokens = int64_t(reuse);
+  job->queue_seconds = seconds_since(job->submitted_);
+  std::lock_guard lk(mu_);
+  stats_.jobs++;
+  stats_.prompt_tokens += job->prompt_tokens;
+  stats_.cache_hit_tokens += job->cached_tokens;
+  stats_.cache_hit_jobs += reuse > 0;
+}
+
+void Engine::step() {
+  // Decoding slots first (one token each), then prompt chunks within the budget.
+  std::vector<SeqInput> batch;
+  std::vector<Slot*> who;
+  std::vector<size_t> chunk;  // prompt tokens each prefilling slot runs this step
+  for (auto& s : slots_) {
+    if (!s->job || s->prefilling()) continue;
+    if (s->job->cancelled()) {
+      finish(*s, "cancelled");
+      continue;
+    }
+    batch.push_back({&s->cache, std::span<const int32_t>(&s->last, 1), false});
+    who.push_back(s.get());
+    chunk.push_back(0);
+  }
+  int64_t budget = opt_.prefill_chunk;
+  for (auto& s : slots_) {
+    if (!s->prefilling()) continue;
+    if (s->job->cancelled()) {
+      finish(*s, "cancelled");
+      continue;
+    }
+    if (budget <= 0) break;
+    const size_t n = std::min<size_t>(s->job->prompt.size() - s->prompt_pos, size_t(budget));
+    budget -= int64_t(n);
+    batch.push_back({&s->cache, std::span(s->job->prompt).subspan(s->prompt_pos, n), false});
+    who.push_back(s.get());
+    chunk.push_back(n);
+  }
+  if (batch.empty()) return;
+
+  const auto t0 = clk::now();
+  std::vector<float> logits;
+  try {
+    logits = model_.forward(batch);
+  } catch (const std::exception& e) {
+    for (Slot* s : who) {
+      s->job->error = e.what();
+      finish(*s, "error");
+    }
+    return;
+  }
+  const size_t V = size_t(model_.config().vocab_size);
+  int64_t prefilled = 0, decoded = 0;
+  for (size_t i = 0; i < who.size(); i++) {
+    Slot& s = *who[i];
+    s.tokens.insert(s.tokens.end(), batch[i].tokens.begin(), batch[i].tokens.end());
+    if (chunk[i] > 0) {
+      s.prompt_pos += chunk[i];
+      prefilled += int64_t(chunk[i]);
+      if (s.prefilling()) continue;  // more of the prompt next step
+    }
+    if (next_token(s, std::span(logits).subspan(i * V, V))) decoded++;
+  }
+  std::lock_guard lk(mu_);
+  stats_.steps++;
+  stats_.prefill_tokens += prefilled;
+  stats_.busy_seconds += seconds_since(t0);
+  const auto now = clk::now();
+  recent_.emplace_back(now, decoded);
+  while (!recent_.empty() && now - recent_.front().first > std::chrono::seconds(10))
+    recent_.pop_front();
+}
+
+bool Engine::next_token(Slot& s, std::span<float> logits) {
+  Job& job = *s.job;
+  if (job.cancelled()) {
+    finish(s, "cancelled");
+    return false;
+  }
+  int32_t next;
+  try {
+    if (job.json_object) json_filter_->mask(s.json, logits);
+    next = s.sampler->sample(logits, s.ids);
+  } catch (const std::exception& e) {
+    job.error = e.what();
+    finish(s, "error");
+    return false;
+  }
+  if (s.ids.empty()) job.ttft_seconds = seconds_since(job.submitted_);
+  if (job.opt.stop_at_eos && next == tok_.eos_id()) {
+    finish(s, "stop");
+    return false;
+  }
+  s.ids.push_back(next);
+  job.completion_tokens = int64_t(s.ids.size());
+  {
+    std::lock_guard lk(mu_);
+    stats_.completion_tokens++;
+  }
+  const StopMatcher::Result r = s.stops->push(s.detok->push(next));
+  job.push_text(r.emit);
+  if (r.stopped) {
+    finish(s, "stop");
+    return false;
+  }
+  if (job.json_object && s.json.push(tok_.token_text(next)) && s.json.complete()) {
+    finish(s, "stop");
+    return false;
+  }
+  if (int64_t(s.ids.size()) >= job.opt.max_tokens || s.cache.len() + 1 >= opt_.ctx) {
+    finish(s, "length");
+    return false;
+  }
+  s.last = next;
+  return true;
+}
+
+void Engine::finish(Slot& s, const std::string& reason) {
+  std::string why = reason;
+  if ((why == "stop" || why == "length") && !s.stops->stopped()) {
+    // Release what the detokenizer and the stop matcher still hold.
+    const StopMatcher::Result r = s.stops->push(s.detok->flush());
+    s.job->push_text(r.emit);
+    if (r.stopped)
+      why = "stop";
+    else
+      s.job->push_text(s.stops->flush());
+  }
+  s.job->finish(why);
+  s.job.reset();
+  s.sampler.reset();
+  // A slot that stopped mid-prompt holds only what it prefilled: s.tokens stays consistent.
+  std::lock_guard lk(mu_);
+  stats_.active_slots--;
+}
+
+// ------------------------------------------------------------------ prompt store
+
+std::pair<std::list<Engine::StoreEntry>::iterator, size_t> Engine::store_find(
+    std::span<const int32_t> prompt) {
+  auto best = store_.end();
+  size_t best_n = 0;
+  for (auto it = store_.begin(); it != store_.end(); ++it) {
+    const size_t n = common_prefix(it->tokens, prompt);
+    if (n > best_n) {
+      best = it;
+      best_n = n;
+    }
+  }
+  return {best, best_n};
+}
+
+void Engine::store_save(const Slot& s) {
+  const size_t n = s.tokens.size();
+  const ModelConfig& c = model_.config();
+  const size_t rank = size_t(c.kv_lora_rank), rd = size_t(c.qk_rope_head_dim);
+  const size_t bytes = size_t(c.num_hidden_layers) * n * (rank + rd) * sizeof(float);
+  if (bytes > opt_.cache_bytes) return;
+  // Already stored (as a prefix of an entry): just mark it used.
+  for (auto it = store_.begin(); it != store_.end(); ++it) {
+    if (it->tokens.size() >= n && common_prefix(it->tokens, s.tokens) == n) {
+      store_.splice(store_.begin(), store_, it);
+      return;
+    }
+  }
+  // Entries that are prefixes of this one become redundant.
+  for (auto it = store_.begin(); it != store_.end();) {
+    if (common_prefix(it->tokens, s.tokens) == it->tokens.size()) {
+      store_bytes_ -= it->kv.size() * sizeof(float);
+      it = store_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  while (!store_.empty() && store_bytes_ + bytes > opt_.cache_bytes) {
+    store_bytes_ -= store_.back().kv.size() * sizeof(float);
+    store_.pop_back();
+  }
+  StoreEntry e;
+  e.tokens = s.tokens;
+  e.kv.resize(bytes / sizeof(float));
+  float* out = e.kv.data();
+  const KVCache& cache = s.cache;
+  for (int64_t l = 0; l < c.num_hidden_layers; l++) {
+    if (n == 0) break;
+    std::memcpy(out, cache.latent(l, 0), n * rank * sizeof(float));
+    out += n * rank;
+    std::memcpy(out, cache.k_rope(l, 0), n * rd * sizeof(float));
+    out += n * rd;
+  }
+  store_bytes_ += bytes;
+  store_.push_front(std::move(e));
+  std::lock_guard lk(mu_);
+  stats_.store_bytes = store_bytes_;
+  stats_.store_entries = store_.size();
+}
+
+void Engine::store_load(Slot& s, const StoreEntry& e, size_t n) {
+  const ModelConfig& c = model_.config();
+  const size_t rank = size_t(c.kv_lora_rank), rd = size_t(c.qk_rope_head_dim);
+  const size_t len = e.tokens.size();
+  s.cache.reserve(int64_t(n));
+  const float* in = e.kv.data();
+  for (int64_t l = 0; l < c.num_hidden_layers; l++) {
+    std::memcpy(s.cache.latent(l, 0), in, n * rank * sizeof(float));
+    in += len * rank;
+    std::memcpy(s.cache.k_rope(l, 0), in, n * rd * sizeof(float));
+    in += len * rd;
+  }
+  s.tokens.assign(e.tokens.begin(), e.tokens.begin() + std::ptrdiff_t(n));
+  s.cache.set_len(int64_t(n));
+  for (auto it = store_.begin(); it != store_.end(); ++it)
+    if (&*it == &e) {
+      store_.splice(store_.begin(), store_, it);
+      break;
+    }
+}
+
+}  // namespace whale::serve

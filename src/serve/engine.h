@@ -1,0 +1,151 @@
+// The serving engine: continuous batching over a fixed set of slots, with a prompt cache.
+//
+// One engine thread owns the model. Each step it
+//   1. admits waiting jobs into free slots (a slot is one sequence's MLA latent KV cache),
+//      reusing the longest cached prefix of the job's prompt (see below);
+//   2. runs ONE batched forward pass over every busy slot: the next chunk of the prompt for slots
+//      still prefilling (at most `prefill_chunk` prompt tokens per step in all, so decoding slots
+//      keep streaming while a long prompt comes in), one token for decoding slots;
+//   3. samples the next token of each slot that finished its prompt, streams its text to the
+//      job, and frees the slot when the job ends (eos, stop string, max_tokens, context full,
+//      JSON complete, cancelled by the client).
+// A job that arrives while others decode joins at the next step; nobody waits for a batch to end.
+//
+// Prompt cache. A free slot keeps its tokens and KV cache. A new job takes the free slot whose
+// tokens share the longest prefix with its prompt (the previous turns of a chat, a common system
+// prompt), and only the rest of the prompt is prefilled. Before a slot's content is overwritten
+// it is copied to the prompt store, an LRU map from token sequences to their latent KV bounded
+// by `cache_bytes`; a job whose prompt matches a stored sequence better than any free slot gets
+// that prefix copied back into its slot. MLA makes this cheap: (kv_lora_rank + qk_rope_head_dim)
+// floats per token and layer.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <list>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "formats/tokenizer.h"
+#include "model/model.h"
+#include "run/session.h"
+#include "serve/json_mode.h"
+
+namespace whale::serve {
+
+struct EngineOptions {
+  int parallel = 4;                 // slots: sequences decoded together
+  int64_t ctx = 4096;               // tokens per slot (prompt + completion)
+  size_t cache_bytes = 256u << 20;  // prompt store bound (the slots' own caches not included)
+  int max_queue = 256;              // waiting jobs beyond this are refused
+  int64_t prefill_chunk = 512;      // prompt tokens per step over all prefilling slots
+  int64_t min_store_tokens = 16;    // shorter sequences are not worth storing
+};
+
+// One generation request as the engine sees it. The HTTP side fills the inputs, submits, then
+// reads text with wait_text() until it returns false; the engine fills the results.
+class Job {
+ public:
+  // Inputs.
+  std::vector<int32_t> prompt;
+  GenerateOptions opt;
+  bool json_object = false;
+
+  // Cancels the job (client gone); the engine frees its slot at the next step.
+  void cancel() { cancelled_ = true; }
+  bool cancelled() const { return cancelled_; }
+
+  // Moves the text produced since the last call into `out`; blocks up to `timeout` when there is
+  // none yet. Returns false once the job is finished and all its text has been taken.
+  bool wait_text(std::string& out, std::chrono::milliseconds timeout);
+  // Blocks until the job is finished.
+  void wait_done();
+
+  // Results, valid once finished.
+  std::string finish_reason;  // "stop", "length", "cancelled", or "error"
+  std::string error;          // message when finish_reason == "error"
+  int64_t prompt_tokens = 0, cached_tokens = 0, completion_tokens = 0;
+  double queue_seconds = 0, ttft_seconds = 0, total_seconds = 0;  // from submit()
+
+ private:
+  friend class Engine;
+  void push_text(const std::string& s);
+  void finish(const std::string& reason);
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::string pending_;
+  bool done_ = false;
+  std::atomic<bool> cancelled_{false};
+  std::chrono::steady_clock::time_point submitted_;
+};
+
+// Counters for /metrics; all monotonic except the gauges.
+struct EngineStats {
+  int64_t jobs = 0, prompt_tokens = 0, prefill_tokens = 0, completion_tokens = 0;
+  int64_t cache_hit_tokens = 0, cache_hit_jobs = 0, steps = 0;
+  int queue_depth = 0, active_slots = 0, slots = 0;
+  size_t store_bytes = 0, store_entries = 0;
+  double busy_seconds = 0;
+  double decode_tokens_per_second = 0;  // over the last 10 s
+};
+
+class Engine {
+ public:
+  Engine(const Model& model, const Tokenizer& tok, EngineOptions opt);
+  ~Engine();
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  // Queues a job. Returns false when the queue is full (the caller answers 503).
+  bool submit(const std::shared_ptr<Job>& job);
+  // Stops the engine thread; running and queued jobs finish as "cancelled".
+  void stop();
+
+  EngineStats stats() const;
+  const EngineOptions& options() const { return opt_; }
+
+ private:
+  struct Slot;
+  struct StoreEntry {
+    std::vector<int32_t> tokens;
+    std::vector<float> kv;  // per layer: latent [n][kv_lora_rank] then k_rope [n][rope_dim]
+  };
+
+  void loop();
+  void admit(const std::shared_ptr<Job>& job);
+  void step();
+  // Samples and streams one token for a slot whose prompt is complete; false when it finished.
+  bool next_token(Slot& s, std::span<float> logits);
+  void finish(Slot& s, const std::string& reason);
+
+  // Prompt store.
+  void store_save(const Slot& s);
+  // Best stored prefix of `prompt`: entry and length (0 when none).
+  std::pair<std::list<StoreEntry>::iterator, size_t> store_find(std::span<const int32_t> prompt);
+  void store_load(Slot& s, const StoreEntry& e, size_t n);
+
+  const Model& model_;
+  const Tokenizer& tok_;
+  EngineOptions opt_;
+  std::unique_ptr<JsonTokenFilter> json_filter_;  // built on first JSON-mode job
+  std::vector<std::unique_ptr<Slot>> slots_;
+  std::list<StoreEntry> store_;  // front: most recently used
+  size_t store_bytes_ = 0;
+
+  mutable std::mutex mu_;  // guards queue_, stats_, stopping_
+  std::condition_variable cv_;
+  std::deque<std::shared_ptr<Job>> queue_;
+  EngineStats stats_;
+  std::deque<std::pair<std::chrono::steady_clock::time_point, int64_t>> recent_;  // decode rate
+  bool stopping_ = false;
+  std::thread thread_;
+};
+
+}  // namespace whale::serve

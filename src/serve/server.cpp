@@ -1,0 +1,408 @@
+#include "serve/server.h"
+
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <httplib.h>
+#include <poll.h>
+#include <sys/socket.h>
+
+#include <chrono>
+#include <cstdio>
+#include <ctime>
+#include <random>
+
+#include "serve/api.h"
+#include "serve/page.h"
+
+namespace whale::serve {
+
+using json = nlohmann::json;
+using namespace std::chrono_literals;
+
+namespace {
+
+// ---- noticing a client that went away -------------------------------------------------------
+// httplib 0.11 gives a handler no way to ask whether its client is still there, and a streaming
+// write only fails once the peer has reset the connection. So the handler finds its own socket
+// (the one whose peer is the request's remote address and port and whose local port is ours)
+// and peeks at it: a readable socket with nothing to read means the peer closed it.
+
+uint16_t port_of(const sockaddr_storage& a) {
+  if (a.ss_family == AF_INET) return ntohs(reinterpret_cast<const sockaddr_in&>(a).sin_port);
+  if (a.ss_family == AF_INET6) return ntohs(reinterpret_cast<const sockaddr_in6&>(a).sin6_port);
+  return 0;
+}
+
+int find_client_socket(int remote_port, int local_port) {
+  DIR* d = opendir("/proc/self/fd");
+  if (!d) return -1;
+  int found = -1;
+  while (dirent* e = readdir(d)) {
+    const int fd = std::atoi(e->d_name);
+    if (fd <= 2) continue;
+    sockaddr_storage peer{}, self{};
+    socklen_t pl = sizeof peer, sl = sizeof self;
+    if (getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &pl) != 0) continue;
+    if (getsockname(fd, reinterpret_cast<sockaddr*>(&self), &sl) != 0) continue;
+    if (port_of(peer) == remote_port && port_of(self) == local_port) {
+      found = fd;
+      break;
+    }
+  }
+  closedir(d);
+  return found;
+}
+
+bool peer_closed(int fd) {
+  if (fd < 0) return false;
+  pollfd p{fd, POLLIN | POLLRDHUP, 0};
+  if (poll(&p, 1, 0) <= 0) return false;
+  if (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) return true;
+  char c;
+  return (p.revents & POLLIN) && recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) == 0;
+}
+
+std::string random_id(const char* prefix) {
+  static thread_local std::mt19937_64 rng{std::random_device{}()};
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%016llx", (unsigned long long)rng());
+  return std::string(prefix) + buf;
+}
+
+uint64_t random_seed() {
+  static thread_local std::mt19937_64 rng{std::random_device{}()};
+  return rng();
+}
+
+void send_error(httplib::Response& res, const ApiError& e) {
+  res.status = e.status;
+  res.set_content(e.to_json().dump(), "application/json");
+}
+
+}  // namespace
+
+Server::Server(Engine& engine, const Tokenizer& tok, ServerOptions opt)
+    : engine_(engine),
+      tok_(tok),
+      opt_(std::move(opt)),
+      style_(detect_chat_style(tok.chat_template())),
+      http_(std::make_unique<httplib::Server>()),
+      started_(std::time(nullptr)) {
+  routes();
+}
+
+Server::~Server() = default;
+
+int Server::bind() {
+  int port = opt_.port;
+  if (port == 0)
+    port = http_->bind_to_any_port(opt_.host);
+  else if (!http_->bind_to_port(opt_.host, port))
+    port = -1;
+  if (port <= 0)
+    throw std::runtime_error("cannot listen on " + opt_.host + ":" + std::to_string(opt_.port) +
+                             " (address in use or not available)");
+  opt_.port = port;
+  return port;
+}
+
+void Server::listen() {
+  http_->listen_after_bind();
+}
+
+void Server::stop() {
+  http_->stop();
+}
+
+void Server::count(const std::string& endpoint, int status) {
+  std::lock_guard lk(mu_);
+  requests_[{endpoint, status}]++;
+}
+
+void Server::routes() {
+  httplib::Server& s = *http_;
+  const int threads = opt_.http_threads;
+  s.new_task_queue = [threads] { return new httplib::ThreadPool(size_t(threads)); };
+  s.set_payload_max_length(opt_.max_body);
+  s.set_read_timeout(30s);
+  s.set_write_timeout(30s);
+
+  // Authentication for the API routes when a key is set.
+  s.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+    if (opt_.api_key.empty() || !req.path.starts_with("/v1/"))
+      return httplib::Server::HandlerResponse::Unhandled;
+    if (req.get_header_value("Authorization") == "Bearer " + opt_.api_key)
+      return httplib::Server::HandlerResponse::Unhandled;
+    send_error(res, ApiError(401, "invalid_request_error",
+                             "Incorrect or missing API key: send 'Authorization: Bearer <key>'.",
+                             "invalid_api_key"));
+    count("auth", 401);
+    return httplib::Server::HandlerResponse::Handled;
+  });
+  // Errors httplib produces itself (unknown route, body too large, bad HTTP) get an OpenAI body.
+  s.set_error_handler(
+      httplib::Server::HandlerWithResponse([](const httplib::Request& req, httplib::Response& res) {
+        if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
+        std::string msg = "HTTP error " + std::to_string(res.status), code;
+        if (res.status == 404) {
+          msg = "Unknown request URL: " + req.method + " " + req.path;
+          code = "unknown_url";
+        } else if (res.status == 413) {
+          msg = "Request body too large.";
+          code = "request_too_large";
+        }
+        send_error(res, ApiError(res.status, "invalid_request_error", msg, code));
+        return httplib::Server::HandlerResponse::Handled;
+      }));
+  s.set_exception_handler(
+      [](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
+        std::string msg = "internal error";
+        try {
+          std::rethrow_exception(ep);
+        } catch (const std::exception& e) {
+          msg = e.what();
+        } catch (...) {
+        }
+        send_error(res, ApiError(500, "server_error", msg));
+      });
+
+  s.Get("/", [this](const httplib::Request&, httplib::Response& res) {
+    res.set_content(std::string(kChatPage), "text/html; charset=utf-8");
+    count("page", 200);
+  });
+  s.Get("/health", [this](const httplib::Request&, httplib::Response& res) {
+    res.set_content(R"({"status":"ok"})", "application/json");
+    count("health", 200);
+  });
+  s.Get("/v1/models", [this](const httplib::Request&, httplib::Response& res) {
+    json m = {
+        {"id", opt_.model_id}, {"object", "model"}, {"created", started_}, {"owned_by", "whale"}};
+    res.set_content(json{{"object", "list"}, {"data", json::array({m})}}.dump(),
+                    "application/json");
+    count("models", 200);
+  });
+  s.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
+    res.set_content(metrics(), "text/plain; version=0.0.4");
+  });
+
+  auto generate = [this](bool chat) {
+    return [this, chat](const httplib::Request& req, httplib::Response& res) {
+      const std::string endpoint = chat ? "chat" : "completions";
+      try {
+        handle(req, res, chat);
+      } catch (const ApiError& e) {
+        send_error(res, e);
+      }
+      count(endpoint, res.status == -1 ? 200 : res.status);
+    };
+  };
+  s.Post("/v1/chat/completions", generate(true));
+  s.Post("/v1/completions", generate(false));
+}
+
+// ------------------------------------------------------------------ generation requests
+
+void Server::handle(const httplib::Request& req, httplib::Response& res, bool chat) {
+  const GenRequest g = parse_request(req.body, chat);
+  const int64_t ctx = engine_.options().ctx;
+
+  auto job = std::make_shared<Job>();
+  std::string echo;
+  if (chat) {
+    job->prompt = tok_.encode(render_chat(g.messages, style_, tok_.bos_token()));
+  } else if (!g.prompt_ids.empty()) {
+    for (int32_t id : g.prompt_ids)
+      if (id < 0 || size_t(id) >= tok_.vocab_size())
+        throw ApiError(400, "invalid_request_error",
+                       "prompt: token id " + std::to_string(id) + " is outside the vocabulary", "",
+                       "prompt");
+    job->prompt = g.prompt_ids;
+    if (g.echo) echo = tok_.decode(g.prompt_ids, true);
+  } else {
+    job->prompt = tok_.encode(g.prompt, tok_.add_bos());
+    if (g.echo) echo = g.prompt;
+  }
+  const int64_t n_prompt = int64_t(job->prompt.size());
+  if (n_prompt >= ctx)
+    throw ApiError(400, "invalid_request_error",
+                   "This model's maximum context length is " + std::to_string(ctx) +
+                       " tokens. However, your prompt has " + std::to_string(n_prompt) + " tokens.",
+                   "context_length_exceeded", chat ? "messages" : "prompt");
+  job->opt.sampling = g.sampling;
+  if (!g.has_seed) job->opt.sampling.seed = random_seed();
+  job->opt.max_tokens = std::min(g.max_tokens.value_or(opt_.default_max_tokens), ctx - n_prompt);
+  job->opt.stop = g.stop;
+  job->json_object = g.json_object;
+  if (!engine_.submit(job)) {
+    res.set_header("Retry-After", "1");
+    throw ApiError(503, "server_error", "The server is busy (request queue full); retry shortly.",
+                   "server_overloaded");
+  }
+
+  const bool reasoning = chat && style_ == ChatStyle::R1;
+  const std::string id = random_id(chat ? "chatcmpl-" : "cmpl-");
+  const int64_t created = std::time(nullptr);
+  const std::string model = g.model.empty() ? opt_.model_id : g.model;
+  const int fd = find_client_socket(req.remote_port, opt_.port);
+  auto usage = [job] {
+    return Usage{job->prompt_tokens, job->completion_tokens, job->cached_tokens};
+  };
+  auto gone = [this, job] {
+    job->cancel();
+    std::lock_guard lk(mu_);
+    disconnects_++;
+  };
+
+  if (!g.stream) {
+    std::string text = echo, piece;
+    while (job->wait_text(piece, 100ms)) {
+      text += piece;
+      if (peer_closed(fd)) {
+        gone();
+        job->wait_done();
+        return;  // nobody to answer
+      }
+    }
+    if (job->finish_reason == "error") throw ApiError(500, "server_error", job->error);
+    json body;
+    if (!chat) {
+      body = completion_response(id, created, model, text, job->finish_reason, usage());
+    } else if (reasoning) {
+      const ReasoningSplit sp = split_reasoning(text);
+      body =
+          chat_response(id, created, model, sp.content, sp.reasoning, job->finish_reason, usage());
+    } else {
+      body = chat_response(id, created, model, text, std::nullopt, job->finish_reason, usage());
+    }
+    res.set_content(body.dump(-1, ' ', false, json::error_handler_t::replace), "application/json");
+    return;
+  }
+
+  // Streaming: server-sent events, written from httplib's content provider on this thread.
+  res.set_header("Cache-Control", "no-cache");
+  res.set_header("X-Accel-Buffering", "no");
+  const bool include_usage = g.include_usage;
+  res.set_chunked_content_provider(
+      "text/event-stream",
+      [=](size_t, httplib::DataSink& sink) {
+        auto send = [&](const json& j) {
+          const std::string ev = sse_event(j);
+          return sink.write(ev.data(), ev.size());
+        };
+        ReasoningStream split;
+        bool ok = true;
+        if (chat) {
+          ChatDelta first;
+          first.role = true;
+          first.content = "";
+          ok = send(chat_chunk(id, created, model, first, ""));
+        } else if (!echo.empty()) {
+          ok = send(completion_chunk(id, created, model, echo, ""));
+        }
+        auto relay = [&](const ReasoningStream::Piece& p) {
+          if (!p.reasoning.empty()) {
+            ChatDelta d;
+            d.reasoning_content = p.reasoning;
+            ok = ok && send(chat_chunk(id, created, model, d, ""));
+          }
+          if (!p.content.empty()) {
+            ChatDelta d;
+            d.content = p.content;
+            ok = ok && send(chat_chunk(id, created, model, d, ""));
+          }
+        };
+        std::string piece;
+        while (ok && job->wait_text(piece, 100ms)) {
+          if (peer_closed(fd)) ok = false;
+          if (piece.empty() || !ok) continue;
+          if (!chat) {
+            ok = send(completion_chunk(id, created, model, piece, ""));
+          } else if (reasoning) {
+            relay(split.push(piece));
+          } else {
+            ChatDelta d;
+            d.content = piece;
+            ok = send(chat_chunk(id, created, model, d, ""));
+          }
+        }
+        if (!ok) {
+          gone();
+          job->wait_done();
+          return false;
+        }
+        if (reasoning) relay(split.flush());
+        if (job->finish_reason == "error") {
+          ok = ok && send(ApiError(500, "server_error", job->error).to_json());
+        } else if (chat) {
+          ok = ok && send(chat_chunk(id, created, model, ChatDelta{}, job->finish_reason));
+        } else {
+          ok = ok && send(completion_chunk(id, created, model, "", job->finish_reason));
+        }
+        if (ok && include_usage) ok = send(usage_chunk(id, created, model, chat, usage()));
+        const std::string done = sse_done();
+        if (ok) ok = sink.write(done.data(), done.size());
+        if (ok) sink.done();
+        return ok;
+      },
+      [job](bool success) {
+        if (!success) job->cancel();  // connection failed before or while streaming
+      });
+}
+
+// ------------------------------------------------------------------ metrics
+
+std::string Server::metrics() const {
+  const EngineStats e = engine_.stats();
+  std::string out;
+  auto metric = [&](const char* name, const char* type, const char* help) {
+    out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " " + type + "\n";
+  };
+  auto value = [&](const std::string& name, double v) {
+    char buf[64];
+    std::snprintf(buf, sizeof buf, " %.17g\n", v);
+    out += name + buf;
+  };
+  metric("whale_requests_total", "counter", "HTTP requests by endpoint and status.");
+  {
+    std::lock_guard lk(mu_);
+    for (const auto& [k, n] : requests_)
+      value("whale_requests_total{endpoint=\"" + k.first + "\",status=\"" +
+                std::to_string(k.second) + "\"}",
+            double(n));
+    metric("whale_client_disconnects_total", "counter",
+           "Generations cancelled because the client went away.");
+    value("whale_client_disconnects_total", double(disconnects_));
+  }
+  metric("whale_jobs_total", "counter", "Generation jobs started.");
+  value("whale_jobs_total", double(e.jobs));
+  metric("whale_prompt_tokens_total", "counter", "Prompt tokens of started jobs.");
+  value("whale_prompt_tokens_total", double(e.prompt_tokens));
+  metric("whale_prefill_tokens_total", "counter", "Prompt tokens run through the model.");
+  value("whale_prefill_tokens_total", double(e.prefill_tokens));
+  metric("whale_completion_tokens_total", "counter", "Generated tokens.");
+  value("whale_completion_tokens_total", double(e.completion_tokens));
+  metric("whale_prompt_cache_hit_tokens_total", "counter",
+         "Prompt tokens served from the prompt cache.");
+  value("whale_prompt_cache_hit_tokens_total", double(e.cache_hit_tokens));
+  metric("whale_prompt_cache_hits_total", "counter", "Jobs that reused a cached prefix.");
+  value("whale_prompt_cache_hits_total", double(e.cache_hit_jobs));
+  metric("whale_prompt_cache_bytes", "gauge", "Bytes held by the prompt store.");
+  value("whale_prompt_cache_bytes", double(e.store_bytes));
+  metric("whale_prompt_cache_entries", "gauge", "Sequences held by the prompt store.");
+  value("whale_prompt_cache_entries", double(e.store_entries));
+  metric("whale_queue_depth", "gauge", "Jobs waiting for a slot.");
+  value("whale_queue_depth", e.queue_depth);
+  metric("whale_active_slots", "gauge", "Slots running a job.");
+  value("whale_active_slots", e.active_slots);
+  metric("whale_slots", "gauge", "Slots (--parallel).");
+  value("whale_slots", e.slots);
+  metric("whale_decode_tokens_per_second", "gauge", "Generated tokens per second, last 10 s.");
+  value("whale_decode_tokens_per_second", e.decode_tokens_per_second);
+  metric("whale_engine_steps_total", "counter", "Batched forward passes.");
+  value("whale_engine_steps_total", double(e.steps));
+  metric("whale_engine_busy_seconds_total", "counter", "Seconds spent in forward passes.");
+  value("whale_engine_busy_seconds_total", e.busy_seconds);
+  return out;
+}
+
+}  // namespace whale::serve

@@ -1,0 +1,75 @@
+// The HTTP front end of `whale serve`: OpenAI-compatible routes over cpp-httplib, glued to the
+// engine (serve/engine.h) through serve/api.h.
+//
+//   GET  /                     the chat page (serve/page/index.html, compiled in)
+//   GET  /health               {"status":"ok"}
+//   GET  /v1/models            the one model, named after its directory
+//   POST /v1/chat/completions  chat, streamed (SSE) or not; reasoning_content for R1 templates
+//   POST /v1/completions       plain text completion
+//   GET  /metrics              Prometheus text format
+//
+// Each request runs on an HTTP worker thread that renders and tokenizes the prompt, submits a Job,
+// and relays its text; the engine thread does all model work. A client that disconnects is
+// noticed within ~100 ms (a peek at its socket, or a failed write) and its job is cancelled.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "formats/tokenizer.h"
+#include "run/chat.h"
+#include "serve/engine.h"
+
+namespace httplib {
+class Server;
+struct Request;
+struct Response;
+}  // namespace httplib
+
+namespace whale::serve {
+
+struct ServerOptions {
+  std::string host = "127.0.0.1";
+  int port = 8080;                    // 0: any free port
+  std::string api_key;                // "" = no authentication
+  size_t max_body = 1u << 20;         // bytes; larger bodies get 413
+  int64_t default_max_tokens = 4096;  // when the request gives none (clamped to the context)
+  int http_threads = 64;
+  std::string model_id;  // name in /v1/models
+};
+
+class Server {
+ public:
+  Server(Engine& engine, const Tokenizer& tok, ServerOptions opt);
+  ~Server();
+
+  // Binds; returns the bound port (throws std::runtime_error when the address is unusable).
+  int bind();
+  // Serves until stop(). Call bind() first.
+  void listen();
+  void stop();
+
+  // Prometheus text for /metrics.
+  std::string metrics() const;
+
+ private:
+  void routes();
+  // POST /v1/chat/completions (chat) and /v1/completions; throws ApiError.
+  void handle(const httplib::Request& req, httplib::Response& res, bool chat);
+  void count(const std::string& endpoint, int status);
+
+  Engine& engine_;
+  const Tokenizer& tok_;
+  ServerOptions opt_;
+  ChatStyle style_;
+  std::unique_ptr<httplib::Server> http_;
+  int64_t started_;
+  mutable std::mutex mu_;
+  std::map<std::pair<std::string, int>, int64_t> requests_;  // (endpoint, status) -> count
+  int64_t disconnects_ = 0;
+};
+
+}  // namespace whale::serve

@@ -1,0 +1,418 @@
+// The HTTP server through a real HTTP client (cpp-httplib's) on 127.0.0.1: response shapes,
+// streaming equal to non-streaming, errors as OpenAI error objects with the right statuses,
+// authentication, queue limits, clients that go away, metrics, and a clean SIGTERM.
+// (tests/web/*.mjs drive the same server with the official openai package and a browser.)
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <httplib.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "formats/tokenizer.h"
+#include "model/model.h"
+#include "run/chat.h"
+#include "run/session.h"
+#include "serve/engine.h"
+#include "serve/server.h"
+#include "test_util.h"
+
+using namespace whale;
+using namespace whale::serve;
+using json = nlohmann::json;
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+
+namespace {
+
+// A running server on a free port, stopped at destruction.
+struct Running {
+  std::unique_ptr<Model> model;
+  Tokenizer tok;
+  std::unique_ptr<Engine> engine;
+  std::unique_ptr<Server> server;
+  std::thread thread;
+  int port = 0;
+
+  Running(const std::string& dir, EngineOptions eo, ServerOptions so)
+      : model(Model::load(dir)), tok(Tokenizer::load(dir)) {
+    so.port = 0;
+    so.model_id = "tiny";
+    engine = std::make_unique<Engine>(*model, tok, eo);
+    server = std::make_unique<Server>(*engine, tok, so);
+    port = server->bind();
+    thread = std::thread([this] { server->listen(); });
+  }
+  ~Running() {
+    server->stop();
+    thread.join();
+    engine->stop();
+  }
+  httplib::Client client() const {
+    httplib::Client c("127.0.0.1", port);
+    c.set_read_timeout(60s);
+    return c;
+  }
+};
+
+EngineOptions engine_opts(int parallel = 2, int64_t ctx = 256, int queue = 64) {
+  EngineOptions o;
+  o.parallel = parallel;
+  o.ctx = ctx;
+  o.max_queue = queue;
+  return o;
+}
+
+json chat_body(const std::string& user, int max_tokens, bool stream = false) {
+  return {{"model", "tiny"},
+          {"messages",
+           {{{"role", "system"}, {"content", "Be brief."}}, {{"role", "user"}, {"content", user}}}},
+          {"max_tokens", max_tokens},
+          {"temperature", 0},
+          {"stream", stream}};
+}
+
+httplib::Result post(const httplib::Client& c0, const std::string& path, const std::string& body,
+                     const httplib::Headers& h = {}) {
+  httplib::Client& c = const_cast<httplib::Client&>(c0);
+  return c.Post(path.c_str(), h, body, "application/json");
+}
+
+// The data payloads of an SSE body, in order.
+std::vector<std::string> sse_data(const std::string& body) {
+  std::vector<std::string> out;
+  size_t pos = 0;
+  while ((pos = body.find("data: ", pos)) != std::string::npos) {
+    const size_t end = body.find("\n\n", pos);
+    out.push_back(body.substr(pos + 6, end - pos - 6));
+    pos = end;
+  }
+  return out;
+}
+
+void expect_error(const httplib::Result& r, int status, const std::string& code = "",
+                  const std::string& param = "") {
+  ASSERT_TRUE(r) << "no response";
+  EXPECT_EQ(r->status, status) << r->body;
+  const json j = json::parse(r->body, nullptr, false);
+  ASSERT_TRUE(j.is_object() && j.contains("error")) << r->body;
+  EXPECT_TRUE(j["error"]["message"].is_string());
+  EXPECT_TRUE(j["error"]["type"].is_string());
+  if (!code.empty()) {
+    EXPECT_EQ(j["error"]["code"], code) << r->body;
+  }
+  if (!param.empty()) {
+    EXPECT_EQ(j["error"]["param"], param) << r->body;
+  }
+}
+
+double metric(const std::string& text, const std::string& name) {
+  size_t pos = 0;
+  while ((pos = text.find(name, pos)) != std::string::npos) {
+    if ((pos == 0 || text[pos - 1] == '\n') && text[pos + name.size()] == ' ')
+      return std::stod(text.substr(pos + name.size() + 1));
+    pos += name.size();
+  }
+  return -1;
+}
+
+// chat-tiny with the R1 chat template: a reasoning model for the API's purposes.
+std::string r1_model() {
+  const std::string base = whale::testing::chat_tiny_model();
+  const fs::path dir = fs::path(base).parent_path() / "chat-tiny-r1";
+  if (fs::exists(dir / "tokenizer_config.json")) return dir;
+  const fs::path tmp = dir.string() + ".tmp." + std::to_string(getpid());
+  fs::create_directories(tmp);
+  for (const auto& e : fs::directory_iterator(base))
+    if (e.path().filename() != "tokenizer_config.json")
+      fs::create_symlink(fs::absolute(e.path()), tmp / e.path().filename());
+  json cfg = json::parse(std::ifstream(fs::path(base) / "tokenizer_config.json"));
+  cfg["chat_template"] =
+      "{{ bos_token }}{% for m in messages %}<｜User｜>{{ m['content'] }}{% endfor %}"
+      "{% if add_generation_prompt %}<｜Assistant｜><think>\\n{% endif %}";
+  std::ofstream(tmp / "tokenizer_config.json") << cfg.dump();
+  std::error_code ec;
+  fs::rename(tmp, dir, ec);
+  if (ec) fs::remove_all(tmp);
+  return dir;
+}
+
+}  // namespace
+
+TEST(Server, ChatCompletionMatchesTheEngineAndCountsUsage) {
+  Running s(whale::testing::chat_tiny_model(), engine_opts(), {});
+  auto c = s.client();
+  auto r = post(c, "/v1/chat/completions", chat_body("Hello", 8).dump());
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  const json j = json::parse(r->body);
+  EXPECT_EQ(j["object"], "chat.completion");
+  EXPECT_EQ(j["model"], "tiny");
+  EXPECT_TRUE(j["id"].get<std::string>().starts_with("chatcmpl-"));
+  EXPECT_EQ(j["choices"][0]["message"]["role"], "assistant");
+  EXPECT_FALSE(j["choices"][0]["message"].contains("reasoning_content"));  // V3 template
+  const json& u = j["usage"];
+  EXPECT_EQ(u["total_tokens"], u["prompt_tokens"].get<int>() + u["completion_tokens"].get<int>());
+  EXPECT_EQ(u["prompt_cache_hit_tokens"].get<int>() + u["prompt_cache_miss_tokens"].get<int>(),
+            u["prompt_tokens"].get<int>());
+  // The same text as `whale run` (a lone Session) on the rendered prompt.
+  std::vector<ChatMessage> msgs = {{"system", "Be brief.", ""}, {"user", "Hello", ""}};
+  const auto prompt = s.tok.encode(render_chat(msgs, ChatStyle::V3, s.tok.bos_token()));
+  EXPECT_EQ(u["prompt_tokens"], prompt.size());
+  Session session(*s.model, 256);
+  GenerateOptions go;
+  go.max_tokens = 8;
+  go.sampling.greedy = true;
+  const GenerateResult ref = session.generate(prompt, s.tok, go);
+  EXPECT_EQ(j["choices"][0]["message"]["content"], ref.text);
+  EXPECT_EQ(j["choices"][0]["finish_reason"], ref.finish_reason);
+  // Asked again: the prompt comes from the cache.
+  r = post(c, "/v1/chat/completions", chat_body("Hello", 8).dump());
+  ASSERT_TRUE(r);
+  const json j2 = json::parse(r->body);
+  EXPECT_EQ(j2["usage"]["prompt_cache_hit_tokens"], prompt.size() - 1);
+  EXPECT_EQ(j2["choices"][0]["message"]["content"], ref.text);
+}
+
+TEST(Server, StreamReassemblesToTheSameText) {
+  Running s(whale::testing::chat_tiny_model(), engine_opts(), {});
+  auto c = s.client();
+  auto plain = post(c, "/v1/chat/completions", chat_body("Stream this", 12).dump());
+  ASSERT_TRUE(plain);
+  const json pj = json::parse(plain->body);
+  json body = chat_body("Stream this", 12, true);
+  body["stream_options"] = {{"include_usage", true}};
+  auto r = post(c, "/v1/chat/completions", body.dump());
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200);
+  EXPECT_EQ(r->get_header_value("Content-Type"), "text/event-stream");
+  const auto events = sse_data(r->body);
+  ASSERT_GE(events.size(), 4u);
+  EXPECT_EQ(events.back(), "[DONE]");
+  std::string text, finish;
+  json usage;
+  for (size_t i = 0; i + 1 < events.size(); i++) {
+    const json e = json::parse(events[i]);
+    EXPECT_EQ(e["object"], "chat.completion.chunk");
+    EXPECT_EQ(e["id"], json::parse(events[0])["id"]);
+    if (e["choices"].empty()) {
+      usage = e["usage"];
+      continue;
+    }
+    const json& ch = e["choices"][0];
+    if (i == 0) {
+      EXPECT_EQ(ch["delta"]["role"], "assistant");
+    }
+    if (ch["delta"].contains("content")) text += ch["delta"]["content"].get<std::string>();
+    if (!ch["finish_reason"].is_null()) finish = ch["finish_reason"];
+  }
+  EXPECT_EQ(text, pj["choices"][0]["message"]["content"]);
+  EXPECT_EQ(finish, pj["choices"][0]["finish_reason"]);
+  ASSERT_TRUE(usage.is_object());
+  EXPECT_EQ(usage["completion_tokens"], pj["usage"]["completion_tokens"]);
+  EXPECT_EQ(usage["prompt_tokens"], pj["usage"]["prompt_tokens"]);
+}
+
+TEST(Server, ReasoningModelSplitsReasoningContent) {
+  Running s(r1_model(), engine_opts(), {});
+  auto c = s.client();
+  auto r = post(c, "/v1/chat/completions", chat_body("Think", 10).dump());
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  const json j = json::parse(r->body);
+  const json& m = j["choices"][0]["message"];
+  ASSERT_TRUE(m.contains("reasoning_content")) << r->body;
+  // A random model does not close its think block: all of it is reasoning, exactly as the split
+  // of the raw text says.
+  Session session(*s.model, 256);
+  GenerateOptions go;
+  go.max_tokens = 10;
+  go.sampling.greedy = true;
+  std::vector<ChatMessage> msgs = {{"system", "Be brief.", ""}, {"user", "Think", ""}};
+  const auto prompt = s.tok.encode(render_chat(msgs, ChatStyle::R1, s.tok.bos_token()));
+  const ReasoningSplit sp = split_reasoning(session.generate(prompt, s.tok, go).text);
+  EXPECT_EQ(m["reasoning_content"], sp.reasoning);
+  EXPECT_EQ(m["content"], sp.content);
+  // Streamed: the same split in delta.reasoning_content / delta.content.
+  auto st = post(c, "/v1/chat/completions", chat_body("Think", 10, true).dump());
+  ASSERT_TRUE(st);
+  std::string reasoning, content;
+  for (const std::string& e : sse_data(st->body)) {
+    if (e == "[DONE]") break;
+    const json d = json::parse(e)["choices"][0]["delta"];
+    if (d.contains("reasoning_content")) reasoning += d["reasoning_content"].get<std::string>();
+    if (d.contains("content")) content += d["content"].get<std::string>();
+  }
+  EXPECT_EQ(reasoning, sp.reasoning);
+  EXPECT_EQ(content, sp.content);
+}
+
+TEST(Server, CompletionsModelsHealthAndPage) {
+  Running s(whale::testing::chat_tiny_model(), engine_opts(), {});
+  auto c = s.client();
+  auto r = post(
+      c, "/v1/completions",
+      json{{"prompt", "The sea"}, {"max_tokens", 5}, {"temperature", 0}, {"echo", true}}.dump());
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  const json j = json::parse(r->body);
+  EXPECT_EQ(j["object"], "text_completion");
+  EXPECT_TRUE(j["choices"][0]["text"].get<std::string>().starts_with("The sea"));
+  EXPECT_EQ(j["usage"]["completion_tokens"], 5);
+  // Token-id prompts.
+  r = post(c, "/v1/completions", json{{"prompt", {1, 2, 3}}, {"max_tokens", 2}}.dump());
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200) << r->body;
+  auto m = c.Get("/v1/models");
+  ASSERT_TRUE(m);
+  EXPECT_EQ(json::parse(m->body)["data"][0]["id"], "tiny");
+  auto h = c.Get("/health");
+  ASSERT_TRUE(h);
+  EXPECT_EQ(json::parse(h->body)["status"], "ok");
+  auto p = c.Get("/");
+  ASSERT_TRUE(p);
+  EXPECT_EQ(p->status, 200);
+  EXPECT_NE(p->get_header_value("Content-Type").find("text/html"), std::string::npos);
+  EXPECT_NE(p->body.find("<html"), std::string::npos);
+}
+
+TEST(Server, BadRequestsGetOpenAIErrors) {
+  ServerOptions so;
+  so.max_body = 4096;
+  Running s(whale::testing::chat_tiny_model(), engine_opts(2, 64), so);
+  auto c = s.client();
+  expect_error(post(c, "/v1/chat/completions", "{not json"), 400);
+  expect_error(post(c, "/v1/chat/completions", "[1,2]"), 400);
+  expect_error(post(c, "/v1/chat/completions", R"({"model":"x"})"), 400, "", "messages");
+  expect_error(
+      post(c, "/v1/chat/completions", R"({"messages":[{"role":"wizard","content":"hi"}]})"), 400,
+      "", "messages[0].role");
+  expect_error(post(c, "/v1/chat/completions",
+                    R"({"messages":[{"role":"user","content":"hi"}],"temperature":"hot"})"),
+               400, "", "temperature");
+  expect_error(
+      post(c, "/v1/chat/completions", R"({"messages":[{"role":"user","content":"hi"}],"n":2})"),
+      400, "", "n");
+  // Longer than the 64-token context.
+  const json long_body = chat_body(std::string(400, 'a') + " b c d e f g h i j k l m n o p", 4);
+  expect_error(post(c, "/v1/chat/completions", long_body.dump()), 400, "context_length_exceeded");
+  expect_error(post(c, "/v1/chat/completions", chat_body(std::string(5000, 'x'), 4).dump()), 413);
+  auto nf = c.Get("/v1/nothing");
+  expect_error(nf, 404, "unknown_url");
+  // Unknown fields are ignored.
+  json ok = chat_body("hi", 2);
+  ok["some_future_field"] = {{"x", 1}};
+  auto r = post(c, "/v1/chat/completions", ok.dump());
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200) << r->body;
+  // None of that disturbed the server.
+  EXPECT_EQ(c.Get("/health")->status, 200);
+}
+
+TEST(Server, ApiKeyIsRequiredWhenSet) {
+  ServerOptions so;
+  so.api_key = "sekrit";
+  Running s(whale::testing::chat_tiny_model(), engine_opts(), so);
+  auto c = s.client();
+  const std::string body = chat_body("hi", 2).dump();
+  expect_error(post(c, "/v1/chat/completions", body), 401, "invalid_api_key");
+  expect_error(post(c, "/v1/chat/completions", body, {{"Authorization", "Bearer wrong"}}), 401,
+               "invalid_api_key");
+  auto r = post(c, "/v1/chat/completions", body, {{"Authorization", "Bearer sekrit"}});
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200) << r->body;
+  EXPECT_EQ(c.Get("/health")->status, 200);  // health checks need no key
+}
+
+TEST(Server, FullQueueAnswers503AndDisconnectsCancel) {
+  Running s(whale::testing::chat_tiny_model(), engine_opts(1, 2048, 1), {});
+  // A streaming client that reads a few chunks and hangs up: holds the only slot until then.
+  std::atomic<int> chunks{0};
+  std::atomic<bool> hang_up{false};
+  std::thread streamer([&] {
+    auto c = s.client();
+    httplib::Request req;
+    req.method = "POST";
+    req.path = "/v1/chat/completions";
+    json b = chat_body("go on", 2000, true);
+    req.body = b.dump();
+    req.set_header("Content-Type", "application/json");
+    req.content_receiver = [&](const char*, size_t, uint64_t, uint64_t) {
+      chunks++;
+      return !hang_up.load();
+    };
+    c.send(req);
+  });
+  while (chunks < 3) std::this_thread::sleep_for(5ms);
+  // A second request waits in the queue (one place), a third is refused.
+  std::thread waiter([&] {
+    auto c = s.client();
+    auto r = post(c, "/v1/chat/completions", chat_body("wait", 2).dump());
+    EXPECT_TRUE(r && r->status == 200);
+  });
+  while (s.engine->stats().queue_depth < 1) std::this_thread::sleep_for(5ms);
+  auto c = s.client();
+  auto r = post(c, "/v1/chat/completions", chat_body("refused", 2).dump());
+  expect_error(r, 503, "server_overloaded");
+  EXPECT_EQ(r->get_header_value("Retry-After"), "1");
+  hang_up = true;  // the streamer goes away: its job is cancelled, the waiter gets the slot
+  streamer.join();
+  waiter.join();
+  // A non-streaming client that disconnects mid-generation is noticed too.
+  {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(uint16_t(s.port));
+    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+    const std::string body = chat_body("long", 2000).dump();
+    const std::string req =
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: "
+        "application/json\r\nContent-Length: " +
+        std::to_string(body.size()) + "\r\n\r\n" + body;
+    ASSERT_EQ(write(fd, req.data(), req.size()), ssize_t(req.size()));
+    while (s.engine->stats().active_slots < 1) std::this_thread::sleep_for(5ms);
+    close(fd);
+  }
+  std::string m;
+  for (int i = 0; i < 400; i++) {
+    m = s.server->metrics();
+    if (metric(m, "whale_client_disconnects_total") >= 2 && metric(m, "whale_active_slots") == 0)
+      break;
+    std::this_thread::sleep_for(10ms);
+  }
+  EXPECT_GE(metric(m, "whale_client_disconnects_total"), 2) << m;
+  EXPECT_EQ(metric(m, "whale_active_slots"), 0) << m;
+  EXPECT_LT(metric(m, "whale_completion_tokens_total"), 3000) << m;  // nobody ran to 2000 tokens
+}
+
+TEST(Server, MetricsCountRequestsAndTokens) {
+  Running s(whale::testing::chat_tiny_model(), engine_opts(), {});
+  auto c = s.client();
+  for (int i = 0; i < 3; i++) post(c, "/v1/chat/completions", chat_body("count", 4).dump());
+  post(c, "/v1/chat/completions", "{");
+  auto r = c.Get("/metrics");
+  ASSERT_TRUE(r);
+  const std::string& m = r->body;
+  EXPECT_EQ(metric(m, "whale_requests_total{endpoint=\"chat\",status=\"200\"}"), 3) << m;
+  EXPECT_EQ(metric(m, "whale_requests_total{endpoint=\"chat\",status=\"400\"}"), 1) << m;
+  EXPECT_EQ(metric(m, "whale_completion_tokens_total"), 12) << m;
+  EXPECT_GT(metric(m, "whale_prompt_cache_hit_tokens_total"), 0) << m;
+  EXPECT_EQ(metric(m, "whale_slots"), 2) << m;
+  EXPECT_NE(m.find("# TYPE whale_queue_depth gauge"), std::string::npos);
+}
+
+TEST(Server, SigtermShutsDownCleanly) {
+  const std::string cmd =
+      "bash -c '" + std::string(WHALE_BINARY) + " serve -m " + whale::testing::chat_tiny_model() +
+      " --port 0 2> /tmp/whale_sigterm_$$.log & pid=$!; "
+      "for i in $(seq 200); do grep -q \"listening on\" /tmp/whale_sigterm_$$.log && break; "
+      "sleep 0.1; done; kill -TERM $pid; wait $pid; rc=$?; rm -f /tmp/whale_sigterm_$$.log; "
+      "exit $rc'";
+  EXPECT_EQ(std::system(cmd.c_str()), 0);
+}
