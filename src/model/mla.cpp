@@ -80,15 +80,17 @@ void MLA::forward(const float* x, int64_t N, std::span<const AttnSegment> segs, 
     }
   }
 
-  // Attention per segment, into out [N][H * v_head_dim].
+  // Attention per segment, into out [N][H * v_head_dim]. Short segments (decode) take the
+  // absorbed form, all together; long ones (prefill) the naive form, one by one.
   std::vector<float> out(size_t(N * H * c_.v_head_dim));
+  std::vector<AttnSegment> absorbed;
   for (const AttnSegment& s : segs) {
-    const bool absorbed = mode == AttnMode::Absorbed || (mode == AttnMode::Auto && s.n <= 8);
-    if (absorbed)
-      attend_absorbed(s, q.data(), out.data());
+    if (mode == AttnMode::Absorbed || (mode == AttnMode::Auto && s.n <= 8))
+      absorbed.push_back(s);
     else
       attend_naive(s, q.data(), out.data());
   }
+  if (!absorbed.empty()) attend_absorbed(absorbed, q.data(), out.data());
   linear(out.data(), N, o_proj_, y);
 }
 
@@ -131,45 +133,56 @@ void MLA::attend_naive(const AttnSegment& s, const float* q, float* out) const {
 
 // Absorbed form: q_lat = W_UK^T q_C (per head), scores on the latents, ctx = sum p c_KV, then
 // the head output W_UV ctx. Nothing is decompressed per cached position.
-void MLA::attend_absorbed(const AttnSegment& s, const float* q, float* out) const {
+void MLA::attend_absorbed(std::span<const AttnSegment> segs, const float* q, float* out) const {
   const int64_t H = c_.num_attention_heads, dq = c_.qk_head_dim(), nope = c_.qk_nope_head_dim;
   const int64_t rope = c_.qk_rope_head_dim, dv = c_.v_head_dim, R = c_.kv_lora_rank;
-  const int64_t pos0 = s.cache->len(), T = pos0 + s.n, dkv = nope + dv;
+  const int64_t dkv = nope + dv;
+  // Rows of the batch in these segments, in order: M tokens.
+  std::vector<int64_t> rows;
+  int64_t keys = 0;  // attention work: sum over tokens of the keys each sees
+  for (const AttnSegment& s : segs)
+    for (int64_t i = 0; i < s.n; i++) {
+      rows.push_back(s.start + i);
+      keys += s.cache->len() + i + 1;
+    }
+  const int64_t M = int64_t(rows.size());
 
-  const bool parallel = H * s.n * (T * (2 * R + rope) + (nope + dv) * R) > kParallelWork;
+  const bool parallel = H * (keys * (2 * R + rope) + M * (nope + dv) * R) > kParallelWork;
 #pragma omp parallel if (parallel)
   {
-    std::vector<float> qc(size_t(s.n * nope)), qlat(size_t(s.n * R)), ctx(size_t(s.n * R)),
-        o(size_t(s.n * dv)), scores(static_cast<size_t>(T));
+    std::vector<float> qc(size_t(M * nope)), qlat(size_t(M * R)), ctx(size_t(M * R)),
+        o(size_t(M * dv)), scores;
 #pragma omp for schedule(static)
     for (int64_t h = 0; h < H; h++) {
       const WeightRef w_uk = kv_b_proj_.slice_rows(h * dkv, nope);       // [nope x R]
       const WeightRef w_uv = kv_b_proj_.slice_rows(h * dkv + nope, dv);  // [dv x R]
-      for (int64_t i = 0; i < s.n; i++) {
-        const float* qi = q + (s.start + i) * H * dq + h * dq;
-        std::copy(qi, qi + nope, qc.data() + i * nope);
+      for (int64_t m = 0; m < M; m++) {
+        const float* qm = q + rows[size_t(m)] * H * dq + h * dq;
+        std::copy(qm, qm + nope, qc.data() + m * nope);
       }
-      linear_t(qc.data(), s.n, w_uk, qlat.data());  // [n][R]
-      for (int64_t i = 0; i < s.n; i++) {
-        const float* qi = q + (s.start + i) * H * dq + h * dq;
-        const float* ql = qlat.data() + i * R;
-        const int64_t n_keys = pos0 + i + 1;
-        for (int64_t j = 0; j < n_keys; j++)
-          scores[size_t(j)] = scale_ * (dot(ql, s.cache->latent(layer_, j), R) +
-                                        dot(qi + nope, s.cache->k_rope(layer_, j), rope));
-        softmax_inplace(scores.data(), n_keys);
-        float* ci = ctx.data() + i * R;
-        std::fill(ci, ci + R, 0.0f);
-        for (int64_t j = 0; j < n_keys; j++) {
-          const float* lj = s.cache->latent(layer_, j);
-          const float p = scores[size_t(j)];
-          axpy(p, lj, ci, R);
+      linear_t(qc.data(), M, w_uk, qlat.data());  // [M][R]
+      int64_t m = 0;
+      for (const AttnSegment& s : segs) {
+        const int64_t pos0 = s.cache->len();
+        for (int64_t i = 0; i < s.n; i++, m++) {
+          const float* qm = q + (s.start + i) * H * dq + h * dq;
+          const float* ql = qlat.data() + m * R;
+          const int64_t n_keys = pos0 + i + 1;  // causal
+          scores.resize(size_t(n_keys));
+          for (int64_t j = 0; j < n_keys; j++)
+            scores[size_t(j)] = scale_ * (dot(ql, s.cache->latent(layer_, j), R) +
+                                          dot(qm + nope, s.cache->k_rope(layer_, j), rope));
+          softmax_inplace(scores.data(), n_keys);
+          float* cm = ctx.data() + m * R;
+          std::fill(cm, cm + R, 0.0f);
+          for (int64_t j = 0; j < n_keys; j++)
+            axpy(scores[size_t(j)], s.cache->latent(layer_, j), cm, R);
         }
       }
-      linear(ctx.data(), s.n, w_uv, o.data());  // [n][dv]
-      for (int64_t i = 0; i < s.n; i++)
-        std::copy(o.data() + i * dv, o.data() + (i + 1) * dv,
-                  out + (s.start + i) * H * dv + h * dv);
+      linear(ctx.data(), M, w_uv, o.data());  // [M][dv]
+      for (int64_t k = 0; k < M; k++)
+        std::copy(o.data() + k * dv, o.data() + (k + 1) * dv,
+                  out + rows[size_t(k)] * H * dv + h * dv);
     }
   }
 }

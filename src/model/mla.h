@@ -50,7 +50,9 @@ class MLA {
 
  private:
   void attend_naive(const AttnSegment& s, const float* q, float* out) const;
-  void attend_absorbed(const AttnSegment& s, const float* q, float* out) const;
+  // All segments at once: each head's W_UK / W_UV slices are read once per call, not once per
+  // sequence (what makes batched decoding of many sequences cheap).
+  void attend_absorbed(std::span<const AttnSegment> segs, const float* q, float* out) const;
 
   const ModelConfig& c_;
   int64_t layer_;
