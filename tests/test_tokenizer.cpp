@@ -239,7 +239,7 @@ std::string english_megabyte(const json& fixture) {
   return text;
 }
 
-TEST_F(DeepSeekTokenizer, EncodeThroughput) {
+TEST_F(DeepSeekTokenizer, EncodesAMegabyteAndReportsThroughput) {
   const std::string text = english_megabyte(*fixture_);
   tok_->encode(text.substr(0, 1000));  // warm up
   const auto t0 = std::chrono::steady_clock::now();
@@ -249,8 +249,7 @@ TEST_F(DeepSeekTokenizer, EncodeThroughput) {
   std::cout << "[ tokenizer ] encode: " << text.size() << " bytes -> " << ids.size() << " ids in "
             << s * 1e3 << " ms = " << mb_per_s << " MB/s\n";
   RecordProperty("encode_mb_per_s", std::to_string(mb_per_s));
-  EXPECT_EQ(tok_->decode(ids), text);
-  EXPECT_GT(mb_per_s, 1.0);
+  EXPECT_EQ(tok_->decode(ids), text);  // speed is a benchmark figure (README), not asserted
 }
 
 // ------------------------------------------------------------------------------------------------
