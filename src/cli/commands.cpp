@@ -21,6 +21,7 @@
 #include "run/session.h"
 #include "serve/engine.h"
 #include "serve/server.h"
+#include "train/data.h"
 
 namespace whale::cli {
 
@@ -395,7 +396,33 @@ int cmd_serve() {
   return 0;
 }
 
+// ------------------------------------------------------------------ data
+DataOptions g_data;
+std::string g_data_format = "auto";
+bool g_data_no_progress = false;
+
+int cmd_data() {
+  g_data.format = parse_input_format(g_data_format);
+  g_data.progress = !g_data_no_progress;
+  return run_data_command(g_data);
+}
+
 void register_commands(CLI::App& app) {
+  {
+    auto* s = app.add_subcommand("data", "turn text into token shards for training");
+    s->add_option("--input", g_data.inputs, "text / JSONL file, directory, or the Brown corpus")
+        ->required();
+    s->add_option("--tokenizer", g_data.tokenizer_dir, "directory with tokenizer.json")->required();
+    s->add_option("--out", g_data.out_dir, "output directory (shards + meta.json)")->required();
+    s->add_option("--val-fraction", g_data.val_fraction, "share of documents held out (0..1)");
+    s->add_option("--seed", g_data.seed, "seed of the train/validation split");
+    s->add_option("--format", g_data_format, "auto, text, jsonl or brown");
+    s->add_option("--text-field", g_data.text_field, "JSONL field holding the text");
+    s->add_option("--shard-tokens", g_data.shard_tokens, "tokens per shard file");
+    s->add_option("--threads", g_data.threads, "tokenizer threads (0: all cores)");
+    s->add_flag("--no-progress", g_data_no_progress, "no progress bar");
+    g_actions["data"] = cmd_data;
+  }
   {
     auto* s = app.add_subcommand("serve", "OpenAI-compatible HTTP server and chat page");
     add_model(s);
