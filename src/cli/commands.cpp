@@ -21,6 +21,7 @@
 #include "run/session.h"
 #include "serve/engine.h"
 #include "serve/server.h"
+#include "train/bpe_trainer.h"
 #include "train/data.h"
 
 namespace whale::cli {
@@ -407,7 +408,39 @@ int cmd_data() {
   return run_data_command(g_data);
 }
 
+// ------------------------------------------------------------------ tokenizer train
+BpeTrainOptions g_bpe;
+std::string g_bpe_format = "auto";
+bool g_bpe_no_progress = false;
+CLI::App* g_tokenizer_train = nullptr;
+
+int cmd_tokenizer() {
+  if (!g_tokenizer_train || !g_tokenizer_train->parsed())
+    throw std::invalid_argument("whale tokenizer: give a subcommand (train)");
+  g_bpe.format = parse_input_format(g_bpe_format);
+  g_bpe.progress = !g_bpe_no_progress;
+  return run_tokenizer_train(g_bpe);
+}
+
 void register_commands(CLI::App& app) {
+  {
+    auto* t = app.add_subcommand("tokenizer", "tokenizer tools");
+    auto* s = t->add_subcommand("train", "train a byte-level BPE tokenizer (DeepSeek-V3 format)");
+    g_tokenizer_train = s;
+    s->add_option("--input", g_bpe.inputs, "text / JSONL file, directory, or the Brown corpus")
+        ->required();
+    s->add_option("--vocab", g_bpe.vocab_size, "vocabulary size (bytes + merges + specials)")
+        ->required();
+    s->add_option("--out", g_bpe.out_dir, "output directory (tokenizer.json + config)")->required();
+    s->add_option("--format", g_bpe_format, "auto, text, jsonl or brown");
+    s->add_option("--text-field", g_bpe.text_field, "JSONL field holding the text");
+    s->add_option("--min-frequency", g_bpe.min_frequency, "never merge rarer pairs");
+    s->add_option("--template", g_bpe.template_dir,
+                  "DeepSeek tokenizer dir to take the pre-tokenizer and chat template from");
+    s->add_option("--threads", g_bpe.threads, "pre-tokenization threads (0: all cores)");
+    s->add_flag("--no-progress", g_bpe_no_progress, "no progress bar");
+    g_actions["tokenizer"] = cmd_tokenizer;
+  }
   {
     auto* s = app.add_subcommand("data", "turn text into token shards for training");
     s->add_option("--input", g_data.inputs, "text / JSONL file, directory, or the Brown corpus")
@@ -437,7 +470,7 @@ void register_commands(CLI::App& app) {
         ->check(CLI::Range(int64_t(2), int64_t(1) << 24));
     s->add_option("--cache-mb", g_cache_mb, "prompt cache size in MiB (LRU)");
     s->add_option("--queue", g_engine.max_queue, "waiting requests before 503")
-        ->check(CLI::Range(0, 1 << 20));
+        ->check(CLI::Range(1, 1 << 20));
     s->add_option("--batch", g_engine.prefill_chunk, "prompt tokens per forward pass")
         ->check(CLI::Range(int64_t(1), int64_t(1) << 20));
     s->add_option("--max-body", g_server.max_body, "largest request body in bytes (else 413)");
