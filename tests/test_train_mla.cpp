@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "formats/safetensors.h"
+#include "grad_check.h"
 #include "model/config.h"
 #include "model/kv_cache.h"
 #include "model/mla.h"
@@ -163,35 +164,8 @@ TEST(TrainMla, ForwardMatchesInferenceWithoutQueryCompression) {
   expect_forward_matches_inference(tiny_config(0, true));
 }
 
-// The scalar loss sum_i y_i r_i, whose gradient with respect to y is r.
-double project(const Vec& y, const Vec& r) {
-  double s = 0.0;
-  for (size_t i = 0; i < y.size(); i++) s += double(y[i]) * double(r[i]);
-  return s;
-}
-
-// Central differences of `loss` for every element of `x`, against the analytic `grad`.
-void expect_grad_matches(Vec& x, const Vec& grad, const std::function<double()>& loss,
-                         const std::string& what, float h = 1e-2f) {
-  ASSERT_EQ(x.size(), grad.size()) << what;
-  Vec numeric(x.size());
-  double largest = 0.0;
-  for (size_t i = 0; i < x.size(); i++) {
-    const float saved = x[i];
-    const float hi = saved + h, lo = saved - h;
-    x[i] = hi;
-    const double lp = loss();
-    x[i] = lo;
-    const double lm = loss();
-    x[i] = saved;
-    numeric[i] = float((lp - lm) / (double(hi) - double(lo)));
-    largest = std::max(largest, std::fabs(double(numeric[i])));
-  }
-  ASSERT_GT(largest, 1e-3) << what << ": the loss does not depend on it, nothing is checked";
-  for (size_t i = 0; i < x.size(); i++)
-    EXPECT_NEAR(grad[i], numeric[i], 1e-2 * std::fabs(numeric[i]) + 1e-3 * largest)
-        << what << "[" << i << "]";
-}
+using whale::testing::expect_grad_matches;
+using whale::testing::project;
 
 void expect_gradients_match(const ModelConfig& c) {
   const int64_t B = 2, T = 5, N = B * T, C = c.hidden_size;

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "grad_check.h"
 #include "model/config.h"
 #include "model/rope.h"
 #include "train/ops.h"
@@ -26,36 +27,8 @@ Vec randn(size_t n, std::mt19937& rng, float stddev = 1.0f) {
   return v;
 }
 
-// The scalar loss sum_i y_i r_i, whose gradient with respect to y is r.
-double project(const Vec& y, const Vec& r) {
-  double s = 0.0;
-  for (size_t i = 0; i < y.size(); i++) s += double(y[i]) * double(r[i]);
-  return s;
-}
-
-// Compares the analytic gradient `grad` of `loss` with respect to `x` with central differences,
-// perturbing each element of `x` by +-h in turn.
-void expect_grad_matches(Vec& x, const Vec& grad, const std::function<double()>& loss,
-                         const std::string& what, float h = 1e-2f) {
-  ASSERT_EQ(x.size(), grad.size()) << what;
-  Vec numeric(x.size());
-  double largest = 0.0;
-  for (size_t i = 0; i < x.size(); i++) {
-    const float saved = x[i];
-    const float hi = saved + h, lo = saved - h;
-    x[i] = hi;
-    const double lp = loss();
-    x[i] = lo;
-    const double lm = loss();
-    x[i] = saved;
-    numeric[i] = float((lp - lm) / (double(hi) - double(lo)));
-    largest = std::max(largest, std::fabs(double(numeric[i])));
-  }
-  ASSERT_GT(largest, 1e-3) << what << ": the loss does not depend on it, nothing is checked";
-  for (size_t i = 0; i < x.size(); i++)
-    EXPECT_NEAR(grad[i], numeric[i], 1e-2 * std::fabs(numeric[i]) + 1e-3 * largest)
-        << what << "[" << i << "]";
-}
+using whale::testing::expect_grad_matches;
+using whale::testing::project;
 
 // ---- embedding ----
 

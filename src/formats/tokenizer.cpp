@@ -1,8 +1,5 @@
 #include "formats/tokenizer.h"
 
-#define PCRE2_CODE_UNIT_WIDTH 8
-#include <pcre2.h>
-
 #include <algorithm>
 #include <array>
 #include <cctype>
@@ -14,6 +11,8 @@
 #include <sstream>
 #include <stdexcept>
 #include <unordered_map>
+
+#include "formats/ecma_regex.h"
 
 namespace whale {
 namespace {
@@ -59,11 +58,7 @@ size_t prev_code_point_start(std::string_view s, size_t end) {
   return i;
 }
 
-// ECMAScript WhiteSpace + LineTerminator: what JS's \s, trim() and trimEnd() treat as space.
-constexpr const char* kEcmaSpaceClass =
-    "\\t\\n\\x{0B}\\f\\r\\x{20}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}\\x{202F}"
-    "\\x{205F}\\x{3000}\\x{FEFF}";
-
+// ECMAScript WhiteSpace + LineTerminator: what JS's trim() and trimEnd() treat as space.
 bool is_ecma_space(uint32_t cp) {
   return (cp >= 0x09 && cp <= 0x0D) || cp == 0x20 || cp == 0xA0 || cp == 0x1680 ||
          (cp >= 0x2000 && cp <= 0x200A) || cp == 0x2028 || cp == 0x2029 || cp == 0x202F ||
@@ -129,135 +124,6 @@ std::string unicode_of_byte(uint8_t b) {
   append_utf8(kByteToUnicode[b], s);
   return s;
 }
-
-// ------------------------------------------------------------------------------------------------
-// PCRE2 regex, translated from ECMAScript syntax.
-// ------------------------------------------------------------------------------------------------
-
-// Rewrites the escapes whose meaning differs between JavaScript (the reference) and PCRE2+UCP:
-// \s \S (JS: WhiteSpace+LineTerminator), \d \D \w \W (JS: ASCII only), \uXXXX (JS only).
-std::string translate_ecma_regex(std::string_view p) {
-  std::string out;
-  bool in_class = false;
-  for (size_t i = 0; i < p.size(); ++i) {
-    const char c = p[i];
-    if (c != '\\' || i + 1 == p.size()) {
-      if (c == '[' && !in_class)
-        in_class = true;
-      else if (c == ']' && in_class)
-        in_class = false;
-      out += c;
-      continue;
-    }
-    const char e = p[++i];
-    auto cls = [&](const char* body, bool negate) {
-      if (in_class && !negate)
-        out += body;
-      else if (!in_class)
-        out += std::string(negate ? "[^" : "[") + body + "]";
-      else
-        out += std::string("\\") + e;  // a negated class inside a class: keep PCRE2's meaning
-    };
-    switch (e) {
-      case 's':
-        cls(kEcmaSpaceClass, false);
-        break;
-      case 'S':
-        cls(kEcmaSpaceClass, true);
-        break;
-      case 'd':
-        cls("0-9", false);
-        break;
-      case 'D':
-        cls("0-9", true);
-        break;
-      case 'w':
-        cls("A-Za-z0-9_", false);
-        break;
-      case 'W':
-        cls("A-Za-z0-9_", true);
-        break;
-      case 'u':
-        if (i + 4 < p.size() && std::all_of(p.begin() + i + 1, p.begin() + i + 5, [](char h) {
-              return std::isxdigit(static_cast<unsigned char>(h)) != 0;
-            })) {
-          out += "\\x{" + std::string(p.substr(i + 1, 4)) + "}";
-          i += 4;
-        } else {
-          out += "\\u";
-        }
-        break;
-      default:
-        out += '\\';
-        out += e;
-    }
-  }
-  return out;
-}
-
-struct CodeDeleter {
-  void operator()(pcre2_code* c) const { pcre2_code_free(c); }
-};
-struct MatchDataDeleter {
-  void operator()(pcre2_match_data* m) const { pcre2_match_data_free(m); }
-};
-using MatchData = std::unique_ptr<pcre2_match_data, MatchDataDeleter>;
-
-class Regex {
- public:
-  // `literal`: match the pattern text as is (Split {"String": ...}).
-  Regex(const std::string& pattern, bool literal) {
-    const std::string src = literal ? pattern : translate_ecma_regex(pattern);
-    int err = 0;
-    PCRE2_SIZE offset = 0;
-    const uint32_t options = PCRE2_UTF | (literal ? PCRE2_LITERAL : PCRE2_UCP);
-    code_.reset(pcre2_compile(reinterpret_cast<PCRE2_SPTR>(src.data()), src.size(), options, &err,
-                              &offset, nullptr));
-    if (!code_) {
-      PCRE2_UCHAR msg[256];
-      pcre2_get_error_message(err, msg, sizeof msg);
-      throw std::runtime_error("regex '" + pattern + "' does not compile at offset " +
-                               std::to_string(offset) + ": " + reinterpret_cast<char*>(msg));
-    }
-    pcre2_jit_compile(code_.get(), PCRE2_JIT_COMPLETE);  // falls back to the interpreter
-  }
-
-  MatchData match_data() const {
-    return MatchData(pcre2_match_data_create_from_pattern(code_.get(), nullptr));
-  }
-
-  // Calls f(begin, end) for every match in `s`, as JavaScript's String.matchAll does: after an
-  // empty match the search resumes one code point later. `s` must be valid UTF-8.
-  template <class F>
-  void for_each_match(std::string_view s, pcre2_match_data* md, F&& f) const {
-    size_t pos = 0;
-    while (pos <= s.size()) {
-      const int rc = pcre2_match(code_.get(), reinterpret_cast<PCRE2_SPTR>(s.data()), s.size(), pos,
-                                 PCRE2_NO_UTF_CHECK, md, nullptr);
-      if (rc == PCRE2_ERROR_NOMATCH) return;
-      if (rc < 0) {
-        PCRE2_UCHAR msg[256];
-        pcre2_get_error_message(rc, msg, sizeof msg);
-        throw std::runtime_error(std::string("tokenizer regex failed: ") +
-                                 reinterpret_cast<char*>(msg));
-      }
-      const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(md);
-      f(ov[0], ov[1]);
-      if (ov[1] > ov[0]) {
-        pos = ov[1];
-      } else if (ov[1] < s.size()) {
-        size_t next = ov[1];
-        next_code_point(s, next);
-        pos = next;
-      } else {
-        return;
-      }
-    }
-  }
-
- private:
-  std::unique_ptr<pcre2_code, CodeDeleter> code_;
-};
 
 enum class SplitBehavior { kRemoved, kIsolated, kMergedWithPrevious, kMergedWithNext, kContiguous };
 
@@ -801,14 +667,14 @@ void Tokenizer::Impl::encode_section(std::string_view text, std::vector<int32_t>
   // Split steps: each one re-splits every piece of the previous one.
   std::vector<std::pair<size_t, size_t>> pieces{{0, text.size()}}, next;
   for (const SplitStep& step : splits) {
-    MatchData md = step.regex->match_data();
+    Regex::MatchData md = step.regex->match_data();
     next.clear();
     for (auto [b, e] : pieces) split_pieces(step, md.get(), text.substr(b, e - b), b, next);
     pieces.swap(next);
   }
   // ByteLevel: optional prefix space, optional GPT-2 regex (keeping only matches), then BPE. The
   // byte-to-unicode mapping itself is implicit: BPE works on raw bytes.
-  MatchData md = byte_level_regex ? byte_level_regex->match_data() : nullptr;
+  Regex::MatchData md = byte_level_regex ? byte_level_regex->match_data() : nullptr;
   std::string buffer;
   for (auto [b, e] : pieces) {
     std::string_view piece = text.substr(b, e - b);

@@ -1,8 +1,6 @@
 #include "train/bpe_trainer.h"
 
-#define PCRE2_CODE_UNIT_WIDTH 8
 #include <omp.h>
-#include <pcre2.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -21,6 +19,7 @@
 #include <stdexcept>
 #include <unordered_map>
 
+#include "formats/ecma_regex.h"
 #include "formats/tokenizer.h"
 #include "run/progress.h"
 
@@ -31,115 +30,20 @@ namespace {
 namespace fs = std::filesystem;
 using ojson = nlohmann::ordered_json;
 
-// ------------------------------------------------------------------------------------------------
-// Regexes. The tokenizer (src/formats/tokenizer.cpp) does not expose its pre-tokenizer, so its
-// ECMAScript -> PCRE2 translation is repeated here; the BpeTrainer tests check that both split
-// text the same way (the trained files give the reference's ids).
-// ------------------------------------------------------------------------------------------------
-
-// ECMAScript WhiteSpace + LineTerminator: what JS's \s means.
-constexpr const char* kEcmaSpaceClass =
-    "\\t\\n\\x{0B}\\f\\r\\x{20}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}\\x{202F}"
-    "\\x{205F}\\x{3000}\\x{FEFF}";
-
-// Rewrites the escapes whose meaning differs between JavaScript and PCRE2+UCP: \s \S \d \D \w \W
-// (JS: \s is WhiteSpace+LineTerminator, the others ASCII only) and \uXXXX (JS only).
-std::string translate_ecma_regex(std::string_view p) {
-  std::string out;
-  bool in_class = false;
-  for (size_t i = 0; i < p.size(); ++i) {
-    const char c = p[i];
-    if (c != '\\' || i + 1 == p.size()) {
-      if (c == '[' && !in_class)
-        in_class = true;
-      else if (c == ']' && in_class)
-        in_class = false;
-      out += c;
-      continue;
-    }
-    const char e = p[++i];
-    auto cls = [&](const char* body, bool negate) {
-      if (in_class && !negate)
-        out += body;
-      else if (!in_class)
-        out += std::string(negate ? "[^" : "[") + body + "]";
-      else
-        out += std::string("\\") + e;  // a negated class inside a class: keep PCRE2's meaning
-    };
-    switch (e) {
-      case 's':
-      case 'S':
-        cls(kEcmaSpaceClass, e == 'S');
-        break;
-      case 'd':
-      case 'D':
-        cls("0-9", e == 'D');
-        break;
-      case 'w':
-      case 'W':
-        cls("A-Za-z0-9_", e == 'W');
-        break;
-      case 'u':
-        if (i + 4 < p.size() && std::all_of(p.begin() + i + 1, p.begin() + i + 5, [](char h) {
-              return std::isxdigit(static_cast<unsigned char>(h)) != 0;
-            })) {
-          out += "\\x{" + std::string(p.substr(i + 1, 4)) + "}";
-          i += 4;
-        } else {
-          out += "\\u";
-        }
-        break;
-      default:
-        out += '\\';
-        out += e;
-    }
-  }
-  return out;
-}
-
-size_t next_code_point_end(std::string_view s, size_t i) {
-  do ++i;
-  while (i < s.size() && (static_cast<uint8_t>(s[i]) & 0xC0) == 0x80);
-  return i;
-}
-
-struct CodeDeleter {
-  void operator()(pcre2_code* c) const { pcre2_code_free(c); }
-};
-struct MatchDataDeleter {
-  void operator()(pcre2_match_data* m) const { pcre2_match_data_free(m); }
-};
-
-std::string pcre2_message(int code) {
-  PCRE2_UCHAR msg[256];
-  pcre2_get_error_message(code, msg, sizeof msg);
-  return reinterpret_cast<char*>(msg);
-}
-
+// One Split step of the pre-tokenizer.
 struct SplitRegex {
-  std::unique_ptr<pcre2_code, CodeDeleter> code;
+  Regex re;
   bool removed = false;  // behavior Removed: drop the matches; Isolated: keep them as pieces
 
-  // Splits `s` (valid UTF-8) at the matches, as JavaScript's matchAll finds them (after an empty
-  // match the search resumes one code point later), appending the pieces to `out`.
+  // Splits `s` (valid UTF-8) at the matches, appending the pieces to `out`.
   void split(std::string_view s, pcre2_match_data* md, std::vector<std::string_view>& out) const {
-    size_t pos = 0, prev = 0;
-    while (pos <= s.size()) {
-      const int rc = pcre2_match(code.get(), reinterpret_cast<PCRE2_SPTR>(s.data()), s.size(), pos,
-                                 PCRE2_NO_UTF_CHECK, md, nullptr);
-      if (rc == PCRE2_ERROR_NOMATCH) break;
-      if (rc < 0) throw std::runtime_error("pre-tokenizer regex failed: " + pcre2_message(rc));
-      const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(md);
-      if (ov[1] > ov[0]) {
-        if (prev < ov[0]) out.push_back(s.substr(prev, ov[0] - prev));
-        if (!removed) out.push_back(s.substr(ov[0], ov[1] - ov[0]));
-        prev = pos = ov[1];
-      } else if (ov[1] < s.size()) {
-        pos = next_code_point_end(s, ov[1]);
-      } else {
-        break;
-      }
-    }
+    size_t prev = 0;
+    re.for_each_match(s, md, [&](size_t begin, size_t end) {
+      if (end == begin) return;
+      if (prev < begin) out.push_back(s.substr(prev, begin - prev));
+      if (!removed) out.push_back(s.substr(begin, end - begin));
+      prev = end;
+    });
     if (prev < s.size()) out.push_back(s.substr(prev));
   }
 };
@@ -166,28 +70,6 @@ ojson parse_json_file(const fs::path& path, std::initializer_list<std::string_vi
     return ojson::parse(read_text_file(path), drop);
   } catch (const ojson::exception& e) {
     throw std::runtime_error(path.string() + ": bad JSON: " + e.what());
-  }
-}
-
-void write_atomically(const fs::path& path, const std::string& text) {
-  const fs::path tmp = path.string() + ".tmp." + std::to_string(::getpid());
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) throw std::runtime_error(tmp.string() + ": cannot create");
-    out.write(text.data(), static_cast<std::streamsize>(text.size()));
-    out.flush();
-    if (!out) {
-      std::error_code ec;
-      fs::remove(tmp, ec);
-      throw std::runtime_error(tmp.string() + ": write failed (disk full?)");
-    }
-  }
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  if (ec) {
-    fs::remove(tmp, ec);
-    throw std::runtime_error(path.string() +
-                             ": cannot rename the temporary file into place: " + ec.message());
   }
 }
 
@@ -299,18 +181,7 @@ struct PreTokenizer::Impl {
       const std::string behavior = pre.at("behavior").get<std::string>();
       if (behavior != "Isolated" && behavior != "Removed")
         throw std::runtime_error("Split behavior \"" + behavior + "\"");
-      const std::string regex = pattern["Regex"].get<std::string>();
-      const std::string src = translate_ecma_regex(regex);
-      int err = 0;
-      PCRE2_SIZE offset = 0;
-      SplitRegex step;
-      step.code.reset(pcre2_compile(reinterpret_cast<PCRE2_SPTR>(src.data()), src.size(),
-                                    PCRE2_UTF | PCRE2_UCP, &err, &offset, nullptr));
-      if (!step.code)
-        throw std::runtime_error("regex '" + regex + "' does not compile at offset " +
-                                 std::to_string(offset) + ": " + pcre2_message(err));
-      pcre2_jit_compile(step.code.get(), PCRE2_JIT_COMPLETE);  // falls back to the interpreter
-      step.removed = behavior == "Removed";
+      SplitRegex step{Regex(pattern["Regex"].get<std::string>(), false), behavior == "Removed"};
       splits.push_back(std::move(step));
     } else if (type == "ByteLevel") {
       saw_byte_level = true;
@@ -338,8 +209,7 @@ PreTokenizer& PreTokenizer::operator=(PreTokenizer&&) noexcept = default;
 void PreTokenizer::split(std::string_view text, std::vector<std::string_view>& out) const {
   std::vector<std::string_view> pieces{text}, next;
   for (const SplitRegex& step : impl_->splits) {
-    std::unique_ptr<pcre2_match_data, MatchDataDeleter> md(
-        pcre2_match_data_create_from_pattern(step.code.get(), nullptr));
+    const Regex::MatchData md = step.re.match_data();
     next.clear();
     for (std::string_view p : pieces) step.split(p, md.get(), next);
     pieces.swap(next);
@@ -603,8 +473,10 @@ BpeTrainSummary train_bpe_tokenizer(const std::vector<std::string>& documents,
   fs::create_directories(o.out_dir, ec);
   if (ec)
     throw std::runtime_error(o.out_dir + ": cannot create the output directory: " + ec.message());
-  write_atomically(fs::path(o.out_dir) / "tokenizer.json", tok.dump(2) + "\n");
-  write_atomically(fs::path(o.out_dir) / "tokenizer_config.json", cfg.dump(2) + "\n");
+  for (const auto& [name, json] :
+       {std::pair{"tokenizer.json", &tok}, std::pair{"tokenizer_config.json", &cfg}})
+    write_file_atomically((fs::path(o.out_dir) / name).string(),
+                          [&](std::ofstream& out) { out << json->dump(2) << "\n"; });
   return s;
 }
 

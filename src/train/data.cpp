@@ -43,10 +43,8 @@ static std::string read_file(const std::string& path) {
   return s;
 }
 
-// Writes through a temporary file in the same directory and renames it over `path`, so readers
-// never see a partial file. `fill` writes the content to the stream.
-template <typename Fill>
-static void write_atomically(const std::string& path, Fill&& fill) {
+void write_file_atomically(const std::string& path,
+                           const std::function<void(std::ofstream&)>& fill) {
   const std::string tmp = path + ".tmp." + std::to_string(::getpid());
   {
     std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
@@ -88,7 +86,7 @@ void write_token_shard(const std::string& path, std::span<const int32_t> tokens,
   std::memcpy(header, kTokenShardMagic, 8);
   std::memcpy(header + 8, fields, sizeof(fields));
   std::memcpy(header + 24, &count, 8);
-  write_atomically(path, [&](std::ofstream& out) {
+  write_file_atomically(path, [&](std::ofstream& out) {
     out.write(reinterpret_cast<const char*>(header), sizeof(header));
     // Narrow in chunks so a 100M-token shard does not need a second full-size buffer.
     std::vector<uint8_t> chunk;
@@ -554,7 +552,7 @@ DataSummary build_token_shards(const DataOptions& o) {
         {{"path", l.path}, {"format", l.format}, {"bytes", l.bytes}, {"documents", l.documents}});
   meta["inputs"] = std::move(in);
   const std::string text = meta.dump(2) + "\n";
-  write_atomically((fs::path(o.out_dir) / "meta.json").string(), [&](std::ofstream& out) {
+  write_file_atomically((fs::path(o.out_dir) / "meta.json").string(), [&](std::ofstream& out) {
     out.write(text.data(), std::streamsize(text.size()));
   });
 

@@ -40,6 +40,8 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <fstream>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -139,6 +141,11 @@ struct DataSummary {
 
 // Builds the shards and meta.json in options.out_dir. Throws std::runtime_error on bad input.
 DataSummary build_token_shards(const DataOptions& options);
+
+// Writes `path` through a temporary file in the same directory renamed over it, so readers never
+// see a partial file; `fill` writes the content. Throws std::runtime_error naming the file.
+void write_file_atomically(const std::string& path,
+                           const std::function<void(std::ofstream&)>& fill);
 
 // `whale data`: build_token_shards plus a summary on stderr. Returns 0; throws on error.
 int run_data_command(const DataOptions& options);
