@@ -473,10 +473,12 @@ BpeTrainSummary train_bpe_tokenizer(const std::vector<std::string>& documents,
   fs::create_directories(o.out_dir, ec);
   if (ec)
     throw std::runtime_error(o.out_dir + ": cannot create the output directory: " + ec.message());
-  for (const auto& [name, json] :
-       {std::pair{"tokenizer.json", &tok}, std::pair{"tokenizer_config.json", &cfg}})
+  const auto write = [&](const char* name, const ojson& j) {
     write_file_atomically((fs::path(o.out_dir) / name).string(),
-                          [&](std::ofstream& out) { out << json->dump(2) << "\n"; });
+                          [&](std::ofstream& out) { out << j.dump(2) << "\n"; });
+  };
+  write("tokenizer.json", tok);
+  write("tokenizer_config.json", cfg);
   return s;
 }
 
