@@ -134,8 +134,7 @@ Vec train_forward(const ModelConfig& c, const MlaParams& p, const Vec& x, int64_
   return y;
 }
 
-void expect_forward_matches_inference(const ModelConfig& c) {
-  const int64_t B = 2, T = 5;
+void expect_forward_matches_inference(const ModelConfig& c, int64_t B = 2, int64_t T = 5) {
   std::mt19937 rng(11);
   MlaParams p(c);
   init_params(p, rng);
@@ -162,6 +161,11 @@ TEST(TrainMla, ForwardMatchesInferenceWithYarn) {
 
 TEST(TrainMla, ForwardMatchesInferenceWithoutQueryCompression) {
   expect_forward_matches_inference(tiny_config(0, true));
+}
+
+// Sequences longer than one block of the blocked attention (64 queries), the last block partial.
+TEST(TrainMla, ForwardMatchesInferenceOverSeveralAttentionBlocks) {
+  expect_forward_matches_inference(tiny_config(8, true), 3, 70);
 }
 
 using whale::testing::expect_grad_matches;

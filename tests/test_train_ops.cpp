@@ -2,6 +2,7 @@
 // finite differences of a scalar loss (a random projection of the output, so every output element
 // carries gradient).
 #include <gtest/gtest.h>
+#include <omp.h>
 
 #include <cmath>
 #include <functional>
@@ -11,6 +12,7 @@
 #include <vector>
 
 #include "grad_check.h"
+#include "kernels/cpu.h"
 #include "model/config.h"
 #include "model/rope.h"
 #include "train/ops.h"
@@ -29,6 +31,26 @@ Vec randn(size_t n, std::mt19937& rng, float stddev = 1.0f) {
 
 using whale::testing::expect_grad_matches;
 using whale::testing::project;
+
+// Largest |a[i] - b[i]| over the largest |b[i]| (b the reference).
+double rel_diff(const Vec& a, const Vec& b) {
+  double diff = 0.0, scale = 1e-30;
+  for (size_t i = 0; i < b.size(); i++) {
+    diff = std::max(diff, std::fabs(double(a[i]) - double(b[i])));
+    scale = std::max(scale, std::fabs(double(b[i])));
+  }
+  return diff / scale;
+}
+
+// Runs f with OpenMP (and so whale, and OpenBLAS) on `threads` threads.
+template <class F>
+auto with_threads(int threads, F f) {
+  const int saved = omp_get_max_threads();
+  omp_set_num_threads(threads);
+  auto r = f();
+  omp_set_num_threads(saved);
+  return r;
+}
 
 // ---- embedding ----
 
@@ -116,6 +138,133 @@ TEST(TrainOpsMatmul, BackwardMatchesFiniteDifferences) {
   for (size_t i = 0; i < dW.size(); i++) EXPECT_FLOAT_EQ(dW2[i], 2 * dW[i]);
 }
 
+// The sgemm path against the plain loops, at odd sizes large enough to run on every thread.
+TEST(TrainOpsMatmul, BlasMatchesPlainLoops) {
+  std::mt19937 rng(3);
+  const int64_t N = 67, in = 45, out = 130;
+  ASSERT_GE(N * in * out, kParallelMinWork);
+  const Vec x = randn(N * in, rng), W = randn(out * in, rng), dy = randn(N * out, rng);
+  Vec y(N * out), y_ref(N * out);
+  matmul_forward(y.data(), x.data(), W.data(), N, in, out);
+  matmul_forward_ref(y_ref.data(), x.data(), W.data(), N, in, out);
+  EXPECT_LT(rel_diff(y, y_ref), 1e-6);
+  Vec again(N * out);  // the same bits on a second run (exact resume)
+  matmul_forward(again.data(), x.data(), W.data(), N, in, out);
+  EXPECT_EQ(again, y);
+
+  // Both accumulate onto what the buffers hold.
+  const Vec dx0 = randn(N * in, rng), dW0 = randn(out * in, rng);
+  Vec dx = dx0, dW = dW0, dx_ref = dx0, dW_ref = dW0;
+  matmul_backward(dx.data(), dW.data(), dy.data(), x.data(), W.data(), N, in, out);
+  matmul_backward_ref(dx_ref.data(), dW_ref.data(), dy.data(), x.data(), W.data(), N, in, out);
+  EXPECT_LT(rel_diff(dx, dx_ref), 1e-6);
+  EXPECT_LT(rel_diff(dW, dW_ref), 1e-6);
+
+  Vec dW_only = dW0;
+  matmul_backward(nullptr, dW_only.data(), dy.data(), x.data(), W.data(), N, in, out);
+  EXPECT_EQ(dW_only, dW);
+}
+
+// Each group's rows against matmul_*_ref with that group's weights; the two layouts of groups
+// take the two paths (spread over the threads / one after another).
+TEST(TrainOpsMatmul, GroupedEqualsOneProductPerGroup) {
+  const int64_t in = 24, out = 40, G = 5;
+  const std::vector<std::vector<int64_t>> layouts = {{0, 60, 120, 180, 240, 300},  // balanced
+                                                     {0, 30, 30, 31, 290, 300}};   // skewed
+  for (const auto& offset : layouts) {
+    std::mt19937 rng(4);
+    const int64_t rows = offset.back();
+    const Vec x = randn(rows * in, rng), W = randn(G * out * in, rng), dy = randn(rows * out, rng);
+    Vec y(rows * out, 7.0f), y_ref(rows * out, 7.0f);
+    const Vec dx0 = randn(rows * in, rng), dW0 = randn(G * out * in, rng);
+    Vec dx = dx0, dW = dW0, dx_ref = dx0, dW_ref = dW0;
+    matmul_forward_grouped(y.data(), x.data(), W.data(), offset.data(), G, in, out);
+    matmul_backward_grouped(dx.data(), dW.data(), dy.data(), x.data(), W.data(), offset.data(), G,
+                            in, out);
+    for (int64_t g = 0; g < G; g++) {
+      const int64_t o = offset[size_t(g)], m = offset[size_t(g + 1)] - o;
+      matmul_forward_ref(y_ref.data() + o * out, x.data() + o * in, W.data() + g * out * in, m, in,
+                         out);
+      matmul_backward_ref(dx_ref.data() + o * in, dW_ref.data() + g * out * in, dy.data() + o * out,
+                          x.data() + o * in, W.data() + g * out * in, m, in, out);
+    }
+    EXPECT_LT(rel_diff(y, y_ref), 1e-6) << "layout ending " << offset[4];
+    EXPECT_LT(rel_diff(dx, dx_ref), 1e-6) << "layout ending " << offset[4];
+    EXPECT_LT(rel_diff(dW, dW_ref), 1e-6) << "layout ending " << offset[4];
+  }
+}
+
+TEST(TrainOpsGemm, TransposesAndEmptyInnerDimension) {
+  // A [2][3], B [3][2]; op(A) op(B) for each transpose flag, against a hand loop.
+  const Vec A = {1, 2, 3, 4, 5, 6}, B = {1, -1, 2, 0, 0, 3};
+  auto at = [&](bool t, int64_t i, int64_t k) {
+    return t ? A[size_t(k * 2 + i)] : A[size_t(i * 3 + k)];
+  };
+  for (bool ta : {false, true})
+    for (bool tb : {false, true}) {
+      // op(A) [M][K] with M = 2, K = 3 uses A as [3][2] when transposed (same values, other view).
+      const int64_t M = 2, N = 2, K = 3;
+      Vec C(4, 1.0f);
+      gemm(ta, tb, M, N, K, 2.0f, A.data(), ta ? 2 : 3, B.data(), tb ? 3 : 2, 0.5f, C.data(), 2, 1);
+      for (int64_t i = 0; i < M; i++)
+        for (int64_t j = 0; j < N; j++) {
+          double want = 0.5;
+          for (int64_t k = 0; k < K; k++)
+            want += 2.0 * at(ta, i, k) * (tb ? B[size_t(j * 3 + k)] : B[size_t(k * 2 + j)]);
+          EXPECT_FLOAT_EQ(C[size_t(i * 2 + j)], float(want)) << ta << tb << i << j;
+        }
+    }
+  Vec C = {1, 2, 3, 4};
+  gemm(false, false, 2, 2, 0, 1.0f, nullptr, 0, nullptr, 0, 3.0f, C.data(), 2, 1);
+  EXPECT_EQ(C, (Vec{3, 6, 9, 12}));
+  gemm(false, false, 2, 2, 0, 1.0f, nullptr, 0, nullptr, 0, 0.0f, C.data(), 2, 1);
+  EXPECT_EQ(C, Vec(4, 0.0f));
+}
+
+// With threads > 1, C is split by rows (M >= N) or by columns (N > M) over the team, at part
+// boundaries that are not all multiples of the tile size: every transpose against a double loop.
+TEST(TrainOpsGemm, SplitOverThreadsMatchesDoubleLoop) {
+  std::mt19937 rng(6);
+  for (auto [M, N] : {std::pair<int64_t, int64_t>{101, 37}, {37, 101}})
+    for (bool ta : {false, true})
+      for (bool tb : {false, true}) {
+        const int64_t K = 50;
+        const Vec A = randn(M * K, rng), B = randn(K * N, rng), C0 = randn(M * N, rng);
+        const int64_t lda = ta ? M : K, ldb = tb ? K : N;
+        Vec C = C0;
+        gemm(ta, tb, M, N, K, 0.5f, A.data(), lda, B.data(), ldb, 2.0f, C.data(), N, 2);
+        Vec want(M * N);
+        for (int64_t i = 0; i < M; i++)
+          for (int64_t j = 0; j < N; j++) {
+            double d = 2.0 * C0[size_t(i * N + j)];
+            for (int64_t k = 0; k < K; k++)
+              d += 0.5 * A[size_t(ta ? k * lda + i : i * lda + k)] *
+                   B[size_t(tb ? j * ldb + k : k * ldb + j)];
+            want[size_t(i * N + j)] = float(d);
+          }
+        EXPECT_LT(rel_diff(C, want), 1e-6) << M << "x" << N << " " << ta << tb;
+      }
+}
+
+// gemm sizes OpenBLAS's team for one call only: OpenMP's setting is back afterwards.
+TEST(TrainOpsGemm, LeavesTheThreadSettingAlone) {
+  std::mt19937 rng(5);
+  const int64_t n = 64;
+  const Vec A = randn(n * n, rng), B = randn(n * n, rng);
+  Vec C(n * n);
+  const int before = omp_get_max_threads();
+  gemm(false, false, n, n, n, 1.0f, A.data(), n, B.data(), n, 0.0f, C.data(), n, 1);
+  EXPECT_EQ(omp_get_max_threads(), before);
+  gemm(false, false, n, n, n, 1.0f, A.data(), n, B.data(), n, 0.0f, C.data(), n, before + 1);
+  EXPECT_EQ(omp_get_max_threads(), before);
+  // whale's -t setting decides the count of threads_for.
+  set_num_threads(1);
+  EXPECT_EQ(threads_for(kParallelMinWork), 1);
+  set_num_threads(0);
+  EXPECT_EQ(threads_for(kParallelMinWork), omp_get_max_threads());
+  EXPECT_EQ(threads_for(kParallelMinWork - 1), 1);
+}
+
 // ---- SwiGLU ----
 
 TEST(TrainOpsSwiGLU, ForwardByHand) {
@@ -125,6 +274,20 @@ TEST(TrainOpsSwiGLU, ForwardByHand) {
   EXPECT_EQ(h[0], 0.0f);
   EXPECT_NEAR(h[1], 2.0 / (1.0 + std::exp(-1.0)), 1e-6);
   EXPECT_NEAR(h[2], 3.0 * -2.0 / (1.0 + std::exp(2.0)), 1e-6);
+}
+
+// Long enough for several chunks and threads: every element against the formula in double.
+TEST(TrainOpsSwiGLU, ForwardOnManyElementsMatchesFormula) {
+  std::mt19937 rng(12);
+  const int64_t n = 3 * 4096 + 77;
+  const Vec g = randn(n, rng, 4.0f), u = randn(n, rng);
+  Vec h(n);
+  swiglu_forward(h.data(), g.data(), u.data(), n);
+  for (int64_t i = 0; i < n; i++) {
+    const double want =
+        double(g[size_t(i)]) / (1.0 + std::exp(-double(g[size_t(i)]))) * u[size_t(i)];
+    ASSERT_NEAR(h[size_t(i)], want, 1e-6 * std::fabs(want) + 1e-7) << i;
+  }
 }
 
 TEST(TrainOpsSwiGLU, BackwardMatchesFiniteDifferences) {
@@ -219,17 +382,26 @@ struct AttnInputs {
   Vec q, k_nope, k_pe, v;
   AttnInputs(const AttnShape& shape, uint32_t seed) : s(shape) {
     std::mt19937 rng(seed);
-    q = randn(s.T * s.H * s.dqk(), rng);
-    k_nope = randn(s.T * s.H * s.nope, rng);
-    k_pe = randn(s.T * s.rope, rng);
-    v = randn(s.T * s.H * s.dv, rng);
+    q = randn(s.B * s.T * s.H * s.dqk(), rng);
+    k_nope = randn(s.B * s.T * s.H * s.nope, rng);
+    k_pe = randn(s.B * s.T * s.rope, rng);
+    v = randn(s.B * s.T * s.H * s.dv, rng);
   }
-  Vec forward(Vec* att_out = nullptr) const {
-    Vec out(s.T * s.H * s.dv), att(s.H * s.T * s.T);
-    causal_attention_forward(out.data(), att.data(), q.data(), k_nope.data(), k_pe.data(), v.data(),
-                             s);
+  Vec forward(Vec* att_out = nullptr, bool ref = false) const {
+    Vec out(s.B * s.T * s.H * s.dv), att(s.B * s.H * s.T * s.T);
+    (ref ? causal_attention_forward_ref : causal_attention_forward)(
+        out.data(), att.data(), q.data(), k_nope.data(), k_pe.data(), v.data(), s);
     if (att_out) *att_out = att;
     return out;
+  }
+  // Gradients accumulated onto `start` (dq, dk_nope, dk_pe, dv, then datt), given dout.
+  std::vector<Vec> backward(const Vec& dout, const Vec& att, std::vector<Vec> start,
+                            bool ref = false) const {
+    start.resize(5);
+    (ref ? causal_attention_backward_ref : causal_attention_backward)(
+        start[0].data(), start[1].data(), start[2].data(), start[3].data(), start[4].data(),
+        dout.data(), q.data(), k_nope.data(), k_pe.data(), v.data(), att.data(), s);
+    return start;
   }
 };
 
@@ -281,6 +453,73 @@ TEST(TrainOpsAttention, LaterTokensDoNotChangeEarlierOutputs) {
   bool last_changed = false;
   for (size_t i = size_t(last) * row; i < oa.size(); i++) last_changed |= oa[i] != ob[i];
   EXPECT_TRUE(last_changed);
+}
+
+// The plain reference, as the blocked version below, against central differences.
+TEST(TrainOpsAttention, ReferenceBackwardMatchesFiniteDifferences) {
+  AttnInputs a(kShape, 9);
+  const AttnShape& s = a.s;
+  std::mt19937 rng(10);
+  const Vec r = randn(s.T * s.H * s.dv, rng);
+  auto loss = [&] { return project(a.forward(nullptr, true), r); };
+  Vec att;
+  a.forward(&att, true);
+  const std::vector<Vec> d = a.backward(
+      r, att,
+      {Vec(a.q.size()), Vec(a.k_nope.size()), Vec(a.k_pe.size()), Vec(a.v.size()), Vec(att.size())},
+      true);
+  expect_grad_matches(a.q, d[0], loss, "dq");
+  expect_grad_matches(a.k_nope, d[1], loss, "dk_nope");
+  expect_grad_matches(a.k_pe, d[2], loss, "dk_pe");
+  expect_grad_matches(a.v, d[3], loss, "dv");
+}
+
+// Several sequences, several query blocks with a partial last one (T = 150 = 2 * 64 + 22): the
+// blocked sgemm version against the plain loops, gradients accumulated onto nonzero buffers.
+TEST(TrainOpsAttention, BlockedMatchesReferenceOverSequencesAndBlocks) {
+  const AttnShape s{.T = 150, .H = 3, .nope = 16, .rope = 8, .dv = 12, .scale = 0.2f, .B = 2};
+  const AttnInputs a(s, 13);
+  Vec att, att_ref;
+  const Vec out = a.forward(&att), out_ref = a.forward(&att_ref, true);
+  EXPECT_LT(rel_diff(out, out_ref), 1e-5);
+  EXPECT_LT(rel_diff(att, att_ref), 1e-5);
+  for (size_t i = 0; i < att.size(); i++) {  // exactly zero above the diagonal
+    const int64_t j = int64_t(i) % s.T, row = int64_t(i) / s.T % s.T;
+    if (j > row) {
+      ASSERT_EQ(att[i], 0.0f) << i;
+    }
+  }
+
+  std::mt19937 rng(14);
+  const Vec dout = randn(out.size(), rng);
+  const std::vector<Vec> start = {randn(a.q.size(), rng), randn(a.k_nope.size(), rng),
+                                  randn(a.k_pe.size(), rng), randn(a.v.size(), rng),
+                                  Vec(att.size())};
+  const std::vector<Vec> d = a.backward(dout, att, start),
+                         d_ref = a.backward(dout, att_ref, start, true);
+  const char* names[] = {"dq", "dk_nope", "dk_pe", "dv", "datt"};
+  for (size_t t = 0; t < 5; t++) EXPECT_LT(rel_diff(d[t], d_ref[t]), 1e-5) << names[t];
+}
+
+// Every (sequence, head, block) runs on one thread with single-threaded sgemms: the same bits on
+// one thread and on two, and run after run.
+TEST(TrainOpsAttention, SameResultsOnAnyThreadCount) {
+  const AttnShape s{.T = 130, .H = 4, .nope = 8, .rope = 8, .dv = 8, .scale = 0.3f, .B = 2};
+  const AttnInputs a(s, 15);
+  std::mt19937 rng(16);
+  const Vec dout = randn(s.B * s.T * s.H * s.dv, rng);
+  auto run = [&] {
+    Vec att;
+    const Vec out = a.forward(&att);
+    std::vector<Vec> d = a.backward(dout, att,
+                                    {Vec(a.q.size()), Vec(a.k_nope.size()), Vec(a.k_pe.size()),
+                                     Vec(a.v.size()), Vec(att.size())});
+    d.push_back(out);
+    return d;
+  };
+  const auto two = with_threads(2, run);
+  EXPECT_EQ(with_threads(2, run), two);
+  EXPECT_EQ(with_threads(1, run), two);
 }
 
 TEST(TrainOpsAttention, BackwardMatchesFiniteDifferences) {
@@ -336,6 +575,48 @@ TEST(TrainOpsCrossEntropy, BackwardMatchesFiniteDifferences) {
   Vec inplace = logits;
   cross_entropy_backward(inplace.data(), inplace.data(), lse.data(), targets.data(), N, V, dloss);
   EXPECT_EQ(inplace, dlogits);
+}
+
+// A vocabulary of thousands (several vector chunks, threads) against log-sum-exp and softmax in
+// double.
+TEST(TrainOpsCrossEntropy, LargeVocabularyMatchesDoubleReference) {
+  std::mt19937 rng(17);
+  const int64_t N = 9, V = 5003;
+  const Vec logits = randn(N * V, rng, 3.0f);
+  std::vector<int32_t> targets(static_cast<size_t>(N));
+  for (int64_t n = 0; n < N; n++) targets[size_t(n)] = int32_t((n * 977) % V);
+  targets[3] = kIgnoreIndex;
+  Vec lse(N), d(N * V);
+  const float loss = cross_entropy_forward(lse.data(), logits.data(), targets.data(), N, V);
+  cross_entropy_backward(d.data(), logits.data(), lse.data(), targets.data(), N, V, 2.0f);
+  double want_loss = 0.0;
+  for (int64_t n = 0; n < N; n++) {
+    const float* l = logits.data() + n * V;
+    double mx = l[0], z = 0.0;
+    for (int64_t v = 0; v < V; v++) mx = std::max(mx, double(l[v]));
+    for (int64_t v = 0; v < V; v++) z += std::exp(double(l[v]) - mx);
+    const double want_lse = mx + std::log(z);
+    EXPECT_NEAR(lse[size_t(n)], want_lse, 1e-5) << n;
+    if (targets[size_t(n)] == kIgnoreIndex) continue;
+    want_loss += want_lse - l[targets[size_t(n)]];
+    for (int64_t v = 0; v < V; v++) {
+      const double want =
+          2.0 / (N - 1) * (std::exp(double(l[v]) - want_lse) - (v == targets[size_t(n)]));
+      ASSERT_NEAR(d[size_t(n * V + v)], want, 1e-6 * std::fabs(want) + 1e-9) << n << " " << v;
+    }
+  }
+  EXPECT_NEAR(loss, want_loss / (N - 1), 1e-5);
+}
+
+// A NaN logit must surface as a NaN loss (the trainer stops on it), not vanish in the max.
+TEST(TrainOpsCrossEntropy, NanLogitGivesNanLoss) {
+  Vec logits(3 * 40, 0.5f);
+  logits[45] = std::nanf("");
+  const std::vector<int32_t> targets = {1, 2, 3};
+  Vec lse(3);
+  EXPECT_TRUE(std::isnan(cross_entropy_forward(lse.data(), logits.data(), targets.data(), 3, 40)));
+  EXPECT_FALSE(std::isnan(lse[0]));
+  EXPECT_TRUE(std::isnan(lse[1]));
 }
 
 TEST(TrainOpsCrossEntropy, AllIgnoredGivesZeroLossAndGradient) {

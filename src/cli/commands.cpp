@@ -23,6 +23,8 @@
 #include "serve/server.h"
 #include "train/bpe_trainer.h"
 #include "train/data.h"
+#include "train/plot.h"
+#include "train/trainer.h"
 
 namespace whale::cli {
 
@@ -422,7 +424,72 @@ int cmd_tokenizer() {
   return run_tokenizer_train(g_bpe);
 }
 
+// ------------------------------------------------------------------ train
+train::TrainOptions g_train;
+bool g_train_no_progress = false;
+
+int cmd_train() {
+  g_train.progress = !g_train_no_progress;
+  return train::run_train_command(g_train);
+}
+
+// ------------------------------------------------------------------ plot
+std::string g_plot_log, g_plot_out;
+
+int cmd_plot() {
+  return train::run_plot_command(g_plot_log, g_plot_out);
+}
+
+void register_train(CLI::App& app) {
+  auto& o = g_train;
+  {
+    auto* s = app.add_subcommand("train", "pretrain a DeepSeek-V3-architecture model from scratch");
+    s->add_option("--config", o.config_path, "Hugging Face config.json of the model to initialise");
+    s->add_option("--data", o.data_dir, "token shards from `whale data`")->required();
+    s->add_option("--out", o.out_dir, "output: OUT/model (checkpoint), OUT/log.jsonl, OUT/loss.png")
+        ->required();
+    s->add_option("--steps", o.steps, "optimiser steps in total")->required();
+    s->add_option("--batch", o.batch, "sequences per step (all processes together)");
+    s->add_option("--seq", o.seq, "tokens per sequence");
+    s->add_option("--grad-accum", o.grad_accum, "micro-batches per step in each process");
+    s->add_option("--lr", o.lr, "peak learning rate");
+    s->add_option("--min-lr", o.min_lr, "final learning rate (default lr/10)");
+    s->add_option("--schedule", o.schedule, "cosine, wsd or constant (after the warm-up)");
+    s->add_option("--warmup", o.warmup, "warm-up steps (default min(100, steps/10))");
+    s->add_option("--wsd-decay", o.wsd_decay, "WSD: share of the steps spent decaying");
+    s->add_option("--beta1", o.beta1, "AdamW beta1");
+    s->add_option("--beta2", o.beta2, "AdamW beta2");
+    s->add_option("--eps", o.eps, "AdamW epsilon");
+    s->add_option("--weight-decay", o.weight_decay, "AdamW decoupled weight decay");
+    s->add_option("--clip", o.clip, "gradient global-norm clip (0: off)");
+    s->add_option("--mtp-lambda", o.mtp_lambda, "weight of the multi-token-prediction loss");
+    s->add_option("--balance-alpha", o.balance_alpha, "sequence-wise balance loss weight");
+    s->add_option("--bias-gamma", o.bias_gamma, "aux-loss-free bias update speed");
+    s->add_option("--init-std", o.init_std, "initialisation std (V3: 0.006)");
+    s->add_option("--seed", o.seed, "seed of the initialisation and the data order");
+    s->add_option("--threads", o.threads, "threads per process (default: all cores)");
+    s->add_option("--tokenizer", o.tokenizer_dir, "tokenizer dir copied into checkpoints");
+    s->add_option("--eval-every", o.eval_every, "steps between validation losses (0: never)");
+    s->add_option("--eval-batches", o.eval_batches, "validation windows = this x batch");
+    s->add_option("--save-every", o.save_every, "steps between checkpoints (and at the end)");
+    s->add_flag("--resume", o.resume, "continue the checkpoint in OUT/model exactly");
+    s->add_option("--until", o.until, "stop after this step, with a checkpoint (resume later)");
+    s->add_flag("--bf16", o.bf16, "BF16 compute with FP32 master weights");
+    s->add_flag("--no-progress", g_train_no_progress, "no progress line");
+    s->add_option("--fault-nan-step", o.fault_nan_step, "testing: make step N's loss NaN")
+        ->group("");
+    g_actions["train"] = cmd_train;
+  }
+  {
+    auto* s = app.add_subcommand("plot", "draw a training log (log.jsonl) as a PNG");
+    s->add_option("log", g_plot_log, "the log.jsonl of a `whale train` run")->required();
+    s->add_option("-o,--out", g_plot_out, "PNG to write (default: beside the log, loss.png)");
+    g_actions["plot"] = cmd_plot;
+  }
+}
+
 void register_commands(CLI::App& app) {
+  register_train(app);
   {
     auto* t = app.add_subcommand("tokenizer", "tokenizer tools");
     auto* s = t->add_subcommand("train", "train a byte-level BPE tokenizer (DeepSeek-V3 format)");

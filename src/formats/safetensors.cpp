@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -238,6 +239,151 @@ void Checkpoint::prefault(bool progress) const {
     }
   }
   bar.finish();
+}
+
+// ---------------------------------------------------------------- writing
+
+namespace {
+
+// A file descriptor written through a buffer; every failure names the file.
+class SyncedWriter {
+ public:
+  explicit SyncedWriter(const std::string& path) : path_(path) {
+    fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd_ < 0) throw error(path, std::string("cannot create: ") + std::strerror(errno));
+  }
+  ~SyncedWriter() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  SyncedWriter(const SyncedWriter&) = delete;
+  SyncedWriter& operator=(const SyncedWriter&) = delete;
+
+  void write(const void* p, size_t n) {
+    if (buf_.size() + n > kBuffer) flush();
+    if (n >= kBuffer) return write_fd(static_cast<const uint8_t*>(p), n);
+    buf_.insert(buf_.end(), static_cast<const uint8_t*>(p), static_cast<const uint8_t*>(p) + n);
+  }
+  // Flushes, fsyncs and closes.
+  void finish() {
+    flush();
+    if (::fsync(fd_) != 0) throw error(path_, std::string("fsync failed: ") + std::strerror(errno));
+    const int fd = fd_;
+    fd_ = -1;
+    if (::close(fd) != 0) throw error(path_, std::string("close failed: ") + std::strerror(errno));
+  }
+
+ private:
+  static constexpr size_t kBuffer = size_t(1) << 20;
+  void flush() {
+    write_fd(buf_.data(), buf_.size());
+    buf_.clear();
+  }
+  void write_fd(const uint8_t* p, size_t n) {
+    while (n > 0) {
+      const ssize_t w = ::write(fd_, p, n);
+      if (w < 0 && errno == EINTR) continue;
+      if (w <= 0) throw error(path_, std::string("write failed: ") + std::strerror(errno));
+      p += w;
+      n -= size_t(w);
+    }
+  }
+  std::string path_;
+  int fd_ = -1;
+  std::vector<uint8_t> buf_;
+};
+
+void fsync_dir(const fs::path& dir) {
+  const int fd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return;  // best effort: some file systems cannot open or sync directories
+  (void)::fsync(fd);
+  ::close(fd);
+}
+
+// Checks one entry; returns its size in bytes.
+uint64_t entry_bytes(const SafetensorsEntry& t, const std::string& path) {
+  auto bad = [&](const std::string& m) {
+    return std::invalid_argument(path + ": tensor '" + t.name + "': " + m);
+  };
+  if (t.name.empty()) throw bad("empty tensor name");
+  if (t.name == "__metadata__") throw bad("the name __metadata__ is reserved");
+  uint64_t numel = 1;
+  for (int64_t d : t.shape) {
+    if (d < 0) throw bad("negative dimension " + std::to_string(d));
+    if (d != 0 && numel > (uint64_t(1) << 60) / uint64_t(d)) throw bad("shape too large");
+    numel *= uint64_t(d);
+  }
+  if (t.data && t.f32) throw bad("both raw data and f32 values given");
+  if (t.f32 && t.dtype != DType::F32 && t.dtype != DType::BF16)
+    throw bad("f32 values can be stored as F32 or BF16, not " + std::string(dtype_name(t.dtype)));
+  if (numel > 0 && !t.data && !t.f32) throw bad("no data");
+  return numel * dtype_size(t.dtype);
+}
+
+std::string safetensors_header(std::span<const SafetensorsEntry> tensors,
+                               const std::map<std::string, std::string>& metadata,
+                               const std::string& path) {
+  nlohmann::ordered_json h = nlohmann::ordered_json::object();
+  if (!metadata.empty()) h["__metadata__"] = metadata;
+  uint64_t offset = 0;
+  for (const SafetensorsEntry& t : tensors) {
+    const uint64_t n = entry_bytes(t, path);
+    if (h.contains(t.name))
+      throw std::invalid_argument(path + ": tensor '" + t.name + "' given twice");
+    h[t.name] = {{"dtype", std::string(dtype_name(t.dtype))},
+                 {"shape", t.shape},
+                 {"data_offsets", {offset, offset + n}}};
+    offset += n;
+  }
+  std::string text;
+  try {
+    text = h.dump();
+  } catch (const nlohmann::json::exception& e) {  // invalid UTF-8 in a name or metadata
+    throw std::invalid_argument(path + ": cannot encode the header: " + e.what());
+  }
+  text.append((8 - text.size() % 8) % 8, ' ');
+  return text;
+}
+
+void write_entry_data(SyncedWriter& w, const SafetensorsEntry& t, uint64_t nbytes) {
+  if (nbytes == 0) return;
+  if (!t.f32) return w.write(t.data, nbytes);
+  const uint64_t numel = nbytes / dtype_size(t.dtype);
+  if (t.dtype == DType::F32) return w.write(t.f32, nbytes);
+  std::vector<uint16_t> chunk;  // BF16
+  constexpr uint64_t kChunk = 1 << 16;
+  for (uint64_t b = 0; b < numel; b += kChunk) {
+    const uint64_t e = std::min(numel, b + kChunk);
+    chunk.resize(e - b);
+    for (uint64_t i = b; i < e; i++) chunk[i - b] = f32_to_bf16(t.f32[i]);
+    w.write(chunk.data(), chunk.size() * 2);
+  }
+}
+
+std::atomic<uint64_t> temp_counter{0};
+
+}  // namespace
+
+void write_safetensors(const std::string& path, std::span<const SafetensorsEntry> tensors,
+                       const std::map<std::string, std::string>& metadata) {
+  const std::string header = safetensors_header(tensors, metadata, path);
+  const std::string tmp =
+      path + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(temp_counter.fetch_add(1));
+  try {
+    SyncedWriter w(tmp);
+    uint8_t len[8];
+    for (int i = 0; i < 8; i++) len[i] = uint8_t(uint64_t(header.size()) >> (8 * i));
+    w.write(len, 8);
+    w.write(header.data(), header.size());
+    for (const SafetensorsEntry& t : tensors) write_entry_data(w, t, entry_bytes(t, path));
+    w.finish();
+    if (::rename(tmp.c_str(), path.c_str()) != 0)
+      throw error(path, std::string("cannot rename the temporary file into place: ") +
+                            std::strerror(errno));
+  } catch (...) {
+    ::unlink(tmp.c_str());
+    throw;
+  }
+  fsync_dir(fs::path(path).parent_path());
 }
 
 }  // namespace whale

@@ -93,4 +93,28 @@ class Checkpoint {
   std::map<std::string, const TensorView*> index_;
 };
 
+// ---------------------------------------------------------------- writing
+
+// One tensor to write: raw bytes already in `dtype` (numel * dtype_size bytes, little-endian), or
+// f32 values converted on the way (to F32 or BF16, round-to-nearest-even). Exactly one of `data`
+// and `f32` is set (either may be null for an empty tensor).
+struct SafetensorsEntry {
+  std::string name;
+  DType dtype = DType::F32;
+  std::vector<int64_t> shape;
+  const void* data = nullptr;
+  const float* f32 = nullptr;
+};
+
+// Writes a .safetensors file as the Hugging Face library lays it out: u64 header size, the JSON
+// header ("__metadata__" first when not empty, then the tensors in the given order, compact)
+// padded with spaces to a multiple of 8 bytes, then the tensor bytes in the given order,
+// contiguous. Atomic: written to a temporary file in the same directory, fsync'ed, renamed over
+// `path`, and the directory fsync'ed, so readers see the old file or the whole new one.
+// Throws std::invalid_argument naming the tensor for an empty or duplicate name, a negative
+// dimension, missing data or an f32 source for another dtype; std::runtime_error naming the path
+// when the file cannot be written (the temporary file is removed).
+void write_safetensors(const std::string& path, std::span<const SafetensorsEntry> tensors,
+                       const std::map<std::string, std::string>& metadata = {});
+
 }  // namespace whale

@@ -10,8 +10,9 @@
 namespace whale {
 
 // Indices of the k largest values (ties: lower index first), in descending order of value.
-static void top_k(const float* v, int64_t n, int64_t k, int32_t* idx) {
-  std::vector<int32_t> order(static_cast<size_t>(n));
+// `order` is scratch.
+static void top_k(const float* v, int64_t n, int64_t k, int32_t* idx, std::vector<int32_t>& order) {
+  order.resize(static_cast<size_t>(n));
   std::iota(order.begin(), order.end(), 0);
   std::partial_sort(order.begin(), order.begin() + k, order.end(),
                     [&](int32_t a, int32_t b) { return v[a] > v[b] || (v[a] == v[b] && a < b); });
@@ -20,8 +21,15 @@ static void top_k(const float* v, int64_t n, int64_t k, int32_t* idx) {
 
 void route_token(const ModelConfig& c, const float* logits, std::span<const float> bias,
                  int32_t* expert_ids, float* weights) {
+  RouteScratch scratch;
+  route_token(c, logits, bias, expert_ids, weights, scratch);
+}
+
+void route_token(const ModelConfig& c, const float* logits, std::span<const float> bias,
+                 int32_t* expert_ids, float* weights, RouteScratch& sc) {
   const int64_t E = c.n_routed_experts, K = c.num_experts_per_tok;
-  std::vector<float> scores(static_cast<size_t>(E));
+  std::vector<float>& scores = sc.scores;
+  scores.resize(static_cast<size_t>(E));
   if (c.scoring_func == ScoringFunc::Sigmoid) {
     for (int64_t e = 0; e < E; e++) scores[size_t(e)] = 1.0f / (1.0f + std::exp(-logits[e]));
   } else {
@@ -33,32 +41,34 @@ void route_token(const ModelConfig& c, const float* logits, std::span<const floa
   }
 
   // Choice scores: biased for noaux_tc, else the scores themselves.
-  std::vector<float> choice = scores;
+  std::vector<float>& choice = sc.choice;
+  choice.assign(scores.begin(), scores.end());
   if (c.topk_method == TopkMethod::NoauxTc && !bias.empty())
     for (int64_t e = 0; e < E; e++) choice[size_t(e)] += bias[size_t(e)];
 
   if (c.topk_method != TopkMethod::Greedy && c.n_group > 1) {
     const int64_t G = c.n_group, per = E / G;
-    std::vector<float> group_score(static_cast<size_t>(G));
+    std::vector<float>& group_score = sc.group_score;
+    group_score.resize(static_cast<size_t>(G));
     for (int64_t g = 0; g < G; g++) {
       const float* gs = choice.data() + g * per;
       if (c.topk_method == TopkMethod::NoauxTc) {
         int32_t best[2];
-        top_k(gs, per, 2, best);
+        top_k(gs, per, 2, best, sc.order);
         group_score[size_t(g)] = gs[best[0]] + gs[best[1]];
       } else {
         group_score[size_t(g)] = *std::max_element(gs, gs + per);
       }
     }
-    std::vector<int32_t> keep(size_t(c.topk_group));
-    top_k(group_score.data(), G, c.topk_group, keep.data());
-    std::vector<bool> kept(size_t(G), false);
-    for (int32_t g : keep) kept[size_t(g)] = true;
+    sc.keep.resize(size_t(c.topk_group));
+    top_k(group_score.data(), G, c.topk_group, sc.keep.data(), sc.order);
+    sc.kept.assign(size_t(G), 0);
+    for (int32_t g : sc.keep) sc.kept[size_t(g)] = 1;
     for (int64_t e = 0; e < E; e++)
-      if (!kept[size_t(e / per)]) choice[size_t(e)] = -INFINITY;
+      if (!sc.kept[size_t(e / per)]) choice[size_t(e)] = -INFINITY;
   }
 
-  top_k(choice.data(), E, K, expert_ids);
+  top_k(choice.data(), E, K, expert_ids, sc.order);
   for (int64_t k = 0; k < K; k++) weights[k] = scores[size_t(expert_ids[k])];
 
   const bool normalise = K > 1 && c.norm_topk_prob;
@@ -99,8 +109,10 @@ void MoE::forward(const float* x, int64_t N, float* y) const {
   linear(x, N, gate_, logits.data());
   std::vector<int32_t> ids(size_t(N * K));
   std::vector<float> w(size_t(N * K));
+  RouteScratch scratch;
   for (int64_t t = 0; t < N; t++)
-    route_token(c_, logits.data() + t * E, score_bias_, ids.data() + t * K, w.data() + t * K);
+    route_token(c_, logits.data() + t * E, score_bias_, ids.data() + t * K, w.data() + t * K,
+                scratch);
 
   // Tokens of each expert, in token order.
   std::vector<std::vector<std::pair<int64_t, float>>> assigned(static_cast<size_t>(E));

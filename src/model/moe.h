@@ -29,19 +29,30 @@ namespace whale {
 void route_token(const ModelConfig& c, const float* logits, std::span<const float> bias,
                  int32_t* expert_ids, float* weights);
 
+// Working memory of route_token, kept across tokens so that routing allocates nothing per token
+// once it has grown (one per thread).
+struct RouteScratch {
+  std::vector<float> scores, choice, group_score;
+  std::vector<int32_t> order, keep;
+  std::vector<uint8_t> kept;
+};
+// The same routing (identical ids and weights) using `scratch`.
+void route_token(const ModelConfig& c, const float* logits, std::span<const float> bias,
+                 int32_t* expert_ids, float* weights, RouteScratch& scratch);
+
 class MoE {
  public:
   MoE(const ModelConfig& c, const Checkpoint& ck, const std::string& prefix);
 
   // x: [N][hidden] (post_attention_layernorm'd) -> y: [N][hidden].
   void forward(const float* x, int64_t N, float* y) const;
-  size_t bytes() const;          // all experts
-  size_t active_bytes() const;   // shared + top-k routed + router
+  size_t bytes() const;         // all experts
+  size_t active_bytes() const;  // shared + top-k routed + router
 
  private:
   const ModelConfig& c_;
-  WeightRef gate_;                     // [n_routed_experts x hidden]
-  std::vector<float> score_bias_;      // e_score_correction_bias, noaux_tc only
+  WeightRef gate_;                 // [n_routed_experts x hidden]
+  std::vector<float> score_bias_;  // e_score_correction_bias, noaux_tc only
   std::vector<Mlp> experts_;
   Mlp shared_experts_;
   bool has_shared_ = false;

@@ -31,12 +31,22 @@ void check_config(const ModelConfig& c) {
 // Copies columns [off, off + w) of the rows of src [n][ld] into dst [n][w], or back (kScatter).
 template <bool kScatter>
 void copy_cols(float* dst, const float* src, int64_t n, int64_t ld, int64_t off, int64_t w) {
+  const int nt = threads_for(n * w);
+#pragma omp parallel for schedule(static) num_threads(nt)
   for (int64_t i = 0; i < n; i++) {
     if (kScatter)
       std::copy(src + i * w, src + (i + 1) * w, dst + i * ld + off);
     else
       std::copy(src + i * ld + off, src + i * ld + off + w, dst + i * w);
   }
+}
+
+void zero_fill(Vec& v) {
+  constexpr int64_t kChunk = 1 << 14;
+  const int64_t n = int64_t(v.size());
+  const int nt = threads_for(n);
+#pragma omp parallel for schedule(static) num_threads(nt)
+  for (int64_t i = 0; i < n; i += kChunk) std::fill_n(v.data() + i, std::min(kChunk, n - i), 0.0f);
 }
 
 // The tensors a config uses: checkpoint name, MlaParams field, shape.
@@ -72,13 +82,14 @@ int64_t numel(const std::vector<int64_t>& shape) {
   return n;
 }
 
-AttnShape attn_shape(const ModelConfig& c, int64_t T) {
-  return {T,
-          c.num_attention_heads,
-          c.qk_nope_head_dim,
-          c.qk_rope_head_dim,
-          c.v_head_dim,
-          float(c.softmax_scale())};
+AttnShape attn_shape(const ModelConfig& c, int64_t B, int64_t T) {
+  return {.T = T,
+          .H = c.num_attention_heads,
+          .nope = c.qk_nope_head_dim,
+          .rope = c.qk_rope_head_dim,
+          .dv = c.v_head_dim,
+          .scale = float(c.softmax_scale()),
+          .B = B};
 }
 
 // Buffers sized for another config or batch would be read out of bounds: refuse them.
@@ -177,16 +188,17 @@ void mla_forward(float* y, const float* x, const MlaParams& p, MlaActs& a, const
   copy_cols<false>(a.k_nope.data(), a.kvb.data(), N * H, dkv, 0, nope);
   copy_cols<false>(a.v.data(), a.kvb.data(), N * H, dkv, nope, dv);
 
-  // Per sequence: RoPE at positions 0..T-1, then causal attention.
-  const AttnShape s = attn_shape(c, T);
+  // RoPE at positions 0..T-1 of every sequence (check_buffers made sure the table covers T, so
+  // nothing throws inside the parallel loop), then causal attention over all of them.
+  const int nt_rope = threads_for(N * H * rd);
+#pragma omp parallel for schedule(static) num_threads(nt_rope)
   for (int64_t b = 0; b < B; b++) {
     const int64_t r0 = b * T;
     rope_forward(a.q.data() + r0 * H * dq + nope, rope, T, H, dq);
     rope_forward(a.k_pe.data() + r0 * rd, rope, T, 1, rd);
-    causal_attention_forward(a.out.data() + r0 * H * dv, a.att.data() + b * H * T * T,
-                             a.q.data() + r0 * H * dq, a.k_nope.data() + r0 * H * nope,
-                             a.k_pe.data() + r0 * rd, a.v.data() + r0 * H * dv, s);
   }
+  causal_attention_forward(a.out.data(), a.att.data(), a.q.data(), a.k_nope.data(), a.k_pe.data(),
+                           a.v.data(), attn_shape(c, B, T));
   matmul_forward(y, a.out.data(), p.o_proj.data(), N, H * dv, C);
 }
 
@@ -201,20 +213,19 @@ void mla_backward(float* dx, MlaParams& g, const float* dy, const float* x, cons
   // The ops accumulate: start the intermediate gradients from zero.
   for (Vec* d : {&a.d_out, &a.d_q, &a.d_k_nope, &a.d_k_pe, &a.d_v, &a.d_kv_n, &a.d_kv_lat,
                  &a.d_cq_n, &a.d_cq})
-    std::fill(d->begin(), d->end(), 0.0f);
+    zero_fill(*d);
 
   matmul_backward(a.d_out.data(), g.o_proj.data(), dy, a.out.data(), p.o_proj.data(), N, H * dv, C);
 
   // Attention, then the inverse rotations (q_pe per head; k_pe, whose gradient the attention
   // backward already summed over the heads sharing it).
-  const AttnShape s = attn_shape(c, T);
+  causal_attention_backward(a.d_q.data(), a.d_k_nope.data(), a.d_k_pe.data(), a.d_v.data(),
+                            a.d_att.data(), a.d_out.data(), a.q.data(), a.k_nope.data(),
+                            a.k_pe.data(), a.v.data(), a.att.data(), attn_shape(c, B, T));
+  const int nt_rope = threads_for(N * H * rd);
+#pragma omp parallel for schedule(static) num_threads(nt_rope)
   for (int64_t b = 0; b < B; b++) {
     const int64_t r0 = b * T;
-    causal_attention_backward(
-        a.d_q.data() + r0 * H * dq, a.d_k_nope.data() + r0 * H * nope, a.d_k_pe.data() + r0 * rd,
-        a.d_v.data() + r0 * H * dv, a.d_att.data() + b * H * T * T, a.d_out.data() + r0 * H * dv,
-        a.q.data() + r0 * H * dq, a.k_nope.data() + r0 * H * nope, a.k_pe.data() + r0 * rd,
-        a.v.data() + r0 * H * dv, a.att.data() + b * H * T * T, s);
     rope_backward(a.d_q.data() + r0 * H * dq + nope, rope, T, H, dq);
     rope_backward(a.d_k_pe.data() + r0 * rd, rope, T, 1, rd);
   }

@@ -9,7 +9,8 @@
 //   y        = o_proj(causal softmax attention)     scale = ModelConfig::softmax_scale()
 //
 // Conventions as train/ops.h: caller-owned buffers, backward ACCUMULATES into dx and every
-// parameter gradient (the caller zeroes them once per step), deterministic for any thread count.
+// parameter gradient (the caller zeroes them once per step), deterministic for a given thread
+// count.
 #pragma once
 
 #include <cstdint>

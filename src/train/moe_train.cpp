@@ -133,11 +133,16 @@ void moe_forward(float* y, MoeActs& a, const float* u, const MoeParams& p,
 
   // Route: the inference routine itself, so training selects exactly what inference selects.
   matmul_forward(a.logits.data(), u, p.router, N, C, E);
-#pragma omp parallel for schedule(static)
-  for (int64_t t = 0; t < N; t++) {
-    const float* l = a.logits.data() + t * E;
-    for (int64_t e = 0; e < E; e++) a.scores[size_t(t * E + e)] = 1.0f / (1.0f + std::exp(-l[e]));
-    route_token(c, l, bias, a.ids.data() + t * K, a.gates.data() + t * K);
+  const int nt_route = threads_for(N * E * 16);  // ~16 operations per score (exp, sorting)
+#pragma omp parallel num_threads(nt_route)
+  {
+    RouteScratch scratch;  // one per thread: no allocation per token
+#pragma omp for schedule(static)
+    for (int64_t t = 0; t < N; t++) {
+      const float* l = a.logits.data() + t * E;
+      for (int64_t e = 0; e < E; e++) a.scores[size_t(t * E + e)] = 1.0f / (1.0f + std::exp(-l[e]));
+      route_token(c, l, bias, a.ids.data() + t * K, a.gates.data() + t * K, scratch);
+    }
   }
 
   // Group the (token, slot) pairs by expert, tokens in order.
@@ -153,23 +158,17 @@ void moe_forward(float* y, MoeActs& a, const float* u, const MoeParams& p,
       a.row_token[size_t(r)] = int32_t(t);
       a.row_of[size_t(t * K + k)] = int32_t(r);
     }
-#pragma omp parallel for schedule(static)
+  const int nt_rows = threads_for(N * K * C);
+#pragma omp parallel for schedule(static) num_threads(nt_rows)
   for (int64_t r = 0; r < N * K; r++)
     std::copy_n(u + int64_t(a.row_token[size_t(r)]) * C, C, a.xg.data() + r * C);
 
-  // Routed experts on their gathered rows.
-  for (int64_t e = 0; e < E; e++) {
-    const int64_t m = a.counts[size_t(e)], o = a.offset[size_t(e)];
-    if (m == 0) continue;
-    matmul_forward(a.hg.data() + o * F, a.xg.data() + o * C, p.w_gate + e * F * C, m, C, F);
-    matmul_forward(a.hu.data() + o * F, a.xg.data() + o * C, p.w_up + e * F * C, m, C, F);
-  }
+  // Routed experts on their gathered rows: one GEMM per expert and projection.
+  const int64_t* off = a.offset.data();
+  matmul_forward_grouped(a.hg.data(), a.xg.data(), p.w_gate, off, E, C, F);
+  matmul_forward_grouped(a.hu.data(), a.xg.data(), p.w_up, off, E, C, F);
   swiglu_forward(a.h.data(), a.hg.data(), a.hu.data(), N * K * F);
-  for (int64_t e = 0; e < E; e++) {
-    const int64_t m = a.counts[size_t(e)], o = a.offset[size_t(e)];
-    if (m == 0) continue;
-    matmul_forward(a.out.data() + o * C, a.h.data() + o * F, p.w_down + e * C * F, m, F, C);
-  }
+  matmul_forward_grouped(a.out.data(), a.h.data(), p.w_down, off, E, F, C);
 
   // Shared experts write y; then every token adds its gated experts, in slot order.
   if (Fs > 0) {
@@ -180,7 +179,7 @@ void moe_forward(float* y, MoeActs& a, const float* u, const MoeParams& p,
   } else {
     std::fill_n(y, N * C, 0.0f);
   }
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(nt_rows)
   for (int64_t t = 0; t < N; t++)
     for (int64_t k = 0; k < K; k++)
       axpy(a.gates[size_t(t * K + k)], a.out.data() + int64_t(a.row_of[size_t(t * K + k)]) * C,
@@ -191,6 +190,7 @@ void moe_backward(float* du, const MoeParams& g, MoeActs& a, const float* dy, co
                   const MoeParams& p, const float* dlogits_extra, const ModelConfig& c) {
   check_config(c);
   const int64_t N = a.N, C = a.C, E = a.E, K = a.K, F = a.F, Fs = a.Fs;
+  const int nt_rows = threads_for(N * K * C);
   const bool norm = normalises(c);
   const float scale = gate_scale(c);
   zero(a.dh, size_t(N * K * F));
@@ -204,7 +204,7 @@ void moe_backward(float* du, const MoeParams& g, MoeActs& a, const float* dy, co
 
     // y_t = sum_k g_k out_k:  dout_k = g_k dy_t,  dg_k = dy_t . out_k; then back through the gate
     // values to the logits of the selected experts.
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(nt_rows)
   for (int64_t t = 0; t < N; t++) {
     const float* dyt = dy + t * C;
     double S = 1e-20, sum_dg_s = 0.0;  // route_token's normaliser
@@ -229,22 +229,13 @@ void moe_backward(float* du, const MoeParams& g, MoeActs& a, const float* dy, co
   }
 
   // Routed experts, each on its own rows.
-  for (int64_t e = 0; e < E; e++) {
-    const int64_t m = a.counts[size_t(e)], o = a.offset[size_t(e)];
-    if (m == 0) continue;
-    matmul_backward(a.dh.data() + o * F, g.w_down + e * C * F, a.dout.data() + o * C,
-                    a.h.data() + o * F, p.w_down + e * C * F, m, F, C);
-  }
+  const int64_t* off = a.offset.data();
+  matmul_backward_grouped(a.dh.data(), g.w_down, a.dout.data(), a.h.data(), p.w_down, off, E, F, C);
   swiglu_backward(a.dhg.data(), a.dhu.data(), a.dh.data(), a.hg.data(), a.hu.data(), N * K * F);
-  for (int64_t e = 0; e < E; e++) {
-    const int64_t m = a.counts[size_t(e)], o = a.offset[size_t(e)];
-    if (m == 0) continue;
-    matmul_backward(a.dxg.data() + o * C, g.w_gate + e * F * C, a.dhg.data() + o * F,
-                    a.xg.data() + o * C, p.w_gate + e * F * C, m, C, F);
-    matmul_backward(a.dxg.data() + o * C, g.w_up + e * F * C, a.dhu.data() + o * F,
-                    a.xg.data() + o * C, p.w_up + e * F * C, m, C, F);
-  }
-#pragma omp parallel for schedule(static)
+  matmul_backward_grouped(a.dxg.data(), g.w_gate, a.dhg.data(), a.xg.data(), p.w_gate, off, E, C,
+                          F);
+  matmul_backward_grouped(a.dxg.data(), g.w_up, a.dhu.data(), a.xg.data(), p.w_up, off, E, C, F);
+#pragma omp parallel for schedule(static) num_threads(nt_rows)
   for (int64_t t = 0; t < N; t++)
     for (int64_t k = 0; k < K; k++)
       axpy(1.0f, a.dxg.data() + int64_t(a.row_of[size_t(t * K + k)]) * C, du + t * C, C);

@@ -1,6 +1,8 @@
 // DeepSeekMoE for training (V3 section 2.1.2), forward and backward on explicit f32 buffers,
 // following the conventions of train/ops.h (caller-owned parameters and gradients, backward
-// ACCUMULATES, results independent of the number of OpenMP threads).
+// ACCUMULATES, bit-identical results run after run on the same thread count). The routed experts
+// run as one GEMM per expert on its gathered rows (matmul_*_grouped); routing allocates nothing
+// per token.
 //
 //   logits = u e^T,  s = sigmoid(logits)                       u [N][C], e [E][C]
 //   selection: route_token (s + b, group-limited noaux_tc), exactly as inference
