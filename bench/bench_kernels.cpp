@@ -251,6 +251,16 @@ const bool registered = [] {
                 ->UseRealTime()
                 ->Unit(benchmark::kMillisecond);
           }
+  // Batched decoding: 8 tokens against 1024-column weights (the 1B V3-shape model's lm_head,
+  // o_proj, down-projections), where the activations stay in L1.
+  for (DType d : dtypes)
+    for (Isa isa : {Isa::Avx512, Isa::Avx2})
+      for (int threads : {1, 2})
+        benchmark::RegisterBenchmark(
+            name("GEMM", d, 16384, 1024, 8, isa, threads).c_str(),
+            [=](benchmark::State& s) { run_gemm(s, d, 16384, 1024, 8, isa, threads); })
+            ->UseRealTime()
+            ->Unit(benchmark::kMillisecond);
   // Transposed product: a head's W_UK slice (absorbed MLA) and a large bandwidth-bound one.
   for (DType d : {DType::BF16, DType::F8_E4M3})
     for (auto [rows, cols] : {std::pair<int64_t, int64_t>{128, 512}, {2048, 7168}})

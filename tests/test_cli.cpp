@@ -188,7 +188,9 @@ TEST(Cli, BadInputIsAClearError) {
 
 namespace {
 
-std::string chat_model() { return whale::testing::chat_tiny_model(); }
+std::string chat_model() {
+  return whale::testing::chat_tiny_model();
+}
 
 }  // namespace
 
@@ -205,6 +207,16 @@ TEST(Cli, RunIsDeterministicPerSeed) {
   EXPECT_NE(a.out, c.out);
   CliResult s = run("run -m " + m + " -p 'x' -n 40 --temp 0 --stop ' ' --no-stats");
   ASSERT_EQ(s.code, 0) << s.out;
+  // The same text whether the weights are read into RAM or memory-mapped.
+  CliResult ram = run("run -m " + m + " -p 'Once upon a time' -n 12 --temp 1.0 --seed 5 " +
+                      "--no-stats --no-mmap");
+  CliResult map = run("run -m " + m + " -p 'Once upon a time' -n 12 --temp 1.0 --seed 5 " +
+                      "--no-stats --mmap");
+  EXPECT_EQ(ram.out, a.out);
+  EXPECT_EQ(map.out, a.out);
+  CliResult both = run("run -m " + m + " -p x -n 1 --mmap --no-mmap");
+  EXPECT_NE(both.code, 0);
+  EXPECT_NE(both.out.find("excludes"), std::string::npos) << both.out;
 }
 
 TEST(Cli, ChatIsMultiTurnAndReusesTheCache) {

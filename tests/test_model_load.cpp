@@ -2,6 +2,7 @@
 // file and the tensor (never a crash).
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -113,4 +114,59 @@ TEST(ModelLoad, MtpLayersAreKeptNotAnError) {
   auto m = Model::load(kFixtures + "v3");
   EXPECT_GT(m->stats().mtp_params, 0);
   EXPECT_TRUE(m->checkpoint().has("model.layers.3.eh_proj.weight"));
+}
+
+// Weights read into RAM (huge pages) and memory-mapped are the same bytes, so the model computes
+// the same logits bit for bit; errors in a damaged file are named either way.
+TEST(ModelLoad, RamAndMmapLoadTheSameWeights) {
+  for (const char* name : {"v3_sharded", "v3_fp8"}) {
+    Model::Options ram, map;
+    ram.load = LoadMode::Ram;
+    map.load = LoadMode::Mmap;
+    auto a = Model::load(kFixtures + name, ram);
+    auto b = Model::load(kFixtures + name, map);
+    EXPECT_EQ(a->checkpoint().load_mode(), LoadMode::Ram);
+    EXPECT_EQ(b->checkpoint().load_mode(), LoadMode::Mmap);
+    ASSERT_EQ(a->checkpoint().names(), b->checkpoint().names());
+    for (const std::string& t : a->checkpoint().names()) {
+      const TensorView& x = a->checkpoint().get(t);
+      const TensorView& y = b->checkpoint().get(t);
+      ASSERT_EQ(x.nbytes, y.nbytes) << t;
+      EXPECT_NE(x.data, y.data) << t;  // two copies, not one
+      EXPECT_EQ(std::memcmp(x.data, y.data, x.nbytes), 0) << name << ": " << t;
+    }
+    const std::vector<int32_t> tokens = {1, 5, 9, 2, 7};
+    KVCache ca = a->new_cache(16), cb = b->new_cache(16);
+    const std::vector<float> la = a->forward(ca, tokens, true), lb = b->forward(cb, tokens, true);
+    ASSERT_EQ(la.size(), lb.size());
+    EXPECT_EQ(std::memcmp(la.data(), lb.data(), la.size() * sizeof(float)), 0) << name;
+  }
+}
+
+TEST(ModelLoad, AutoReadsSmallModelsIntoRamAndMapsHugeOnes) {
+  EXPECT_EQ(resolve_load_mode(LoadMode::Auto, size_t(1) << 20), LoadMode::Ram);
+  EXPECT_EQ(resolve_load_mode(LoadMode::Auto, size_t(1) << 60), LoadMode::Mmap);
+  EXPECT_EQ(resolve_load_mode(LoadMode::Mmap, 1), LoadMode::Mmap);
+  EXPECT_EQ(resolve_load_mode(LoadMode::Ram, size_t(1) << 60), LoadMode::Ram);
+  EXPECT_EQ(Model::load(kFixtures + "v3")->checkpoint().load_mode(), LoadMode::Ram);
+}
+
+TEST(ModelLoad, DamagedFileIsNamedInBothModes) {
+  for (LoadMode mode : {LoadMode::Ram, LoadMode::Mmap}) {
+    auto d = edited_copy("v3", [](json& h) {
+      auto& off = h["model.norm.weight"]["data_offsets"];
+      off = {off[0].get<uint64_t>() + (1ull << 32), off[1].get<uint64_t>() + (1ull << 32)};
+    });
+    std::string e;
+    try {
+      Model::Options o;
+      o.load = mode;
+      Model::load(d.string(), o);
+    } catch (const std::exception& ex) {
+      e = ex.what();
+    }
+    fs::remove_all(d);
+    EXPECT_NE(e.find("'model.norm.weight'"), std::string::npos) << e;
+    EXPECT_NE(e.find("model.safetensors"), std::string::npos) << e;
+  }
 }

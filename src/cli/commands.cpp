@@ -35,6 +35,10 @@ namespace {
 struct Common {
   std::string model_dir;
   int threads = 0;
+  bool mmap = false, no_mmap = false;
+  LoadMode load_mode() const {
+    return mmap ? LoadMode::Mmap : no_mmap ? LoadMode::Ram : LoadMode::Auto;
+  }
 };
 
 std::map<std::string, std::function<int()>> g_actions;
@@ -43,6 +47,10 @@ Common g;
 void add_model(CLI::App* sub) {
   sub->add_option("-m,--model", g.model_dir, "model directory (config.json, *.safetensors)")
       ->required();
+  auto* mm = sub->add_flag("--mmap", g.mmap,
+                           "memory-map the weights (default: read into RAM on huge pages when "
+                           "they take at most 60% of available memory)");
+  sub->add_flag("--no-mmap", g.no_mmap, "always read the weights into RAM")->excludes(mm);
 }
 void add_threads(CLI::App* sub) {
   sub->add_option("-t,--threads", g.threads, "threads (default: all cores)");
@@ -74,6 +82,7 @@ std::unique_ptr<Model> load_model() {
   Model::Options opt;
   opt.progress = isatty(STDERR_FILENO);
   opt.prefault = opt.progress;
+  opt.load = g.load_mode();
   return Model::load(g.model_dir, opt);
 }
 
@@ -86,7 +95,9 @@ int argmax(const float* v, int64_t n) {
 
 // ------------------------------------------------------------------ info
 int cmd_info() {
-  auto m = Model::load(g.model_dir);
+  Model::Options opt;
+  opt.load = g.load_mode();
+  auto m = Model::load(g.model_dir, opt);
   const ModelConfig& c = m->config();
   const ModelStats s = m->stats();
   const size_t kv = KVCache::bytes_per_token(c);
@@ -183,7 +194,8 @@ int64_t g_bench_batch = 1;
 
 int cmd_bench() {
   apply_threads();
-  auto m = Model::load(g.model_dir, Model::Options{isatty(STDERR_FILENO) != 0, true});
+  auto m =
+      Model::load(g.model_dir, Model::Options{isatty(STDERR_FILENO) != 0, true, g.load_mode()});
   const ModelConfig& c = m->config();
   // --batch B: B sequences (different prompts) prefilled together, then decoded together, one
   // token each per forward pass, as the server's continuous batching does.
@@ -222,6 +234,7 @@ int cmd_bench() {
             {"prompt_tokens", g_bench_p},
             {"gen_tokens", g_bench_n},
             {"batch", B},
+            {"weights", m->checkpoint().load_mode() == LoadMode::Ram ? "ram" : "mmap"},
             {"prefill_tok_s", double(B * g_bench_p) / pp},
             {"decode_tok_s", tg_tps},
             // weight bytes one token reads x tokens/s: meaningful for one sequence only

@@ -27,8 +27,10 @@ static std::runtime_error error(const std::string& path, const std::string& msg)
 
 // ---------------------------------------------------------------- MappedFile
 
-MappedFile::MappedFile(const std::string& path) : path_(path) {
-  int fd = ::open(path.c_str(), O_RDONLY);
+MappedFile::MappedFile(const std::string& path, bool in_ram,
+                       const std::function<void(size_t)>& on_read)
+    : path_(path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) throw error(path, std::string("cannot open: ") + std::strerror(errno));
   struct stat st {};
   if (::fstat(fd, &st) != 0) {
@@ -36,19 +38,78 @@ MappedFile::MappedFile(const std::string& path) : path_(path) {
     throw error(path, "cannot stat");
   }
   size_ = size_t(st.st_size);
-  if (size_ > 0) {
-    void* p = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
-    if (p == MAP_FAILED) {
-      ::close(fd);
-      throw error(path, std::string("cannot mmap: ") + std::strerror(errno));
+  try {
+    if (size_ > 0 && in_ram) {
+      read_into_ram(fd, on_read);
+    } else if (size_ > 0) {
+      void* p = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
+      if (p == MAP_FAILED) throw error(path, std::string("cannot mmap: ") + std::strerror(errno));
+      map_ = p;
+      map_len_ = size_;
+      data_ = static_cast<const uint8_t*>(p);
     }
-    data_ = static_cast<const uint8_t*>(p);
+  } catch (...) {
+    ::close(fd);
+    throw;
   }
   ::close(fd);
 }
 
+void MappedFile::read_into_ram(int fd, const std::function<void(size_t)>& on_read) {
+  // A 2 MiB-aligned anonymous region (over-allocate, trim both ends) so that every 2 MiB of it
+  // can be one huge page.
+  constexpr size_t kHuge = size_t(2) << 20;
+  const size_t len = (size_ + kHuge - 1) / kHuge * kHuge;
+  void* raw =
+      ::mmap(nullptr, len + kHuge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (raw == MAP_FAILED)
+    throw error(path_, "cannot allocate " + std::to_string(len >> 20) +
+                           " MiB to read it into RAM (try --mmap): " + std::strerror(errno));
+  const uintptr_t start = uintptr_t(raw), base = (start + kHuge - 1) / kHuge * kHuge;
+  if (base > start) ::munmap(raw, base - start);
+  if (start + kHuge > base) ::munmap(reinterpret_cast<void*>(base + len), start + kHuge - base);
+  map_ = reinterpret_cast<void*>(base);
+  map_len_ = len;
+  ::madvise(map_, map_len_, MADV_HUGEPAGE);  // a hint: without THP the region stays 4 KiB pages
+
+  uint8_t* dst = static_cast<uint8_t*>(map_);
+  constexpr size_t kChunk = size_t(64) << 20;
+  for (size_t off = 0; off < size_;) {
+    const ssize_t n = ::pread(fd, dst + off, std::min(kChunk, size_ - off), off_t(off));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      const std::string why = n < 0 ? std::strerror(errno) : "file shrank while being read";
+      ::munmap(map_, map_len_);
+      map_ = nullptr;
+      throw error(path_, "read failed at byte " + std::to_string(off) + ": " + why);
+    }
+    off += size_t(n);
+    if (on_read) on_read(off);
+  }
+  ::mprotect(map_, map_len_, PROT_READ);  // the weights are read-only from here on
+  data_ = dst;
+  in_ram_ = true;
+}
+
 MappedFile::~MappedFile() {
-  if (data_) ::munmap(const_cast<uint8_t*>(data_), size_);
+  if (map_) ::munmap(map_, map_len_);
+}
+
+LoadMode resolve_load_mode(LoadMode mode, size_t bytes) {
+  if (mode != LoadMode::Auto) return mode;
+  size_t avail_kb = 0;
+  std::ifstream f("/proc/meminfo");
+  std::string key;
+  size_t value = 0;
+  std::string unit;
+  while (f >> key >> value >> unit)
+    if (key == "MemAvailable:") {
+      avail_kb = value;
+      break;
+    }
+  // Unknown (no /proc/meminfo): map, which never over-commits memory.
+  if (avail_kb == 0) return LoadMode::Mmap;
+  return double(bytes) <= 0.6 * double(avail_kb) * 1024.0 ? LoadMode::Ram : LoadMode::Mmap;
 }
 
 // ---------------------------------------------------------------- TensorView
@@ -136,14 +197,15 @@ std::vector<TensorView> parse_safetensors(const uint8_t* bytes, size_t file_size
   return out;
 }
 
-SafetensorsFile::SafetensorsFile(const std::string& path)
-    : file_(std::make_unique<MappedFile>(path)) {
+SafetensorsFile::SafetensorsFile(const std::string& path, bool in_ram,
+                                 const std::function<void(size_t)>& on_read)
+    : file_(std::make_unique<MappedFile>(path, in_ram, on_read)) {
   tensors_ = parse_safetensors(file_->data(), file_->size(), path);
 }
 
 // ---------------------------------------------------------------- Checkpoint
 
-Checkpoint::Checkpoint(const std::string& dir) : dir_(dir) {
+Checkpoint::Checkpoint(const std::string& dir, LoadMode mode, bool progress) : dir_(dir) {
   const fs::path root(dir);
   const fs::path index_path = root / "model.safetensors.index.json";
   std::vector<std::string> shard_names;
@@ -172,11 +234,25 @@ Checkpoint::Checkpoint(const std::string& dir) : dir_(dir) {
   } else {
     throw std::runtime_error(dir + ": no model.safetensors or model.safetensors.index.json");
   }
+  size_t total = 0;
   for (const auto& s : shard_names) {
     const fs::path p = root / s;
     if (!fs::exists(p)) throw error(p.string(), "shard listed in the index is missing");
-    files_.push_back(std::make_unique<SafetensorsFile>(p.string()));
+    std::error_code ec;
+    const auto n = fs::file_size(p, ec);
+    if (!ec) total += size_t(n);
   }
+  mode_ = resolve_load_mode(mode, total);
+  const bool in_ram = mode_ == LoadMode::Ram;
+  ProgressBar bar("loading", total, progress && in_ram);
+  size_t before = 0;  // bytes of the shards already read
+  for (const auto& s : shard_names) {
+    const fs::path p = root / s;
+    files_.push_back(std::make_unique<SafetensorsFile>(p.string(), in_ram,
+                                                       [&](size_t n) { bar.update(before + n); }));
+    before += files_.back()->file().size();
+  }
+  bar.finish();
   for (const auto& f : files_) {
     for (const auto& t : f->tensors()) {
       auto [it, inserted] = index_.emplace(t.name, &t);

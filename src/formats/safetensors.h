@@ -1,4 +1,4 @@
-// Hugging Face safetensors checkpoints, memory-mapped.
+// Hugging Face safetensors checkpoints, memory-mapped or read into RAM.
 //
 // File layout: u64 little-endian header size N, N bytes of JSON
 //   {"name": {"dtype": "BF16", "shape": [r, c], "data_offsets": [begin, end]}, ..., "__metadata__":
@@ -12,6 +12,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <span>
@@ -23,21 +24,43 @@
 
 namespace whale {
 
-// A read-only memory map of a whole file.
+// How a checkpoint's bytes are brought into memory.
+//   Mmap: the files are memory-mapped; pages come in on first use (4 KiB each) and the kernel may
+//         drop them again, so a model larger than RAM still runs, slowly.
+//   Ram:  each file is read into anonymous memory on 2 MiB transparent huge pages (where the
+//         kernel grants them) and made read-only. Decoding streams every active weight once per
+//         token; on 4 KiB file pages the CPU's hardware prefetchers stop at every page boundary
+//         and the TLB misses constantly. Measured on the 1B V3-shape BF16 model, 2 threads:
+//         decode 56 -> 75 tok/s (the kernels' 37 -> 50 GB/s).
+//   Auto: Ram when all files together take at most 60% of MemAvailable, else Mmap.
+enum class LoadMode { Auto, Mmap, Ram };
+
+// Auto resolved for `bytes` of files on this machine.
+LoadMode resolve_load_mode(LoadMode mode, size_t bytes);
+
+// A whole file, read-only: memory-mapped, or read into (huge-page) anonymous memory when `in_ram`.
+// `on_read(n)` is called after each chunk read into RAM with the bytes read so far.
 class MappedFile {
  public:
-  explicit MappedFile(const std::string& path);
+  explicit MappedFile(const std::string& path, bool in_ram = false,
+                      const std::function<void(size_t)>& on_read = {});
   ~MappedFile();
   MappedFile(const MappedFile&) = delete;
   MappedFile& operator=(const MappedFile&) = delete;
   const uint8_t* data() const { return data_; }
   size_t size() const { return size_; }
   const std::string& path() const { return path_; }
+  bool in_ram() const { return in_ram_; }
 
  private:
+  void read_into_ram(int fd, const std::function<void(size_t)>& on_read);
+
   std::string path_;
   const uint8_t* data_ = nullptr;
   size_t size_ = 0;
+  void* map_ = nullptr;  // what munmap releases: map_len_ bytes
+  size_t map_len_ = 0;
+  bool in_ram_ = false;
 };
 
 struct TensorView {
@@ -59,7 +82,8 @@ std::vector<TensorView> parse_safetensors(const uint8_t* bytes, size_t file_size
 
 class SafetensorsFile {
  public:
-  explicit SafetensorsFile(const std::string& path);
+  explicit SafetensorsFile(const std::string& path, bool in_ram = false,
+                           const std::function<void(size_t)>& on_read = {});
   const std::vector<TensorView>& tensors() const { return tensors_; }
   const MappedFile& file() const { return *file_; }
 
@@ -71,7 +95,9 @@ class SafetensorsFile {
 // All tensors of a model directory, single-file or sharded.
 class Checkpoint {
  public:
-  explicit Checkpoint(const std::string& dir);
+  // `progress`: a progress bar on a terminal while files are read into RAM.
+  explicit Checkpoint(const std::string& dir, LoadMode mode = LoadMode::Mmap,
+                      bool progress = false);
 
   bool has(const std::string& name) const { return index_.count(name) != 0; }
   const TensorView* find(const std::string& name) const;
@@ -82,6 +108,8 @@ class Checkpoint {
   size_t total_bytes() const;
   size_t num_files() const { return files_.size(); }
   const std::string& dir() const { return dir_; }
+  // Mmap or Ram: how the files were loaded.
+  LoadMode load_mode() const { return mode_; }
 
   // Reads every page once (so the first tokens are not slowed by page faults), drawing a progress
   // bar when `progress` is true.
@@ -89,6 +117,7 @@ class Checkpoint {
 
  private:
   std::string dir_;
+  LoadMode mode_ = LoadMode::Mmap;
   std::vector<std::unique_ptr<SafetensorsFile>> files_;
   std::map<std::string, const TensorView*> index_;
 };

@@ -131,60 +131,119 @@ void MLA::attend_naive(const AttnSegment& s, const float* q, float* out) const {
   }
 }
 
+namespace {
+
+// Per-thread work buffers for for_each.
+struct Scratch {
+  std::vector<float> a, b, c;
+};
+
+// fn(i, scratch) for i in [0, n): split over the threads when `parallel`, else on the calling
+// thread outside any parallel region (so the kernels fn calls can still use the threads; an
+// inactive `omp parallel if (false)` region would make their regions nested).
+template <class Fn>
+void for_each(int64_t n, bool parallel, const Fn& fn) {
+  if (!parallel) {
+    Scratch sc;
+    for (int64_t i = 0; i < n; i++) fn(i, sc);
+    return;
+  }
+#pragma omp parallel
+  {
+    Scratch sc;
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t i = 0; i < n; i++) fn(i, sc);
+  }
+}
+
+}  // namespace
+
 // Absorbed form: q_lat = W_UK^T q_C (per head), scores on the latents, ctx = sum p c_KV, then
-// the head output W_UV ctx. Nothing is decompressed per cached position.
+// the head output W_UV ctx. Nothing is decompressed per cached position. Three steps:
+//   1. per head (threads over heads): q_lat[m][h] = W_UK_h^T q_C[m][h] for every token m;
+//   2. per token (threads over tokens), all heads at once against that sequence's cache, as two
+//      small matrix products with the cached latents [n_keys x R] as the weight:
+//        scores[h][j] = scale * (q_lat[m][h] . c_KV[j] + q_R[m][h] . k_R[j]),
+//        softmax over j,  ctx[m][h] = sum_j p[h][j] c_KV[j]   (linear_t);
+//   3. per head: out[m][h] = W_UV_h ctx[m][h].
+// Each head's W_UK / W_UV slices are read once per call, not once per sequence (what makes
+// batched decoding of many sequences cheap), and each cached latent once per token, not once per
+// head.
 void MLA::attend_absorbed(std::span<const AttnSegment> segs, const float* q, float* out) const {
   const int64_t H = c_.num_attention_heads, dq = c_.qk_head_dim(), nope = c_.qk_nope_head_dim;
   const int64_t rope = c_.qk_rope_head_dim, dv = c_.v_head_dim, R = c_.kv_lora_rank;
   const int64_t dkv = nope + dv;
-  // Rows of the batch in these segments, in order: M tokens.
-  std::vector<int64_t> rows;
+  // The tokens of these segments, in order: M of them, with their segment and position.
+  struct Tok {
+    int64_t row;  // row of the batch
+    const KVCache* cache;
+    int64_t n_keys;  // causal: positions 0 .. pos
+  };
+  std::vector<Tok> toks;
   int64_t keys = 0;  // attention work: sum over tokens of the keys each sees
   for (const AttnSegment& s : segs)
     for (int64_t i = 0; i < s.n; i++) {
-      rows.push_back(s.start + i);
+      toks.push_back({s.start + i, s.cache, s.cache->len() + i + 1});
       keys += s.cache->len() + i + 1;
     }
-  const int64_t M = int64_t(rows.size());
+  const int64_t M = int64_t(toks.size());
+  std::vector<float> qlat(size_t(M * H * R)), ctx(size_t(M * H * R));
+  const bool par_heads = H * M * (nope + dv) * R > kParallelWork;
+  const bool par_tokens = M > 1 && H * keys * (2 * R + rope) > kParallelWork;
 
-  const bool parallel = H * (keys * (2 * R + rope) + M * (nope + dv) * R) > kParallelWork;
-#pragma omp parallel if (parallel)
-  {
-    std::vector<float> qc(size_t(M * nope)), qlat(size_t(M * R)), ctx(size_t(M * R)),
-        o(size_t(M * dv)), scores;
-#pragma omp for schedule(static)
-    for (int64_t h = 0; h < H; h++) {
-      const WeightRef w_uk = kv_b_proj_.slice_rows(h * dkv, nope);       // [nope x R]
-      const WeightRef w_uv = kv_b_proj_.slice_rows(h * dkv + nope, dv);  // [dv x R]
-      for (int64_t m = 0; m < M; m++) {
-        const float* qm = q + rows[size_t(m)] * H * dq + h * dq;
-        std::copy(qm, qm + nope, qc.data() + m * nope);
-      }
-      linear_t(qc.data(), M, w_uk, qlat.data());  // [M][R]
-      int64_t m = 0;
-      for (const AttnSegment& s : segs) {
-        const int64_t pos0 = s.cache->len();
-        for (int64_t i = 0; i < s.n; i++, m++) {
-          const float* qm = q + (s.start + i) * H * dq + h * dq;
-          const float* ql = qlat.data() + m * R;
-          const int64_t n_keys = pos0 + i + 1;  // causal
-          scores.resize(size_t(n_keys));
-          for (int64_t j = 0; j < n_keys; j++)
-            scores[size_t(j)] = scale_ * (dot(ql, s.cache->latent(layer_, j), R) +
-                                          dot(qm + nope, s.cache->k_rope(layer_, j), rope));
-          softmax_inplace(scores.data(), n_keys);
-          float* cm = ctx.data() + m * R;
-          std::fill(cm, cm + R, 0.0f);
-          for (int64_t j = 0; j < n_keys; j++)
-            axpy(scores[size_t(j)], s.cache->latent(layer_, j), cm, R);
-        }
-      }
-      linear(ctx.data(), M, w_uv, o.data());  // [M][dv]
-      for (int64_t k = 0; k < M; k++)
-        std::copy(o.data() + k * dv, o.data() + (k + 1) * dv,
-                  out + rows[size_t(k)] * H * dv + h * dv);
+  // 1. q_lat = W_UK^T q_C, per head.
+  for_each(H, par_heads, [&](int64_t h, Scratch& sc) {
+    sc.a.resize(size_t(M * nope));
+    sc.b.resize(size_t(M * R));
+    for (int64_t m = 0; m < M; m++) {
+      const float* qm = q + toks[size_t(m)].row * H * dq + h * dq;
+      std::copy(qm, qm + nope, sc.a.data() + m * nope);
     }
-  }
+    linear_t(sc.a.data(), M, kv_b_proj_.slice_rows(h * dkv, nope), sc.b.data());  // [M][R]
+    for (int64_t m = 0; m < M; m++)
+      std::copy(sc.b.data() + m * R, sc.b.data() + (m + 1) * R, qlat.data() + (m * H + h) * R);
+  });
+
+  // 2. Scores, softmax and context for all heads of one token at a time.
+  for_each(M, par_tokens, [&](int64_t m, Scratch& sc) {
+    const Tok& t = toks[size_t(m)];
+    const int64_t T = t.n_keys;
+    WeightRef lat, kr;  // the cache as f32 matrices [T x R] and [T x rope]
+    lat.rows = kr.rows = T;
+    lat.cols = R;
+    kr.cols = rope;
+    lat.data = t.cache->latent(layer_, 0);
+    kr.data = t.cache->k_rope(layer_, 0);
+    sc.a.resize(size_t(H * rope));
+    for (int64_t h = 0; h < H; h++) {
+      const float* qm = q + t.row * H * dq + h * dq + nope;
+      std::copy(qm, qm + rope, sc.a.data() + h * rope);
+    }
+    sc.b.resize(size_t(H * T));
+    sc.c.resize(size_t(H * T));
+    linear(qlat.data() + m * H * R, H, lat, sc.b.data());  // [H][T]: q_lat . c_KV
+    linear(sc.a.data(), H, kr, sc.c.data());               // [H][T]: q_R . k_R
+    for (int64_t h = 0; h < H; h++) {
+      float* row = sc.b.data() + h * T;
+      const float* rr = sc.c.data() + h * T;
+      for (int64_t j = 0; j < T; j++) row[j] = scale_ * (row[j] + rr[j]);
+      softmax_inplace(row, T);
+    }
+    linear_t(sc.b.data(), H, lat, ctx.data() + m * H * R);  // [H][R] = P [H x T] . c_KV
+  });
+
+  // 3. out = W_UV ctx, per head.
+  for_each(H, par_heads, [&](int64_t h, Scratch& sc) {
+    sc.a.resize(size_t(M * R));
+    sc.b.resize(size_t(M * dv));
+    for (int64_t m = 0; m < M; m++)
+      std::copy(ctx.data() + (m * H + h) * R, ctx.data() + (m * H + h + 1) * R,
+                sc.a.data() + m * R);
+    linear(sc.a.data(), M, kv_b_proj_.slice_rows(h * dkv + nope, dv), sc.b.data());  // [M][dv]
+    for (int64_t m = 0; m < M; m++)
+      std::copy(sc.b.data() + m * dv, sc.b.data() + (m + 1) * dv,
+                out + toks[size_t(m)].row * H * dv + h * dv);
+  });
 }
 
 }  // namespace whale

@@ -11,9 +11,9 @@ std::unique_ptr<Model> Model::load(const std::string& dir, const Options& opt) {
   std::unique_ptr<Model> m(new Model());
   m->c_ = ModelConfig::load(dir);
   const ModelConfig& c = m->c_;
-  m->ck_ = std::make_unique<Checkpoint>(dir);
+  m->ck_ = std::make_unique<Checkpoint>(dir, opt.load, opt.progress);
   const Checkpoint& ck = *m->ck_;
-  if (opt.prefault) ck.prefault(opt.progress);
+  if (opt.prefault && ck.load_mode() == LoadMode::Mmap) ck.prefault(opt.progress);
 
   m->rope_ = Rope(c);
   m->embed_tokens_ = load_linear(ck, "model.embed_tokens", c.vocab_size, c.hidden_size);

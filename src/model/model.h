@@ -55,7 +55,8 @@ class Model {
  public:
   struct Options {
     bool progress = false;  // progress bar on a terminal while paging weights in
-    bool prefault = false;  // touch every page at load
+    bool prefault = false;  // touch every page at load (when the files end up memory-mapped)
+    LoadMode load = LoadMode::Auto;  // read into huge-page RAM or map (formats/safetensors.h)
   };
   static std::unique_ptr<Model> load(const std::string& dir, const Options& opt);
   static std::unique_ptr<Model> load(const std::string& dir) { return load(dir, Options{}); }

@@ -135,7 +135,11 @@ void MoE::forward(const float* x, int64_t N, float* y) const {
     rows += m;
   }
   const int64_t Is = has_shared_ ? shared_experts_.inter : 0;
-  std::vector<float> buf(size_t(rows * (2 * D + 2 * I) + 2 * N * Is));
+  // Reused across calls (every element is written before it is read): allocating and zeroing
+  // ~1 MB per layer per step cost ~3% of a batched decode step.
+  thread_local std::vector<float> buf;
+  const size_t need = size_t(rows * (2 * D + 2 * I) + 2 * N * Is);
+  if (buf.size() < need) buf.resize(need);
   float* p = buf.data();
   for (Active& a : active) {
     const auto& tok = assigned[size_t(a.e)];

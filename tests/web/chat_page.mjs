@@ -161,6 +161,13 @@ try {
   step("first turn: greedy, streamed, equal to the non-streamed answer");
   await setSettings(0, 100);
   await recordGrowth(0);
+  // The scripted answer is short and the server fast: on a busy machine a starved browser can
+  // receive the whole stream in one read and paint it at once. Throttle the page's downloads
+  // (Chromium's network emulation, ~3 KB/s) for this turn so the pieces arrive apart.
+  const cdp = await context.newCDPSession(page);
+  await cdp.send("Network.enable");
+  await cdp.send("Network.emulateNetworkConditions",
+                 { offline: false, latency: 0, downloadThroughput: 3000, uploadThroughput: -1 });
   await sendMessage("Hello! Who are you?");
   await until(async () => (await page.locator("#messages .user").count()) === 1, "the user message");
   check((await text("#messages .user .content")) === "Hello! Who are you?", "the user message text");
@@ -172,6 +179,8 @@ try {
   check(first.reasoning.length + first.content.length > 0, "the first answer is empty");
   check(lengths.length >= 3 && lengths.every((v, i) => i === 0 || v > lengths[i - 1]),
         `the answer should appear piece by piece, growing; lengths seen: ${JSON.stringify(lengths)}`);
+  await cdp.send("Network.emulateNetworkConditions",
+                 { offline: false, latency: 0, downloadThroughput: -1, uploadThroughput: -1 });
   check(chatBodies.length === 1, `expected 1 chat request, saw ${chatBodies.length}`);
   const body1 = chatBodies[0];
   check(body1.stream === true && body1.temperature === 0 && body1.max_tokens === 100 &&
