@@ -6,10 +6,20 @@
 #include <algorithm>
 #include <cmath>
 #include <functional>
+#include <random>
 #include <string>
 #include <vector>
 
 namespace whale::testing {
+
+// n draws of N(mean, stddev^2) from rng, in order: the tests' random tensors.
+inline std::vector<float> randn(size_t n, std::mt19937& rng, float stddev = 1.0f,
+                                float mean = 0.0f) {
+  std::normal_distribution<float> d(mean, stddev);
+  std::vector<float> v(n);
+  for (float& x : v) x = d(rng);
+  return v;
+}
 
 // The scalar loss sum_i y_i r_i, whose gradient with respect to y is r.
 inline double project(const std::vector<float>& y, const std::vector<float>& r) {

@@ -56,19 +56,14 @@ ModelConfig tiny_config(int64_t q_lora, bool yarn) {
   return c;
 }
 
-Vec randn(size_t n, std::mt19937& rng, float mean, float stddev) {
-  std::normal_distribution<float> d(mean, stddev);
-  Vec v(n);
-  for (float& x : v) x = d(rng);
-  return v;
-}
+using whale::testing::randn;
 
 // Norm weights near 1, projections with unit-variance outputs, so attention is far from uniform.
 void init_params(MlaParams& p, std::mt19937& rng) {
   for (const MlaTensor& t : p.tensors()) {
     const bool norm = t.shape.size() == 1;
-    *t.data = randn(t.data->size(), rng, norm ? 1.0f : 0.0f,
-                    norm ? 0.2f : 1.0f / std::sqrt(float(t.shape[1])));
+    *t.data = randn(t.data->size(), rng, norm ? 0.2f : 1.0f / std::sqrt(float(t.shape[1])),
+                    norm ? 1.0f : 0.0f);
   }
 }
 
@@ -138,7 +133,7 @@ void expect_forward_matches_inference(const ModelConfig& c, int64_t B = 2, int64
   std::mt19937 rng(11);
   MlaParams p(c);
   init_params(p, rng);
-  const Vec x = randn(size_t(B * T * c.hidden_size), rng, 0.0f, 1.0f);
+  const Vec x = randn(size_t(B * T * c.hidden_size), rng);
   const Vec want = inference_forward(c, p, x, B, T);
   const Vec got = train_forward(c, p, x, B, T);
   float largest = 0.0f;
@@ -176,8 +171,8 @@ void expect_gradients_match(const ModelConfig& c) {
   std::mt19937 rng(5);
   MlaParams p(c), g(c);
   init_params(p, rng);
-  Vec x = randn(size_t(N * C), rng, 0.0f, 1.0f);
-  const Vec r = randn(size_t(N * C), rng, 0.0f, 1.0f);
+  Vec x = randn(size_t(N * C), rng);
+  const Vec r = randn(size_t(N * C), rng);
   MlaActs acts(c, B, T);
   const RopeTable tab(Rope(c), T);
   Vec y(size_t(N * C));
@@ -232,7 +227,7 @@ TEST(TrainMla, CausalAndSequencesIndependent) {
   std::mt19937 rng(3);
   MlaParams p(c);
   init_params(p, rng);
-  Vec x = randn(size_t(B * T * C), rng, 0.0f, 1.0f);
+  Vec x = randn(size_t(B * T * C), rng);
   const Vec before = train_forward(c, p, x, B, T);
   for (int64_t i = 0; i < C; i++) x[size_t((T - 1) * C + i)] += 1.0f;
   const Vec after = train_forward(c, p, x, B, T);

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "formats/safetensors.h"
+#include "grad_check.h"
 #include "model/config.h"
 #include "model/moe.h"
 #include "train/moe_train.h"
@@ -47,12 +48,7 @@ ModelConfig small_config(int64_t groups = 4, int64_t topk_group = 2) {
   return c;
 }
 
-Vec randn(size_t n, std::mt19937& rng, float stddev = 1.0f) {
-  std::normal_distribution<float> d(0.0f, stddev);
-  Vec v(n);
-  for (float& x : v) x = d(rng);
-  return v;
-}
+using whale::testing::randn;
 
 // A layer's parameters in one flat buffer, with their views.
 struct Layer {

@@ -22,12 +22,7 @@ namespace {
 
 using Vec = std::vector<float>;
 
-Vec randn(size_t n, std::mt19937& rng, float stddev = 1.0f) {
-  std::normal_distribution<float> d(0.0f, stddev);
-  Vec v(n);
-  for (float& x : v) x = d(rng);
-  return v;
-}
+using whale::testing::randn;
 
 using whale::testing::expect_grad_matches;
 using whale::testing::project;

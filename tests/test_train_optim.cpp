@@ -12,6 +12,7 @@
 #include <numeric>
 #include <random>
 
+#include "grad_check.h"
 #include "train/optim.h"
 
 using namespace whale::train;
@@ -61,10 +62,7 @@ struct Params {
 
 std::vector<float> random_vector(size_t n, uint32_t seed, float scale = 1.0f) {
   std::mt19937 rng(seed);
-  std::normal_distribution<float> d(0.0f, scale);
-  std::vector<float> v(n);
-  for (float& x : v) x = d(rng);
-  return v;
+  return whale::testing::randn(n, rng, scale);
 }
 
 bool bit_equal(const std::vector<float>& a, const std::vector<float>& b) {

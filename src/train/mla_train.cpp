@@ -113,6 +113,23 @@ void check_buffers(const MlaParams& p, const MlaActs& a, const RopeTable& rope,
                                 std::to_string(c.qk_rope_head_dim));
 }
 
+// `op` (rope_forward, or rope_backward for gradients) at positions 0..T-1 of each of the B
+// sequences, on the rope dims of every query head (q [B*T][H][dq], rope dims after the nope ones)
+// and on the shared key k_pe [B*T][rope].
+void rope_sequences(void (*op)(float*, const RopeTable&, int64_t, int64_t, int64_t), float* q,
+                    float* k_pe, const RopeTable& rope, const ModelConfig& c, int64_t B,
+                    int64_t T) {
+  const int64_t H = c.num_attention_heads, nope = c.qk_nope_head_dim, rd = c.qk_rope_head_dim;
+  const int64_t dq = nope + rd;
+  const int nt = threads_for(B * T * H * rd);
+#pragma omp parallel for schedule(static) num_threads(nt)
+  for (int64_t b = 0; b < B; b++) {
+    const int64_t r0 = b * T;
+    op(q + r0 * H * dq + nope, rope, T, H, dq);
+    op(k_pe + r0 * rd, rope, T, 1, rd);
+  }
+}
+
 }  // namespace
 
 MlaParams::MlaParams(const ModelConfig& c) : c_(c) {
@@ -190,13 +207,7 @@ void mla_forward(float* y, const float* x, const MlaParams& p, MlaActs& a, const
 
   // RoPE at positions 0..T-1 of every sequence (check_buffers made sure the table covers T, so
   // nothing throws inside the parallel loop), then causal attention over all of them.
-  const int nt_rope = threads_for(N * H * rd);
-#pragma omp parallel for schedule(static) num_threads(nt_rope)
-  for (int64_t b = 0; b < B; b++) {
-    const int64_t r0 = b * T;
-    rope_forward(a.q.data() + r0 * H * dq + nope, rope, T, H, dq);
-    rope_forward(a.k_pe.data() + r0 * rd, rope, T, 1, rd);
-  }
+  rope_sequences(rope_forward, a.q.data(), a.k_pe.data(), rope, c, B, T);
   causal_attention_forward(a.out.data(), a.att.data(), a.q.data(), a.k_nope.data(), a.k_pe.data(),
                            a.v.data(), attn_shape(c, B, T));
   matmul_forward(y, a.out.data(), p.o_proj.data(), N, H * dv, C);
@@ -222,13 +233,7 @@ void mla_backward(float* dx, MlaParams& g, const float* dy, const float* x, cons
   causal_attention_backward(a.d_q.data(), a.d_k_nope.data(), a.d_k_pe.data(), a.d_v.data(),
                             a.d_att.data(), a.d_out.data(), a.q.data(), a.k_nope.data(),
                             a.k_pe.data(), a.v.data(), a.att.data(), attn_shape(c, B, T));
-  const int nt_rope = threads_for(N * H * rd);
-#pragma omp parallel for schedule(static) num_threads(nt_rope)
-  for (int64_t b = 0; b < B; b++) {
-    const int64_t r0 = b * T;
-    rope_backward(a.d_q.data() + r0 * H * dq + nope, rope, T, H, dq);
-    rope_backward(a.d_k_pe.data() + r0 * rd, rope, T, 1, rd);
-  }
+  rope_sequences(rope_backward, a.d_q.data(), a.d_k_pe.data(), rope, c, B, T);
 
   // Keys and values: reassemble [k_nope ; v] per head, through kv_b_proj and the latent norm,
   // then reassemble [latent ; k_pe] for kv_a_proj_with_mqa.

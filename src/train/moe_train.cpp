@@ -5,6 +5,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "kernels/ops.h"
 #include "model/moe.h"
 #include "train/ops.h"
 
@@ -29,16 +30,6 @@ bool normalises(const ModelConfig& c) {
 }
 float gate_scale(const ModelConfig& c) {
   return c.arch == Arch::DeepseekV3 || !normalises(c) ? float(c.routed_scaling_factor) : 1.0f;
-}
-
-float dot(const float* a, const float* b, int64_t n) {
-  float s = 0.0f;
-  for (int64_t i = 0; i < n; i++) s += a[i] * b[i];
-  return s;
-}
-
-void axpy(float a, const float* x, float* y, int64_t n) {
-  for (int64_t i = 0; i < n; i++) y[i] += a * x[i];
 }
 
 void zero(std::vector<float>& v, size_t n) {
@@ -290,6 +281,22 @@ ExpertLoad expert_load(std::span<const int64_t> counts) {
 
 // ---- sequence-wise balance loss ----
 
+// For one token's scores s: sum_i s_i and sum_i f_i s_i (so s' = s / sum gives
+// sum_i f_i s'_i = fs / sum).
+namespace {
+struct ScoreSums {
+  double sum = 0.0, fs = 0.0;
+};
+ScoreSums score_sums(const float* s, const std::vector<double>& f) {
+  ScoreSums z;
+  for (size_t e = 0; e < f.size(); e++) {
+    z.sum += s[e];
+    z.fs += f[e] * s[e];
+  }
+  return z;
+}
+}  // namespace
+
 float balance_loss_forward(const MoeActs& a, int64_t T, float alpha) {
   check_sequences(a, T);
   const int64_t B = a.N / T, E = a.E;
@@ -298,13 +305,8 @@ float balance_loss_forward(const MoeActs& a, int64_t T, float alpha) {
   for (int64_t b = 0; b < B; b++) {
     sequence_f(a, b * T, T, f);
     for (int64_t t = b * T; t < (b + 1) * T; t++) {
-      const float* s = a.scores.data() + t * E;
-      double sum = 0.0, fs = 0.0;
-      for (int64_t e = 0; e < E; e++) {
-        sum += s[e];
-        fs += f[size_t(e)] * s[e];
-      }
-      total += fs / sum / double(T);  // sum_i f_i s'_{i,t} / T
+      const ScoreSums z = score_sums(a.scores.data() + t * E, f);
+      total += z.fs / z.sum / double(T);  // sum_i f_i s'_{i,t} / T
     }
   }
   return float(double(alpha) * total / double(B));
@@ -320,13 +322,9 @@ void balance_loss_backward(float* dlogits, const MoeActs& a, int64_t T, float al
     const double w = double(dloss) * double(alpha) / double(B * T);
     for (int64_t t = b * T; t < (b + 1) * T; t++) {
       const float* s = a.scores.data() + t * E;
-      double sum = 0.0, fs = 0.0;
+      const ScoreSums z = score_sums(s, f);
       for (int64_t e = 0; e < E; e++) {
-        sum += s[e];
-        fs += f[size_t(e)] * s[e];
-      }
-      for (int64_t e = 0; e < E; e++) {
-        const double ds = w * (f[size_t(e)] - fs / sum) / sum;
+        const double ds = w * (f[size_t(e)] - z.fs / z.sum) / z.sum;
         dlogits[t * E + e] += float(ds * s[e] * (1.0 - s[e]));
       }
     }

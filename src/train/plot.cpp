@@ -511,6 +511,34 @@ LossSeries loss_series(const TrainingLog& log) {
   return s;
 }
 
+// A panel with nothing to plot: its x axis, frame, `message` inside and the title above.
+void draw_empty_panel(Canvas& c, const PlotRect& r, double x_lo, double x_hi,
+                      const std::string& message, const std::string& title) {
+  draw_x_axis(c, Frame{r, x_lo, x_hi, 0, 1});
+  c.frame(r, kFrame);
+  c.text(r.x0 + 20, (r.y0 + r.y1) / 2 - kTextHeight / 2, message, kInk);
+  c.text(r.x0, r.y0 - 30, title, kInk);
+}
+
+// The panel's frame for values on axis `a`: y axis with about `ticks` ticks, x axis, events.
+Frame draw_panel_axes(Canvas& c, const PlotRect& r, double x_lo, double x_hi, const Axis& a,
+                      int ticks, const std::vector<double>& event_steps) {
+  const Frame f{r, x_lo, x_hi, a.lo, a.hi};
+  draw_y_axis(c, f, ticks);
+  draw_x_axis(c, f);
+  draw_events(c, f, event_steps);
+  return f;
+}
+
+// Frame, legend and the title above (noting a clipped axis).
+void finish_panel(Canvas& c, const PlotRect& r, const std::vector<LegendEntry>& legend,
+                  const Axis& a, std::string title) {
+  c.frame(r, kFrame);
+  draw_legend(c, r, legend);
+  if (a.clipped) title += " (clipped above " + short_number(a.cap) + ")";
+  c.text(r.x0, r.y0 - 30, title, kInk);
+}
+
 void draw_loss_panel(Canvas& c, const TrainingLog& log, double x_lo, double x_hi,
                      PlotSummary& summary) {
   const LossSeries s = loss_series(log);
@@ -523,32 +551,20 @@ void draw_loss_panel(Canvas& c, const TrainingLog& log, double x_lo, double x_hi
   for (double v : s.val)
     if (!std::isnan(v)) values.push_back(v);
   const PlotRect& r = kLossPanel;
-  std::string title = "loss";
-  if (values.empty()) {
-    draw_x_axis(c, Frame{r, x_lo, x_hi, 0, 1});
-    c.frame(r, kFrame);
-    c.text(r.x0 + 20, (r.y0 + r.y1) / 2 - kTextHeight / 2, "no loss values in this log", kInk);
-    c.text(r.x0, r.y0 - 30, title, kInk);
-    return;
-  }
+  if (values.empty())
+    return draw_empty_panel(c, r, x_lo, x_hi, "no loss values in this log", "loss");
   const Axis a = value_axis(values);
   summary.loss_lo = a.lo, summary.loss_hi = a.hi, summary.loss_clipped = a.clipped;
-  const Frame f{r, x_lo, x_hi, a.lo, a.hi};
-  draw_y_axis(c, f, 6);
-  draw_x_axis(c, f);
-  draw_events(c, f, log.event_steps);
+  const Frame f = draw_panel_axes(c, r, x_lo, x_hi, a, 6, log.event_steps);
   if (s.draw_loss) draw_series(c, f, s.steps, s.loss, kColourTrainLoss, false);
   draw_series(c, f, s.steps, s.main, kColourTrainMain, false);
   draw_series(c, f, s.val_steps, s.val, kColourVal, true);
-  c.frame(r, kFrame);
   std::vector<LegendEntry> legend;
   if (!s.steps.empty())
     legend.push_back({s.draw_loss ? "train (main)" : "train", kColourTrainMain, false});
   if (s.draw_loss) legend.push_back({"train (total)", kColourTrainLoss, false});
   if (!s.val_steps.empty()) legend.push_back({"val", kColourVal, false});
-  draw_legend(c, r, legend);
-  if (a.clipped) title += " (clipped above " + short_number(a.cap) + ")";
-  c.text(r.x0, r.y0 - 30, title, kInk);
+  finish_panel(c, r, legend, a, "loss");
 }
 
 void draw_load_panel(Canvas& c, const TrainingLog& log, double x_lo, double x_hi,
@@ -571,31 +587,21 @@ void draw_load_panel(Canvas& c, const TrainingLog& log, double x_lo, double x_hi
     mean.push_back(n > 0 ? sum / n : kNaN);
   }
   const PlotRect& r = kBalancePanel;
-  std::string title = "expert load: max/mean tokens per expert";
-  if (values.size() == 1) {
-    draw_x_axis(c, Frame{r, x_lo, x_hi, 0, 1});
-    c.frame(r, kFrame);
-    c.text(r.x0 + 20, (r.y0 + r.y1) / 2 - kTextHeight / 2, "no MoE layers in this log", kInk);
-    c.text(r.x0, r.y0 - 30, title, kInk);
-    return;
-  }
+  const std::string title = "expert load: max/mean tokens per expert";
+  if (values.size() == 1)
+    return draw_empty_panel(c, r, x_lo, x_hi, "no MoE layers in this log", title);
   const Axis a = value_axis(values);
   summary.load_lo = a.lo, summary.load_hi = a.hi, summary.load_clipped = a.clipped;
-  const Frame f{r, x_lo, x_hi, a.lo, a.hi};
-  draw_y_axis(c, f, 4);
-  draw_x_axis(c, f);
-  draw_events(c, f, log.event_steps);
+  const Frame f = draw_panel_axes(c, r, x_lo, x_hi, a, 4, log.event_steps);
   draw_band(c, f, steps, lo, hi, kLoadBand);
   c.hline(r.x0, r.x1, int(std::lround(f.y(1.0))), kFrame, 4, 8);
   draw_series(c, f, steps, mean, kColourLoadMean, false);
   draw_series(c, f, steps, hi, kColourLoadMax, false);
-  c.frame(r, kFrame);
-  draw_legend(c, r,
-              {{"mean over layers", kColourLoadMean, false},
-               {"max over layers", kColourLoadMax, false},
-               {"min..max", kLoadBand, true}});
-  if (a.clipped) title += " (clipped above " + short_number(a.cap) + ")";
-  c.text(r.x0, r.y0 - 30, title, kInk);
+  finish_panel(c, r,
+               {{"mean over layers", kColourLoadMean, false},
+                {"max over layers", kColourLoadMax, false},
+                {"min..max", kLoadBand, true}},
+               a, title);
 }
 
 }  // namespace
