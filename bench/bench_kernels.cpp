@@ -261,6 +261,17 @@ const bool registered = [] {
             [=](benchmark::State& s) { run_gemm(s, d, 16384, 1024, 8, isa, threads); })
             ->UseRealTime()
             ->Unit(benchmark::kMillisecond);
+  // The 1B V3-shape model's output head [129280 x 1024] streamed from memory (two copies, more
+  // than the last-level cache) for one token and for a batched decoding step of 8.
+  for (DType d : {DType::BF16, DType::F8_E4M3})
+    for (int64_t n : {1, 8})
+      for (int threads : {1, 2})
+        benchmark::RegisterBenchmark(name("GEMV", d, 129280, 1024, n, Isa::Avx512, threads).c_str(),
+                                     [=](benchmark::State& s) {
+                                       run_gemv(s, d, 129280, 1024, n, Isa::Avx512, threads, false);
+                                     })
+            ->UseRealTime()
+            ->Unit(benchmark::kMillisecond);
   // Transposed product: a head's W_UK slice (absorbed MLA) and a large bandwidth-bound one.
   for (DType d : {DType::BF16, DType::F8_E4M3})
     for (auto [rows, cols] : {std::pair<int64_t, int64_t>{128, 512}, {2048, 7168}})

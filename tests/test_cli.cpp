@@ -7,7 +7,9 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "test_util.h"
 
@@ -122,6 +124,47 @@ TEST(Cli, InfoReportsCountsAndCacheSizes) {
   const int64_t H = c["num_attention_heads"], nope = c["qk_nope_head_dim"], v = c["v_head_dim"];
   EXPECT_EQ(j["kv_cache_bytes_per_token_f32"].get<int64_t>(), L * (R + rope) * 4);
   EXPECT_EQ(j["mha_kv_cache_bytes_per_token_f32"].get<int64_t>(), L * H * (nope + rope + v) * 4);
+}
+
+// `bench --batch 1,3 --rounds 2`: one JSON line per run, batch sizes interleaved within each
+// round, then a summary whose medians and ratio are those of the runs' own figures.
+TEST(Cli, BenchInterleavesBatchSizesAndSummarises) {
+  CliResult r = run("bench -m " + kFixtures + "v3 -p 4 -n 3 --batch 1,3 --rounds 2 -t 1");
+  ASSERT_EQ(r.code, 0) << r.out;
+  std::vector<json> lines;
+  std::istringstream in(r.out);
+  for (std::string line; std::getline(in, line);)
+    if (!line.empty() && line[0] == '{') lines.push_back(json::parse(line));
+  ASSERT_EQ(lines.size(), 5u) << r.out;
+  std::map<int64_t, std::vector<double>> decode;
+  const int64_t order[4] = {1, 3, 1, 3};
+  for (int i = 0; i < 4; i++) {
+    EXPECT_EQ(lines[size_t(i)]["batch"].get<int64_t>(), order[i]);
+    EXPECT_EQ(lines[size_t(i)]["round"].get<int>(), i / 2 + 1);
+    EXPECT_EQ(lines[size_t(i)]["gen_tokens"].get<int>(), 3);
+    const double tps = lines[size_t(i)]["decode_tok_s"].get<double>();
+    EXPECT_GT(tps, 0.0);
+    decode[order[i]].push_back(tps);
+    // decode GB/s is defined for one sequence only
+    EXPECT_EQ(lines[size_t(i)]["decode_weight_gb_s"].is_null(), order[i] != 1);
+  }
+  const json& sum = lines[4]["summary"];
+  ASSERT_EQ(sum.size(), 2u);
+  EXPECT_EQ(lines[4]["rounds"].get<int>(), 2);
+  for (const json& s : sum) {
+    const auto& v = decode[s["batch"].get<int64_t>()];
+    EXPECT_DOUBLE_EQ(s["decode_tok_s_median"].get<double>(), 0.5 * (v[0] + v[1]));
+    EXPECT_DOUBLE_EQ(s["decode_tok_s_min"].get<double>(), std::min(v[0], v[1]));
+    EXPECT_DOUBLE_EQ(s["decode_tok_s_max"].get<double>(), std::max(v[0], v[1]));
+  }
+  EXPECT_DOUBLE_EQ(sum[0]["vs_first"].get<double>(), 1.0);
+  EXPECT_DOUBLE_EQ(
+      sum[1]["vs_first"].get<double>(),
+      sum[1]["decode_tok_s_median"].get<double>() / sum[0]["decode_tok_s_median"].get<double>());
+  // A batch size out of range is refused before anything runs.
+  r = run("bench -m " + kFixtures + "v3 -p 4 -n 3 --batch 1,0");
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.out.find("--batch: Value 0 not in range"), std::string::npos) << r.out;
 }
 
 TEST(Cli, TokenizeAndDetokenizeNeedOnlyTokenizerFiles) {

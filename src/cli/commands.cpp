@@ -189,29 +189,29 @@ int cmd_generate() {
 }
 
 // ------------------------------------------------------------------ bench
-int g_bench_p = 512, g_bench_n = 128;
-int64_t g_bench_batch = 1;
+int g_bench_p = 512, g_bench_n = 128, g_bench_rounds = 1;
+std::vector<int64_t> g_bench_batch{1};
 
-int cmd_bench() {
-  apply_threads();
-  auto m =
-      Model::load(g.model_dir, Model::Options{isatty(STDERR_FILENO) != 0, true, g.load_mode()});
-  const ModelConfig& c = m->config();
-  // --batch B: B sequences (different prompts) prefilled together, then decoded together, one
-  // token each per forward pass, as the server's continuous batching does.
-  const int64_t B = g_bench_batch;
+struct BenchRun {
+  double prefill_tok_s, decode_tok_s;
+};
+
+// B sequences (different prompts) prefilled together, then decoded together, one token each per
+// forward pass, as the server's continuous batching does.
+BenchRun bench_once(const Model& m, int64_t B) {
+  const ModelConfig& c = m.config();
   std::vector<std::vector<int32_t>> prompts(static_cast<size_t>(B),
                                             std::vector<int32_t>(static_cast<size_t>(g_bench_p)));
   for (int64_t b = 0; b < B; b++)
     for (int i = 0; i < g_bench_p; i++)
       prompts[size_t(b)][size_t(i)] = int32_t((i * 7919 + 13 + b * 104729) % c.vocab_size);
   std::vector<KVCache> caches;
-  for (int64_t b = 0; b < B; b++) caches.push_back(m->new_cache(g_bench_p + g_bench_n + 1));
+  for (int64_t b = 0; b < B; b++) caches.push_back(m.new_cache(g_bench_p + g_bench_n + 1));
   std::vector<SeqInput> batch;
   for (int64_t b = 0; b < B; b++) batch.push_back({&caches[size_t(b)], prompts[size_t(b)], false});
   using clk = std::chrono::steady_clock;
   auto t0 = clk::now();
-  auto logits = m->forward(batch);
+  auto logits = m.forward(batch);
   auto t1 = clk::now();
   std::vector<int32_t> next(static_cast<size_t>(B));
   for (int i = 0; i < g_bench_n; i++) {
@@ -219,27 +219,65 @@ int cmd_bench() {
       next[size_t(b)] = argmax(logits.data() + b * c.vocab_size, c.vocab_size);
       batch[size_t(b)].tokens = std::span<const int32_t>(&next[size_t(b)], 1);
     }
-    logits = m->forward(batch);
+    logits = m.forward(batch);
   }
   auto t2 = clk::now();
   const double pp = std::chrono::duration<double>(t1 - t0).count();
   const double tg = std::chrono::duration<double>(t2 - t1).count();
+  return {double(B * g_bench_p) / pp, double(B * g_bench_n) / tg};
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+// One JSON line per run; with several batch sizes or rounds (run interleaved, so that a noisy
+// machine slows them alike) a last line with each batch size's median decode tok/s and its
+// ratio to the first batch size's.
+int cmd_bench() {
+  apply_threads();
+  auto m =
+      Model::load(g.model_dir, Model::Options{isatty(STDERR_FILENO) != 0, true, g.load_mode()});
   const ModelStats s = m->stats();
-  const double tg_tps = double(B * g_bench_n) / tg;
-  json j = {{"model", g.model_dir},
-            {"params", s.params},
-            {"active_params", s.active_params},
-            {"threads", num_threads()},
-            {"isa", cpu_description()},
-            {"prompt_tokens", g_bench_p},
-            {"gen_tokens", g_bench_n},
-            {"batch", B},
-            {"weights", m->checkpoint().load_mode() == LoadMode::Ram ? "ram" : "mmap"},
-            {"prefill_tok_s", double(B * g_bench_p) / pp},
-            {"decode_tok_s", tg_tps},
-            // weight bytes one token reads x tokens/s: meaningful for one sequence only
-            {"decode_weight_gb_s", B == 1 ? json(tg_tps * double(s.weight_bytes) / 1e9) : json()}};
-  std::printf("%s\n", j.dump().c_str());
+  std::vector<std::vector<double>> decode(g_bench_batch.size());
+  for (int r = 0; r < g_bench_rounds; r++)
+    for (size_t k = 0; k < g_bench_batch.size(); k++) {
+      const int64_t B = g_bench_batch[k];
+      const BenchRun run = bench_once(*m, B);
+      decode[k].push_back(run.decode_tok_s);
+      json j = {{"model", g.model_dir},
+                {"params", s.params},
+                {"active_params", s.active_params},
+                {"threads", num_threads()},
+                {"isa", cpu_description()},
+                {"prompt_tokens", g_bench_p},
+                {"gen_tokens", g_bench_n},
+                {"batch", B},
+                {"round", r + 1},
+                {"weights", m->checkpoint().load_mode() == LoadMode::Ram ? "ram" : "mmap"},
+                {"prefill_tok_s", run.prefill_tok_s},
+                {"decode_tok_s", run.decode_tok_s},
+                // weight bytes one token reads x tokens/s: meaningful for one sequence only
+                {"decode_weight_gb_s",
+                 B == 1 ? json(run.decode_tok_s * double(s.weight_bytes) / 1e9) : json()}};
+      std::printf("%s\n", j.dump().c_str());
+      std::fflush(stdout);
+    }
+  if (g_bench_batch.size() > 1 || g_bench_rounds > 1) {
+    json sum = json::array();
+    const double base = median(decode[0]);
+    for (size_t k = 0; k < g_bench_batch.size(); k++) {
+      const double med = median(decode[k]);
+      sum.push_back({{"batch", g_bench_batch[k]},
+                     {"decode_tok_s_median", med},
+                     {"decode_tok_s_min", *std::min_element(decode[k].begin(), decode[k].end())},
+                     {"decode_tok_s_max", *std::max_element(decode[k].begin(), decode[k].end())},
+                     {"vs_first", med / base}});
+    }
+    std::printf("%s\n", json({{"summary", sum}, {"rounds", g_bench_rounds}}).dump().c_str());
+  }
   return 0;
 }
 
@@ -629,8 +667,12 @@ void register_commands(CLI::App& app) {
     add_threads(s);
     s->add_option("-p", g_bench_p, "prompt tokens");
     s->add_option("-n", g_bench_n, "generated tokens");
-    s->add_option("--batch", g_bench_batch, "sequences decoded together (aggregate tok/s)")
+    s->add_option("--batch", g_bench_batch,
+                  "sequences decoded together (aggregate tok/s); a list (1,8) runs each")
+        ->delimiter(',')
         ->check(CLI::Range(1, 256));
+    s->add_option("--rounds", g_bench_rounds, "repeat the batch sizes, interleaved; medians")
+        ->check(CLI::Range(1, 100));
     g_actions["bench"] = cmd_bench;
   }
 }
