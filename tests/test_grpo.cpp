@@ -17,7 +17,7 @@
 #include "formats/safetensors.h"
 #include "model/config.h"
 #include "reason/grpo.h"
-#include "train/load_weights.h"
+#include "train/weights_io.h"
 #include "train/model_train.h"
 #include "train/ops.h"
 #include "train/optim.h"

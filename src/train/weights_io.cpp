@@ -1,4 +1,4 @@
-#include "train/load_weights.h"
+#include "train/weights_io.h"
 
 #include <cstring>
 #include <stdexcept>
@@ -47,6 +47,22 @@ void load_train_weights(TrainModel& model, const Checkpoint& ck) {
 
 void load_train_weights(TrainModel& model, const std::string& dir) {
   load_train_weights(model, Checkpoint(dir, LoadMode::Mmap));
+}
+
+std::vector<CkptTensor> checkpoint_tensors(const TrainModel& model) {
+  std::vector<CkptTensor> out;
+  for (const ParamTensor& p : model.params()) out.push_back({p.name, p.shape, p.data});
+  for (const BufferTensor& b : model.buffers()) out.push_back({b.name, b.shape, b.data});
+  const ModelConfig& c = model.config();
+  if (c.num_nextn_predict_layers == 0) return out;
+  const std::string mtp = "model.layers." + std::to_string(c.num_hidden_layers) + ".";
+  for (const ParamTensor& p : model.params()) {
+    if (p.name == "model.embed_tokens.weight")
+      out.push_back({mtp + "embed_tokens.weight", p.shape, p.data});
+    if (p.name == "lm_head.weight")
+      out.push_back({mtp + "shared_head.head.weight", p.shape, p.data});
+  }
+  return out;
 }
 
 }  // namespace whale::train
