@@ -11,6 +11,7 @@
 #include <array>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -327,6 +328,67 @@ TEST_F(GrpoLoop, BadOptionsAreClearErrors) {
   o.group = 4;
   expect_error(run(o), "--group");
   EXPECT_EQ(file_bytes(root_ / "keep" / "model" / "model.safetensors"), before);
+}
+
+// ---------------------------------------------------------------- MPI
+
+// The run both sides of the MPI comparison make: 4 prompts per step, so 2 per process under
+// mpirun -np 2.
+GrpoOptions mpi_options(const std::string& init, const std::string& out) {
+  GrpoOptions o;
+  o.init_dir = init;
+  o.out_dir = out;
+  o.steps = 4;
+  o.prompts = 4;
+  o.group = 4;
+  o.max_tokens = 6;
+  o.lr = 1e-2f;
+  o.beta = 0.01f;
+  o.seed = 3;
+  o.threads = 1;
+  o.progress = false;
+  return o;
+}
+
+// Run by GrpoLoop.TwoMpiProcessesGiveTheResultsOfOne under mpirun, in every process; skipped when
+// started otherwise.
+TEST(GrpoMpiWorker, Run) {
+  const char* init = std::getenv("WHALE_GRPO_MPI_INIT");
+  const char* out = std::getenv("WHALE_GRPO_MPI_OUT");
+  if (!init || !out) GTEST_SKIP() << "started by GrpoLoop.TwoMpiProcessesGiveTheResultsOfOne";
+  const LetterTask task;
+  EXPECT_EQ(run_grpo_command(mpi_options(init, out), task), 0);
+}
+
+TEST_F(GrpoLoop, TwoMpiProcessesGiveTheResultsOfOne) {
+  if (sh("command -v mpirun").code != 0) GTEST_SKIP() << "mpirun not installed";
+  const std::string init = (root_ / "init").string();
+  ASSERT_EQ(run_grpo_command(mpi_options(init, (root_ / "mpi1").string()), task_), 0);
+  const std::string self = fs::read_symlink("/proc/self/exe").string();
+  const Result r =
+      sh("WHALE_GRPO_MPI_INIT=" + init + " WHALE_GRPO_MPI_OUT=" + (root_ / "mpi2").string() +
+         " OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 "
+         "OMPI_MCA_rmaps_base_oversubscribe=1 ASAN_OPTIONS=detect_leaks=0 "
+         "mpirun -np 2 " +
+         self + " --gtest_filter=GrpoMpiWorker.Run < /dev/null");
+  ASSERT_EQ(r.code, 0) << r.out;
+  const auto one = records("mpi1", "grpo"), two = records("mpi2", "grpo");
+  ASSERT_EQ(one.size(), 4u);
+  ASSERT_EQ(two.size(), 4u) << r.out;
+  EXPECT_EQ(records("mpi2", "config").at(0)["processes"], 2);
+  for (size_t i = 0; i < one.size(); i++) {
+    // The same prompts and samplers: the same completions and rewards; the gradients are summed in
+    // another order, to float rounding.
+    for (const char* k : {"skipped", "tokens", "completions"})
+      EXPECT_EQ(one[i][k], two[i][k]) << k << " at step " << i + 1;
+    for (const char* k : {"reward", "accuracy", "length"})  // means summed in another order
+      EXPECT_NEAR(one[i][k].get<double>(), two[i][k].get<double>(), 1e-12)
+          << k << " at step " << i + 1;
+    for (const char* k : {"loss", "kl", "grad_norm"})
+      EXPECT_NEAR(one[i][k].get<double>(), two[i][k].get<double>(),
+                  1e-5 * (1 + std::fabs(one[i][k].get<double>())))
+          << k << " at step " << i + 1;
+  }
 }
 
 // ---------------------------------------------------------------- rollouts
