@@ -330,6 +330,30 @@ TEST_F(GrpoLoop, BadOptionsAreClearErrors) {
   EXPECT_EQ(file_bytes(root_ / "keep" / "model" / "model.safetensors"), before);
 }
 
+// The command line: a bad flag is reported before anything is loaded; an unknown task is an error
+// naming it.
+TEST_F(GrpoLoop, CommandLineErrorsAreClear) {
+  const std::string whale = std::string(WHALE_BINARY) + " grpo --out " + (root_ / "cli").string() +
+                            " --steps 2 --no-progress";
+  const std::string init = " --init " + (root_ / "init").string();
+  Result r = sh(whale + init + " --task nosuchtask < /dev/null");
+  EXPECT_EQ(r.code, 1) << r.out;
+  EXPECT_NE(r.out.find("nosuchtask"), std::string::npos) << r.out;
+  r = sh(whale + init + " --task nosuchtask --group 1 < /dev/null");
+  EXPECT_EQ(r.code, 1) << r.out;
+  EXPECT_NE(r.out.find("--group must be >= 2"), std::string::npos) << r.out;
+  r = sh(whale + " --task nosuchtask < /dev/null");
+  EXPECT_EQ(r.code, 1) << r.out;
+  EXPECT_NE(r.out.find("--init is required"), std::string::npos) << r.out;
+  r = sh(whale + init + " --task nosuchtask --eps-low 1.2 < /dev/null");
+  EXPECT_EQ(r.code, 1) << r.out;
+  EXPECT_NE(r.out.find("eps_low must be in [0, 1)"), std::string::npos) << r.out;
+  r = sh(std::string(WHALE_BINARY) + " grpo --out x --steps 2 < /dev/null");
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.out.find("--task"), std::string::npos) << r.out;
+  EXPECT_FALSE(fs::exists(root_ / "cli" / "model"));
+}
+
 // ---------------------------------------------------------------- MPI
 
 // The run both sides of the MPI comparison make: 4 prompts per step, so 2 per process under

@@ -99,13 +99,51 @@ struct StepReport {
   bool trained = false;
 };
 
+// The objective's settings from the options.
+GrpoConfig objective_config(const GrpoOptions& o) {
+  GrpoConfig c;
+  c.eps_low = o.eps_low;
+  c.eps_high = o.eps_high;
+  c.beta = o.beta;
+  c.adv = parse_advantage_mode(o.adv);
+  return c;
+}
+
+void check_options(const GrpoOptions& o, int processes) {
+  auto bad = [](const std::string& m) { throw std::invalid_argument("whale grpo: " + m); };
+  if (!o.resume && o.init_dir.empty()) bad("--init is required (the model to start from)");
+  if (o.out_dir.empty()) bad("--out is required");
+  if (o.steps <= 0) bad("--steps must be > 0");
+  if (o.prompts <= 0) bad("--prompts must be > 0");
+  if (o.group < 2)
+    bad("--group must be >= 2 (advantages are relative to the other completions of a prompt), "
+        "got " +
+        std::to_string(o.group));
+  if (o.inner_steps < 1) bad("--inner-steps must be >= 1");
+  if (o.micro_batch < 0) bad("--micro-batch must be >= 0");
+  if (o.max_tokens < 1) bad("--max-tokens must be >= 1");
+  if (!(o.lr > 0) || !std::isfinite(o.lr)) bad("--lr must be a positive number");
+  if (!(o.weight_decay >= 0)) bad("--weight-decay must be >= 0");
+  if (!(o.temperature > 0) || !std::isfinite(o.temperature))
+    bad("--temp must be > 0 (sampling: the completions of a group must differ)");
+  if (!(o.top_p > 0)) bad("--top-p must be > 0");
+  if (o.save_every < 0) bad("--save-every must be >= 0");
+  if (o.prompts % processes != 0)
+    bad("--prompts " + std::to_string(o.prompts) + " must be a multiple of the processes (" +
+        std::to_string(processes) + ")");
+  try {
+    objective_config(o).validate();
+  } catch (const std::invalid_argument& e) {
+    bad(std::string(e.what()) + " (--eps, --eps-low, --eps-high, --beta, --adv)");
+  }
+}
+
 class GrpoTrainer {
  public:
   GrpoTrainer(const GrpoOptions& o, const Task& task) : o_(o), task_(task) {}
   int run();
 
  private:
-  void check_options() const;
   void setup();
   void load_resume_state(const train::LoadedCheckpoint& ck);
   Rollouts rollout(int64_t step);
@@ -135,44 +173,12 @@ class GrpoTrainer {
   bool tty_ = false;
 };
 
-void GrpoTrainer::check_options() const {
-  auto bad = [](const std::string& m) { throw std::invalid_argument("whale grpo: " + m); };
-  if (o_.steps <= 0) bad("--steps must be > 0");
-  if (o_.prompts <= 0) bad("--prompts must be > 0");
-  if (o_.group < 2)
-    bad("--group must be >= 2 (advantages are relative to the other completions of a prompt), "
-        "got " +
-        std::to_string(o_.group));
-  if (o_.inner_steps < 1) bad("--inner-steps must be >= 1");
-  if (o_.micro_batch < 0) bad("--micro-batch must be >= 0");
-  if (o_.max_tokens < 1) bad("--max-tokens must be >= 1");
-  if (!(o_.lr > 0) || !std::isfinite(o_.lr)) bad("--lr must be a positive number");
-  if (!(o_.weight_decay >= 0)) bad("--weight-decay must be >= 0");
-  if (!(o_.temperature > 0) || !std::isfinite(o_.temperature))
-    bad("--temp must be > 0 (sampling: the completions of a group must differ)");
-  if (!(o_.top_p > 0)) bad("--top-p must be > 0");
-  if (o_.save_every < 0) bad("--save-every must be >= 0");
-  if (o_.prompts % dist_.size() != 0)
-    bad("--prompts " + std::to_string(o_.prompts) + " must be a multiple of the processes (" +
-        std::to_string(dist_.size()) + ")");
-  if (!o_.resume && o_.init_dir.empty()) bad("--init is required (the model to start from)");
-  try {
-    cfg_.validate();
-  } catch (const std::invalid_argument& e) {
-    bad(std::string(e.what()) + " (--eps, --eps-low, --eps-high, --beta)");
-  }
-}
-
 void GrpoTrainer::setup() {
   tty_ = isatty(STDERR_FILENO) && dist_.is_root();
   if (o_.threads > 0) set_num_threads(o_.threads);
-  cfg_.eps_low = o_.eps_low;
-  cfg_.eps_high = o_.eps_high;
-  cfg_.beta = o_.beta;
-  cfg_.adv = parse_advantage_mode(o_.adv);
-  check_options();
+  check_options(o_, dist_.size());
+  cfg_ = objective_config(o_);
   out_ = o_.out_dir;
-  if (out_.empty()) throw std::invalid_argument("whale grpo: --out is required");
   ckpt_dir_ = out_ / "model";
   log_path_ = out_ / "log.jsonl";
   png_path_ = out_ / "reward.png";
@@ -607,6 +613,10 @@ int GrpoTrainer::run() {
 }
 
 }  // namespace
+
+void check_grpo_options(const GrpoOptions& options) {
+  check_options(options, 1);
+}
 
 int run_grpo_command(const GrpoOptions& options, const Task& task) {
   GrpoTrainer t(options, task);

@@ -69,6 +69,11 @@ struct GrpoOptions {
   int64_t fault_nan_step = -1;  // testing hook: pretend the loss is NaN at this step
 };
 
+// The checks on the options alone (ranges, required --init unless resuming, the objective's
+// settings), as run_grpo_command starts with: std::invalid_argument "whale grpo: ..." naming the
+// flag. For the command line, to report a bad flag before anything is loaded.
+void check_grpo_options(const GrpoOptions& options);
+
 // Runs the whole training; returns the process exit status: 0, 3 when stopped by a non-finite
 // loss or gradient (the last checkpoint is kept as it was), 130 when interrupted (Ctrl-C / SIGTERM:
 // a checkpoint is saved after the current step). Throws std::invalid_argument /
