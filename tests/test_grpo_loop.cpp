@@ -159,7 +159,7 @@ class GrpoLoop : public ::testing::Test {
     o.eps_low = 0.2f;
     o.eps_high = 0.28f;
     o.seed = 11;
-    o.threads = 2;
+    o.threads = 1;
     o.progress = false;
     return o;
   }
