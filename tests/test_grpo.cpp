@@ -17,10 +17,10 @@
 #include "formats/safetensors.h"
 #include "model/config.h"
 #include "reason/grpo.h"
-#include "train/weights_io.h"
 #include "train/model_train.h"
 #include "train/ops.h"
 #include "train/optim.h"
+#include "train/weights_io.h"
 
 namespace whale::reason {
 namespace {
@@ -388,6 +388,9 @@ TEST(GrpoBatch, PromptsAreMaskedAndSequencesPadded) {
   EXPECT_EQ(b.targets, (std::vector<int32_t>{I, I, 8, 9, 1, I, I, I}));
   EXPECT_EQ(b.advantage, (std::vector<double>{0.5, -0.5}));
   EXPECT_EQ(b.tokens(), 3);
+  const GrpoBatch wide = make_grpo_batch(seqs, 6);
+  EXPECT_EQ(wide.T, 6);
+  EXPECT_EQ(wide.targets, (std::vector<int32_t>{I, I, 8, 9, I, I, 1, I, I, I, I, I}));
   const std::vector<int32_t> none;
   const std::vector<GrpoSequence> bad{{p0, none, 0.0}};
   EXPECT_THROW(make_grpo_batch(bad), std::invalid_argument);

@@ -67,9 +67,10 @@ int64_t GrpoBatch::tokens() const {
   return std::count_if(targets.begin(), targets.end(), [](int32_t t) { return t != kIgnoreIndex; });
 }
 
-GrpoBatch make_grpo_batch(std::span<const GrpoSequence> seqs) {
+GrpoBatch make_grpo_batch(std::span<const GrpoSequence> seqs, int64_t min_T) {
   GrpoBatch b;
   b.B = int64_t(seqs.size());
+  b.T = min_T;
   for (const GrpoSequence& s : seqs) {
     if (s.prompt.empty() || s.completion.empty())
       throw std::invalid_argument("grpo: a sequence with an empty prompt or completion");

@@ -81,9 +81,10 @@ struct GrpoSequence {
   double advantage = 0;
 };
 
-// The batch of the given sequences in order, T = the longest prompt + completion - 1, padded with
-// token 0. Throws std::invalid_argument for an empty prompt or completion.
-GrpoBatch make_grpo_batch(std::span<const GrpoSequence> seqs);
+// The batch of the given sequences in order, T = the longest prompt + completion - 1 (at least
+// min_T: micro-batches of one shape reuse the model's activation buffers), padded with token 0.
+// Throws std::invalid_argument for an empty prompt or completion.
+GrpoBatch make_grpo_batch(std::span<const GrpoSequence> seqs, int64_t min_T = 0);
 
 // Sums over the tokens of a batch, to be added over batches and processes: the loss is
 // -objective / N, the mean KL kl / N, the clip fractions clip_low / N and clip_high / N.

@@ -328,10 +328,13 @@ bool GrpoTrainer::train_step(int64_t step, const Rollouts& r, StepReport& rep) {
     if (!adv.skipped[i / size_t(o_.group)])
       seqs.push_back({r.prompts[i / size_t(o_.group)], r.completions[i].ids, adv.advantage[i]});
   const size_t mb = o_.micro_batch > 0 ? size_t(o_.micro_batch) : std::max<size_t>(1, seqs.size());
+  int64_t T = 0;  // one length for all micro-batches
+  for (const GrpoSequence& q : seqs)
+    T = std::max(T, int64_t(q.prompt.size() + q.completion.size()) - 1);
   std::vector<GrpoBatch> batches;
   for (size_t i = 0; i < seqs.size(); i += mb)
     batches.push_back(make_grpo_batch(
-        std::span<const GrpoSequence>(seqs).subspan(i, std::min(mb, seqs.size() - i))));
+        std::span<const GrpoSequence>(seqs).subspan(i, std::min(mb, seqs.size() - i)), T));
 
   int64_t counts[2] = {adv.skipped_groups, 0};
   for (const GrpoBatch& b : batches) counts[1] += b.tokens();
@@ -532,6 +535,14 @@ int GrpoTrainer::run() {
   std::signal(SIGINT, on_grpo_interrupt);
   std::signal(SIGTERM, on_grpo_interrupt);
 
+  // The inference snapshots go when the run ends, however it ends.
+  struct Scratch {
+    fs::path dir;
+    ~Scratch() {
+      std::error_code ec;
+      fs::remove_all(dir, ec);
+    }
+  } scratch{scratch_};
   const auto t_run = Clock::now();
   double avg_step_s = 0;
   for (int64_t step = start_step_; step < o_.steps; step++) {
@@ -600,8 +611,6 @@ int GrpoTrainer::run() {
       return until ? 0 : 130;
     }
   }
-  std::error_code ec;
-  fs::remove_all(scratch_, ec);
   if (dist_.is_root()) {
     if (tty_) std::fprintf(stderr, "\n");
     train::plot_training_log(log_path_.string(), png_path_.string());
