@@ -217,7 +217,7 @@ void GrpoTrainer::setup() {
   // Policy and reference: MTP and balance losses off (GRPO trains the main head only).
   const train::LossConfig lc{0.0f, 0.0f};
   policy_ = std::make_unique<TrainModel>(config_, lc);
-  train::load_train_weights(*policy_, init_dir_);
+  if (!ck) train::load_train_weights(*policy_, init_dir_);  // else from the checkpoint below
   if (cfg_.beta > 0) {
     ref_ = std::make_unique<TrainModel>(config_, lc);
     train::load_train_weights(*ref_, init_dir_);
