@@ -307,6 +307,7 @@ TEST_F(SftLoop, MaskedLossFallsAndTheCheckpointRuns) {
                         "tokenizer_config.json", "optimizer.safetensors", "trainer_state.json"})
     EXPECT_TRUE(fs::exists(ck / f)) << f;
   EXPECT_EQ(read_json(ck / "trainer_state.json")["options"]["task"], "sft");
+  EXPECT_EQ(file_bytes(root_ / "fall" / "loss.png").substr(1, 3), "PNG");
 
   // `whale run` loads it, and as a chat it answers in the trained form: reasoning, the end of the
   // think block, the answer, eos.
@@ -451,11 +452,19 @@ TEST_F(SftLoop, BadInputIsAnErrorNamingTheLineAndLeavesOutAlone) {
 // and converted.
 TEST_F(SftLoop, StartsFromAHuggingFaceBf16Directory) {
   const std::string hf = whale::testing::chat_tiny_model();
-  Result r =
-      run_whale("sft --init " + hf + " --data " + (root_ / "chat.jsonl").string() + " --val " +
-                (root_ / "chat.jsonl").string() + " --out " + (root_ / "hf").string() +
-                " --steps 1 --lr 1e-20 --bias-gamma 0 --batch 2 --seq 96 --eval-every 1 "
-                "--eval-batches 1 --threads 2 --no-progress");
+  // --data as a directory: its *.jsonl files in name order (60 + 40 conversations).
+  fs::create_directories(root_ / "chats" / "more");
+  {
+    std::ifstream in(root_ / "chat.jsonl");
+    std::ofstream a(root_ / "chats" / "a.jsonl"), b(root_ / "chats" / "more" / "b.jsonl");
+    std::string line;
+    for (int i = 0; std::getline(in, line); i++) (i < 60 ? a : b) << line << "\n";
+    std::ofstream(root_ / "chats" / "notes.txt") << "not chat data\n";
+  }
+  Result r = run_whale("sft --init " + hf + " --data " + (root_ / "chats").string() + " --val " +
+                       (root_ / "chat.jsonl").string() + " --out " + (root_ / "hf").string() +
+                       " --steps 1 --lr 1e-20 --bias-gamma 0 --batch 2 --seq 96 --eval-every 1 "
+                       "--eval-batches 1 --threads 2 --no-progress");
   ASSERT_EQ(r.code, 0) << r.out;
   EXPECT_NE(r.out.find("V3 chat format"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("100 conversations"), std::string::npos) << r.out;
