@@ -22,11 +22,13 @@
 #include "reason/task.h"
 #include "run/chat.h"
 #include "run/session.h"
+#include "run/think_display.h"
 #include "serve/engine.h"
 #include "serve/server.h"
 #include "train/bpe_trainer.h"
 #include "train/data.h"
 #include "train/plot.h"
+#include "train/sft.h"
 #include "train/trainer.h"
 
 namespace whale::cli {
@@ -308,7 +310,7 @@ int cmd_detokenize() {
 // ------------------------------------------------------------------ run / chat
 std::string g_prompt, g_system;
 GenerateOptions g_gen;
-bool g_chat_template = false, g_no_stats = false;
+bool g_chat_template = false, g_no_stats = false, g_hide_thinking = false;
 int64_t g_ctx = 4096;
 
 void add_sampling(CLI::App* s) {
@@ -340,22 +342,42 @@ bool print_piece(std::string_view s) {
   return true;
 }
 
+// How an R1 reply is printed: the reasoning dimmed on a terminal, hidden with --hide-thinking,
+// raw text otherwise (pipes and scripts see what the model wrote).
+ThinkDisplay reply_display(ChatStyle style) {
+  ThinkDisplay::Mode mode = ThinkDisplay::Mode::Raw;
+  if (style == ChatStyle::R1) {
+    if (g_hide_thinking)
+      mode = ThinkDisplay::Mode::Hidden;
+    else if (isatty(STDOUT_FILENO))
+      mode = ThinkDisplay::Mode::Styled;
+  }
+  return ThinkDisplay(mode, style == ChatStyle::R1, [](std::string_view s) { print_piece(s); });
+}
+
 int cmd_run() {
   apply_threads();
   Tokenizer tok = Tokenizer::load(g.model_dir);
   auto m = load_model();
   std::vector<int32_t> prompt;
+  ThinkDisplay display(ThinkDisplay::Mode::Raw, false, [](std::string_view s) { print_piece(s); });
   if (g_chat_template) {
     std::vector<ChatMessage> msgs;
     if (!g_system.empty()) msgs.push_back({"system", g_system, ""});
     msgs.push_back({"user", g_prompt, ""});
-    prompt = tok.encode(render_chat(msgs, detect_chat_style(tok.chat_template()), tok.bos_token()));
+    const ChatStyle style = detect_chat_style(tok.chat_template());
+    prompt = tok.encode(render_chat(msgs, style, tok.bos_token()));
+    display = reply_display(style);
   } else {
     prompt = tok.encode(g_prompt, tok.add_bos());
     std::printf("%s", g_prompt.c_str());
   }
   Session session(*m, std::min<int64_t>(g_ctx, m->config().max_position_embeddings));
-  GenerateResult r = session.generate(prompt, tok, g_gen, print_piece);
+  GenerateResult r = session.generate(prompt, tok, g_gen, [&](std::string_view s) {
+    display.feed(s);
+    return true;
+  });
+  display.finish();
   std::printf("\n");
   print_stats(r);
   return 0;
@@ -388,7 +410,12 @@ int cmd_chat() {
     }
     msgs.push_back({"user", line, ""});
     const auto prompt = tok.encode(render_chat(msgs, style, tok.bos_token()));
-    GenerateResult r = session.generate(prompt, tok, g_gen, print_piece);
+    ThinkDisplay display = reply_display(style);
+    GenerateResult r = session.generate(prompt, tok, g_gen, [&](std::string_view s) {
+      display.feed(s);
+      return true;
+    });
+    display.finish();
     std::printf("\n");
     std::fflush(stdout);
     ChatMessage reply{"assistant", r.text, ""};
@@ -553,44 +580,85 @@ void register_grpo(CLI::App& app) {
   g_actions["grpo"] = cmd_grpo;
 }
 
+// The options of the training loop, shared by `whale train` and `whale sft`.
+void add_loop_options(CLI::App* s, train::TrainOptions& o, bool& no_progress) {
+  s->add_option("--out", o.out_dir, "output: OUT/model (checkpoint), OUT/log.jsonl, OUT/loss.png")
+      ->required();
+  s->add_option("--batch", o.batch, "sequences per step (all processes together)");
+  s->add_option("--seq", o.seq, "tokens per sequence");
+  s->add_option("--grad-accum", o.grad_accum, "micro-batches per step in each process");
+  s->add_option("--min-lr", o.min_lr, "final learning rate (default lr/10)");
+  s->add_option("--schedule", o.schedule, "cosine, wsd or constant (after the warm-up)");
+  s->add_option("--wsd-decay", o.wsd_decay, "WSD: share of the steps spent decaying");
+  s->add_option("--beta1", o.beta1, "AdamW beta1");
+  s->add_option("--beta2", o.beta2, "AdamW beta2");
+  s->add_option("--eps", o.eps, "AdamW epsilon");
+  s->add_option("--clip", o.clip, "gradient global-norm clip (0: off)");
+  s->add_option("--mtp-lambda", o.mtp_lambda, "weight of the multi-token-prediction loss");
+  s->add_option("--balance-alpha", o.balance_alpha, "sequence-wise balance loss weight");
+  s->add_option("--bias-gamma", o.bias_gamma, "aux-loss-free bias update speed");
+  s->add_option("--threads", o.threads, "threads per process (default: all cores)");
+  s->add_option("--eval-every", o.eval_every, "steps between validation losses (0: never)");
+  s->add_option("--eval-batches", o.eval_batches, "validation rows = this x batch (at most)");
+  s->add_option("--save-every", o.save_every, "steps between checkpoints (and at the end)");
+  s->add_flag("--resume", o.resume, "continue the checkpoint in OUT/model exactly");
+  s->add_option("--until", o.until, "stop after this step, with a checkpoint (resume later)");
+  s->add_flag("--bf16", o.bf16, "BF16 compute with FP32 master weights");
+  s->add_flag("--no-progress", no_progress, "no progress line");
+  s->add_option("--fault-nan-step", o.fault_nan_step, "testing: make step N's loss NaN")->group("");
+}
+
+// ------------------------------------------------------------------ sft
+train::SftOptions g_sft;
+bool g_sft_no_pack = false, g_sft_no_progress = false;
+
+int cmd_sft() {
+  g_sft.pack = !g_sft_no_pack;
+  g_sft.train.progress = !g_sft_no_progress;
+  return train::run_sft_command(g_sft);
+}
+
+void register_sft(CLI::App& app) {
+  auto& o = g_sft;
+  auto* s = app.add_subcommand(
+      "sft", "supervised fine-tuning on chat data (JSONL messages, DeepSeek-R1/V3 chat format)");
+  s->add_option("--init", o.init_dir,
+                "model to fine-tune: a whale checkpoint or a Hugging Face DeepSeek-V3 directory "
+                "(F32/BF16 safetensors, tokenizer files with a chat template)");
+  s->add_option("--data", o.data,
+                "chat JSONL files or directories of *.jsonl: one {\"messages\": [...]} a line")
+      ->required();
+  s->add_option("--val", o.val_file, "validation conversations (default: --val-fraction)");
+  s->add_option("--val-fraction", o.val_fraction, "share of the conversations held out (0..1)");
+  s->add_option("--steps", o.train.steps, "optimiser steps in total (or --epochs)");
+  s->add_option("--epochs", o.epochs, "passes over the data (default 1 when no --steps)");
+  s->add_option("--lr", o.train.lr, "peak learning rate (default 1e-4)");
+  s->add_option("--warmup", o.train.warmup, "warm-up steps (default 3% of the steps)");
+  s->add_option("--weight-decay", o.train.weight_decay, "AdamW decoupled weight decay (default 0)");
+  s->add_option("--seed", o.train.seed, "seed of the validation split and the row order");
+  s->add_option("--tokenizer", o.train.tokenizer_dir,
+                "tokenizer dir (chat template; copied into checkpoints); default: --init's");
+  s->add_flag("--no-pack", g_sft_no_pack, "one conversation per row (default: packed greedily)");
+  s->add_flag("--truncate", o.truncate,
+              "cut conversations longer than --seq + 1 tokens (default: an error)");
+  add_loop_options(s, o.train, g_sft_no_progress);
+  g_actions["sft"] = cmd_sft;
+}
+
 void register_train(CLI::App& app) {
   auto& o = g_train;
   {
     auto* s = app.add_subcommand("train", "pretrain a DeepSeek-V3-architecture model from scratch");
     s->add_option("--config", o.config_path, "Hugging Face config.json of the model to initialise");
     s->add_option("--data", o.data_dir, "token shards from `whale data`")->required();
-    s->add_option("--out", o.out_dir, "output: OUT/model (checkpoint), OUT/log.jsonl, OUT/loss.png")
-        ->required();
     s->add_option("--steps", o.steps, "optimiser steps in total")->required();
-    s->add_option("--batch", o.batch, "sequences per step (all processes together)");
-    s->add_option("--seq", o.seq, "tokens per sequence");
-    s->add_option("--grad-accum", o.grad_accum, "micro-batches per step in each process");
     s->add_option("--lr", o.lr, "peak learning rate");
-    s->add_option("--min-lr", o.min_lr, "final learning rate (default lr/10)");
-    s->add_option("--schedule", o.schedule, "cosine, wsd or constant (after the warm-up)");
     s->add_option("--warmup", o.warmup, "warm-up steps (default min(100, steps/10))");
-    s->add_option("--wsd-decay", o.wsd_decay, "WSD: share of the steps spent decaying");
-    s->add_option("--beta1", o.beta1, "AdamW beta1");
-    s->add_option("--beta2", o.beta2, "AdamW beta2");
-    s->add_option("--eps", o.eps, "AdamW epsilon");
     s->add_option("--weight-decay", o.weight_decay, "AdamW decoupled weight decay");
-    s->add_option("--clip", o.clip, "gradient global-norm clip (0: off)");
-    s->add_option("--mtp-lambda", o.mtp_lambda, "weight of the multi-token-prediction loss");
-    s->add_option("--balance-alpha", o.balance_alpha, "sequence-wise balance loss weight");
-    s->add_option("--bias-gamma", o.bias_gamma, "aux-loss-free bias update speed");
     s->add_option("--init-std", o.init_std, "initialisation std (V3: 0.006)");
     s->add_option("--seed", o.seed, "seed of the initialisation and the data order");
-    s->add_option("--threads", o.threads, "threads per process (default: all cores)");
     s->add_option("--tokenizer", o.tokenizer_dir, "tokenizer dir copied into checkpoints");
-    s->add_option("--eval-every", o.eval_every, "steps between validation losses (0: never)");
-    s->add_option("--eval-batches", o.eval_batches, "validation windows = this x batch");
-    s->add_option("--save-every", o.save_every, "steps between checkpoints (and at the end)");
-    s->add_flag("--resume", o.resume, "continue the checkpoint in OUT/model exactly");
-    s->add_option("--until", o.until, "stop after this step, with a checkpoint (resume later)");
-    s->add_flag("--bf16", o.bf16, "BF16 compute with FP32 master weights");
-    s->add_flag("--no-progress", g_train_no_progress, "no progress line");
-    s->add_option("--fault-nan-step", o.fault_nan_step, "testing: make step N's loss NaN")
-        ->group("");
+    add_loop_options(s, o, g_train_no_progress);
     g_actions["train"] = cmd_train;
   }
   {
@@ -604,6 +672,7 @@ void register_train(CLI::App& app) {
 void register_commands(CLI::App& app) {
   register_train(app);
   register_grpo(app);
+  register_sft(app);
   {
     auto* t = app.add_subcommand("tokenizer", "tokenizer tools");
     auto* s = t->add_subcommand("train", "train a byte-level BPE tokenizer (DeepSeek-V3 format)");
@@ -672,6 +741,8 @@ void register_commands(CLI::App& app) {
     s->add_flag("--chat", g_chat_template, "wrap the prompt as a user turn of the chat template");
     s->add_option("--system", g_system, "system prompt (with --chat)");
     s->add_flag("--no-stats", g_no_stats, "do not print speed figures to stderr");
+    s->add_flag("--hide-thinking", g_hide_thinking,
+                "R1 models: print only the answer, not the reasoning");
     g_actions["run"] = cmd_run;
   }
   {
@@ -681,6 +752,8 @@ void register_commands(CLI::App& app) {
     add_sampling(s);
     s->add_option("--system", g_system, "system prompt");
     s->add_flag("--no-stats", g_no_stats, "do not print speed figures to stderr");
+    s->add_flag("--hide-thinking", g_hide_thinking,
+                "R1 models: print only the answer, not the reasoning");
     g_actions["chat"] = cmd_chat;
   }
   {

@@ -190,12 +190,17 @@ std::string shape_str(std::span<const int64_t> shape) {
 
 void copy_into(const std::map<std::string, const TensorView*>& index, const SafetensorsFile& file,
                const std::string& name, std::span<const int64_t> shape, float* dst) {
-  const std::string& path = file.file().path();
   auto it = index.find(name);
-  if (it == index.end()) throw std::runtime_error(path + ": missing tensor '" + name + "'");
-  const TensorView& t = *it->second;
+  if (it == index.end())
+    throw std::runtime_error(file.file().path() + ": missing tensor '" + name + "'");
+  copy_tensor_f32(*it->second, shape, dst);
+}
+
+}  // namespace
+
+void copy_tensor_f32(const TensorView& t, std::span<const int64_t> shape, float* dst) {
   if (!std::equal(t.shape.begin(), t.shape.end(), shape.begin(), shape.end()))
-    throw std::runtime_error(path + ": tensor '" + name + "' has shape " + t.shape_str() +
+    throw std::runtime_error(t.file + ": tensor '" + t.name + "' has shape " + t.shape_str() +
                              ", expected " + shape_str(shape));
   const int64_t n = t.numel();
   if (t.dtype == DType::F32) {
@@ -207,12 +212,10 @@ void copy_into(const std::map<std::string, const TensorView*>& index, const Safe
       dst[i] = bf16_to_f32(h);
     }
   } else {
-    throw std::runtime_error(path + ": tensor '" + name + "' has dtype " +
+    throw std::runtime_error(t.file + ": tensor '" + t.name + "' has dtype " +
                              std::string(dtype_name(t.dtype)) + ", expected F32 (or BF16)");
   }
 }
-
-}  // namespace
 
 void LoadedCheckpoint::model_tensor(const std::string& name, std::span<const int64_t> shape,
                                     float* dst) const {

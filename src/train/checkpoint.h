@@ -32,6 +32,10 @@ struct CkptTensor {
   const float* data = nullptr;
 };
 
+// Copies tensor `t` (F32, or BF16 widened) into dst after checking that its shape is `shape`.
+// Throws std::runtime_error naming t's file and name for another shape or dtype.
+void copy_tensor_f32(const TensorView& t, std::span<const int64_t> shape, float* dst);
+
 // Writes the checkpoint DIR atomically (see above). tokenizer_dir empty: no tokenizer files;
 // otherwise it must hold tokenizer.json. Throws std::runtime_error "saving checkpoint DIR: what
 // failed", leaving the previous checkpoint in DIR intact and loadable.

@@ -115,6 +115,14 @@ std::vector<LoadedInput> load_documents(const std::vector<std::string>& inputs, 
                                         const std::string& text_field,
                                         std::vector<std::string>& docs);
 
+// splitmix64's output function: a well-mixed 64-bit hash of x, for data orders drawn from seeds.
+inline uint64_t splitmix64(uint64_t x) {
+  x += 0x9E3779B97F4A7C15ull;
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+  return x ^ (x >> 31);
+}
+
 // For each of `n` documents, whether it belongs to the validation split (rules above). Throws when
 // val_fraction is outside [0, 1), or when it is > 0 with fewer than 2 documents.
 std::vector<bool> split_validation(size_t n, double val_fraction, uint64_t seed);

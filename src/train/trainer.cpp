@@ -73,13 +73,6 @@ class TokenStream {
   uint64_t total_ = 0;
 };
 
-uint64_t splitmix64(uint64_t x) {
-  x += 0x9E3779B97F4A7C15ull;
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-  return x ^ (x >> 31);
-}
-
 // Start of sequence g (of the global batch) at step s: a function of (seed, s, g) only.
 uint64_t window_start(uint64_t seed, int64_t step, int64_t g, uint64_t range) {
   const uint64_t h =
@@ -166,17 +159,114 @@ extern "C" void on_interrupt(int) {
   g_interrupted = true;
 }
 
+// ------------------------------------------------------------------ pretraining (`whale train`)
+
+// Row g of step s: the window of seq+1 tokens at window_start(seed, s, g); validation row w: the
+// window at w * seq of the validation stream.
+class WindowSource : public BatchSource {
+ public:
+  WindowSource(std::unique_ptr<TokenStream> train, std::unique_ptr<TokenStream> val, uint64_t seed,
+               int64_t seq)
+      : train_(std::move(train)), val_(std::move(val)), seed_(seed), seq_(seq) {}
+
+  void train_rows(int64_t step, std::span<const int64_t> rows, std::vector<int32_t>& inputs,
+                  std::vector<int32_t>& targets) override {
+    const uint64_t range = train_->size() - uint64_t(seq_);
+    std::vector<uint64_t> starts;
+    for (int64_t g : rows) starts.push_back(window_start(seed_, step, g, range));
+    fill_windows(*train_, starts, seq_, inputs, targets);
+  }
+  int64_t num_val_rows() const override {
+    return val_->size() > uint64_t(seq_) ? int64_t((val_->size() - 1) / uint64_t(seq_)) : 0;
+  }
+  void val_rows(std::span<const int64_t> rows, std::vector<int32_t>& inputs,
+                std::vector<int32_t>& targets) override {
+    std::vector<uint64_t> starts;
+    for (int64_t w : rows) starts.push_back(uint64_t(w) * uint64_t(seq_));
+    fill_windows(*val_, starts, seq_, inputs, targets);
+  }
+  bool weight_by_targets() const override { return false; }
+  std::string summary() const override {
+    return std::to_string(train_->size()) + " train / " + std::to_string(val_->size()) +
+           " val tokens";
+  }
+
+ private:
+  std::unique_ptr<TokenStream> train_, val_;
+  uint64_t seed_;
+  int64_t seq_;
+};
+
+// A model initialised from --config, trained on the token shards of `whale data`.
+class PretrainTask : public TrainTask {
+ public:
+  explicit PretrainTask(const TrainOptions& o) : o_(o) {}
+  std::string command() const override { return "whale train"; }
+
+  void fresh_config(std::string& text, std::string& origin) override {
+    if (o_.config_path.empty()) throw std::invalid_argument("whale train: --config is required");
+    text = read_text(o_.config_path);
+    origin = o_.config_path;
+  }
+
+  std::unique_ptr<BatchSource> open_data(const ModelConfig& config, const json&,
+                                         TrainOptions& o) override {
+    const fs::path data(o.data_dir);
+    const fs::path meta_path = data / "meta.json";
+    if (!fs::exists(meta_path))
+      throw std::invalid_argument("whale train: " + meta_path.string() +
+                                  " not found (make the data with `whale data`)");
+    json meta;
+    try {
+      meta = json::parse(read_text(meta_path));
+    } catch (const json::exception& e) {
+      throw std::runtime_error(meta_path.string() + ": " + e.what());
+    }
+    const size_t vocab = size_t(config.vocab_size);
+    auto train = std::make_unique<TokenStream>(
+        data, meta.at("train").at("shards").get<std::vector<std::string>>(), vocab);
+    auto val = std::make_unique<TokenStream>(
+        data, meta.at("val").at("shards").get<std::vector<std::string>>(), vocab);
+    if (train->size() < uint64_t(o.seq + 2))
+      throw std::invalid_argument(
+          "whale train: " + data.string() + " has " + std::to_string(train->size()) +
+          " training tokens, fewer than one sequence of --seq " + std::to_string(o.seq) + " + 1");
+
+    tokenizer_dir_ = o.tokenizer_dir;
+    if (tokenizer_dir_.empty() && meta.contains("tokenizer") && meta["tokenizer"].is_string())
+      tokenizer_dir_ = meta["tokenizer"].get<std::string>();
+    if (!tokenizer_dir_.empty() && !fs::exists(fs::path(tokenizer_dir_) / "tokenizer.json"))
+      throw std::invalid_argument("whale train: no tokenizer.json in " + tokenizer_dir_ +
+                                  " (recorded in " + meta_path.string() +
+                                  "; pass --tokenizer DIR)");
+    return std::make_unique<WindowSource>(std::move(train), std::move(val), o.seed, o.seq);
+  }
+
+  std::string tokenizer_dir() const override { return tokenizer_dir_; }
+
+  void init_model(TrainModel& model, const TrainOptions& o) override {
+    model.init(o.seed, o.init_std);
+  }
+
+ private:
+  const TrainOptions& o_;
+  std::string tokenizer_dir_;
+};
+
 // ------------------------------------------------------------------ the trainer
 
 class Trainer {
  public:
-  explicit Trainer(const TrainOptions& o) : o_(o) {}
+  Trainer(TrainOptions o, TrainTask& task) : o_(std::move(o)), task_(task) {}
   int run();
 
  private:
   void setup();
   void check_options() const;
+  [[noreturn]] void bad(const std::string& message) const;
   void load_resume_state(const json& state);
+  void write_start(bool resuming);
+  void report_non_finite(int64_t step, const StepLosses& l, double grad_norm);
   StepLosses train_step(int64_t step, double& grad_norm);
   StepLosses evaluate();
   void save(int64_t step, double elapsed_s);
@@ -185,6 +275,8 @@ class Trainer {
                      double eta_s);
 
   TrainOptions o_;
+  TrainTask& task_;
+  std::string cmd_;  // "whale train" / "whale sft"
   Dist dist_;
   fs::path out_, ckpt_dir_, log_path_, png_path_;
   std::string config_text_, tokenizer_dir_;
@@ -194,21 +286,23 @@ class Trainer {
   std::vector<ParamTensor> opt_params_;  // what the optimiser updates (master weights under bf16)
   std::vector<std::vector<float>> master_;  // bf16 mode: FP32 master copies of every parameter
   LrSchedule sched_;
-  std::unique_ptr<TokenStream> train_, val_;
-  std::vector<uint64_t> val_starts_;
+  std::unique_ptr<BatchSource> data_;
+  int64_t n_val_rows_ = 0;
   int64_t start_step_ = 0, last_saved_ = -1;
   uint64_t tokens_seen_ = 0;
   double elapsed_before_ = 0;
   double peak_gflops_ = 0, flops_tok_ = 0;
   double last_val_ = NAN;
-  std::vector<float> flat_;  // all-reduce staging
-  std::vector<int32_t> inputs_, targets_;
+  std::vector<float> flat_;                             // all-reduce staging
+  std::vector<std::vector<int32_t>> inputs_, targets_;  // one per micro-batch
   bool tty_ = false;
 };
 
+void Trainer::bad(const std::string& message) const {
+  throw std::invalid_argument(cmd_ + ": " + message);
+}
+
 void Trainer::check_options() const {
-  auto bad = [](const std::string& m) { throw std::invalid_argument("whale train: " + m); };
-  if (o_.steps <= 0) bad("--steps must be > 0");
   if (o_.batch <= 0) bad("--batch must be > 0");
   if (o_.seq <= 1) bad("--seq must be > 1");
   if (o_.grad_accum <= 0) bad("--grad-accum must be > 0");
@@ -224,6 +318,7 @@ void Trainer::check_options() const {
 }
 
 void Trainer::setup() {
+  cmd_ = task_.command();
   tty_ = isatty(STDERR_FILENO) && dist_.is_root();
   if (o_.threads > 0) omp_set_num_threads(o_.threads);
   check_options();
@@ -233,66 +328,37 @@ void Trainer::setup() {
   png_path_ = out_ / "loss.png";
   if (dist_.is_root()) fs::create_directories(out_);
 
-  // The model's config: from the checkpoint when resuming, else from --config.
+  // The model's config: from the checkpoint when resuming, else from the task.
   json state;
+  std::string origin = ckpt_dir_.string();
   if (o_.resume) {
     LoadedCheckpoint ck = load_checkpoint(ckpt_dir_.string());
     config_text_ = ck.config_json;
     state = ck.state;
   } else {
-    if (o_.config_path.empty()) throw std::invalid_argument("whale train: --config is required");
     if (checkpoint_exists(ckpt_dir_.string()))
-      throw std::invalid_argument("whale train: " + ckpt_dir_.string() +
-                                  " already holds a checkpoint; pass --resume to continue it, "
-                                  "or choose another --out");
-    config_text_ = read_text(o_.config_path);
+      bad(ckpt_dir_.string() +
+          " already holds a checkpoint; pass --resume to continue it, or choose another --out");
+    task_.fresh_config(config_text_, origin);
   }
-  config_ =
-      ModelConfig::from_json_text(config_text_, o_.resume ? ckpt_dir_.string() : o_.config_path);
+  config_ = ModelConfig::from_json_text(config_text_, origin);
   if (o_.seq > config_.max_position_embeddings)
-    throw std::invalid_argument("whale train: --seq " + std::to_string(o_.seq) +
-                                " exceeds the config's max_position_embeddings " +
-                                std::to_string(config_.max_position_embeddings));
+    bad("--seq " + std::to_string(o_.seq) + " exceeds the config's max_position_embeddings " +
+        std::to_string(config_.max_position_embeddings));
   LossConfig lc;
   lc.mtp_lambda = config_.num_nextn_predict_layers > 0 ? o_.mtp_lambda : 0.0f;
   lc.balance_alpha = o_.balance_alpha;
   model_ = std::make_unique<TrainModel>(config_, lc);
 
-  // Data.
-  const fs::path data(o_.data_dir);
-  const fs::path meta_path = data / "meta.json";
-  if (!fs::exists(meta_path))
-    throw std::invalid_argument("whale train: " + meta_path.string() +
-                                " not found (make the data with `whale data`)");
-  json meta;
-  try {
-    meta = json::parse(read_text(meta_path));
-  } catch (const json::exception& e) {
-    throw std::runtime_error(meta_path.string() + ": " + e.what());
-  }
-  const size_t vocab = size_t(config_.vocab_size);
-  train_ = std::make_unique<TokenStream>(
-      data, meta.at("train").at("shards").get<std::vector<std::string>>(), vocab);
-  val_ = std::make_unique<TokenStream>(
-      data, meta.at("val").at("shards").get<std::vector<std::string>>(), vocab);
-  if (train_->size() < uint64_t(o_.seq + 2))
-    throw std::invalid_argument(
-        "whale train: " + data.string() + " has " + std::to_string(train_->size()) +
-        " training tokens, fewer than one sequence of --seq " + std::to_string(o_.seq) + " + 1");
-  const uint64_t n_val =
-      val_->size() > uint64_t(o_.seq) ? (val_->size() - 1) / uint64_t(o_.seq) : 0;
-  const uint64_t want = uint64_t(std::max<int64_t>(o_.eval_batches, 0) * o_.batch);
-  for (uint64_t w = 0; w < std::min(n_val, want); w++) val_starts_.push_back(w * uint64_t(o_.seq));
+  data_ = task_.open_data(config_, state, o_);
+  if (o_.steps <= 0) bad("--steps must be > 0");
+  n_val_rows_ = std::min(data_->num_val_rows(), std::max<int64_t>(o_.eval_batches, 0) * o_.batch);
+  tokenizer_dir_ = task_.tokenizer_dir();
+  inputs_.resize(size_t(o_.grad_accum));
+  targets_.resize(size_t(o_.grad_accum));
 
-  tokenizer_dir_ = o_.tokenizer_dir;
-  if (tokenizer_dir_.empty() && meta.contains("tokenizer") && meta["tokenizer"].is_string())
-    tokenizer_dir_ = meta["tokenizer"].get<std::string>();
-  if (!tokenizer_dir_.empty() && !fs::exists(fs::path(tokenizer_dir_) / "tokenizer.json"))
-    throw std::invalid_argument("whale train: no tokenizer.json in " + tokenizer_dir_ +
-                                " (recorded in " + meta_path.string() + "; pass --tokenizer DIR)");
-
-  // Parameters: fresh or from the checkpoint.
-  if (!o_.resume) model_->init(o_.seed, o_.init_std);
+  // Parameters: from the task, or from the checkpoint.
+  if (!o_.resume) task_.init_model(*model_, o_);
   opt_params_ = model_->params();
   if (o_.bf16) {
     master_.resize(opt_params_.size());
@@ -332,7 +398,7 @@ void Trainer::load_resume_state(const json& state) {
   auto same = [&](const char* key, int64_t now) {
     const int64_t was = saved.at(key).get<int64_t>();
     if (was != now)
-      throw std::invalid_argument("whale train --resume: --" + std::string(key) + " " +
+      throw std::invalid_argument(cmd_ + " --resume: --" + std::string(key) + " " +
                                   std::to_string(now) + " differs from the checkpoint's " +
                                   std::to_string(was) + " (an exact resume needs the same value)");
   };
@@ -340,8 +406,13 @@ void Trainer::load_resume_state(const json& state) {
   same("seq", o_.seq);
   same("grad_accum", o_.grad_accum);
   if (saved.at("seed").get<uint64_t>() != o_.seed)
-    throw std::invalid_argument("whale train --resume: --seed differs from the checkpoint's " +
+    throw std::invalid_argument(cmd_ + " --resume: --seed differs from the checkpoint's " +
                                 std::to_string(saved.at("seed").get<uint64_t>()));
+  const json data = data_->identity();
+  if (!data.is_null() && saved.value("data", json()) != data)
+    throw std::invalid_argument(
+        cmd_ + " --resume: the data (" + data.dump() + ") differ from the checkpoint's (" +
+        saved.value("data", json()).dump() + "); an exact resume needs the same files and options");
   for (const ParamTensor& p : model_->params()) ck.model_tensor(p.name, p.shape, p.data);
   if (o_.bf16)
     for (size_t i = 0; i < opt_params_.size(); i++)
@@ -361,7 +432,7 @@ void Trainer::load_resume_state(const json& state) {
   if (state.contains("val_loss") && state["val_loss"].is_number())
     last_val_ = state["val_loss"].get<double>();
   if (start_step_ >= o_.steps)
-    throw std::invalid_argument("whale train --resume: the checkpoint is at step " +
+    throw std::invalid_argument(cmd_ + " --resume: the checkpoint is at step " +
                                 std::to_string(start_step_) + ", not before --steps " +
                                 std::to_string(o_.steps));
 }
@@ -369,22 +440,40 @@ void Trainer::load_resume_state(const json& state) {
 StepLosses Trainer::train_step(int64_t step, double& grad_norm) {
   const int64_t procs = dist_.size(), rank = dist_.rank();
   const int64_t local = o_.batch / procs, micro = local / o_.grad_accum;
-  const uint64_t range = train_->size() - uint64_t(o_.seq);
   model_->zero_grad();
   model_->reset_expert_counts();
-  StepLosses sum;
-  const float scale = 1.0f / float(o_.grad_accum * procs);
+
+  // This process's micro-batches, and what each weighs in the step (see trainer.h).
+  inputs_.resize(size_t(o_.grad_accum));
+  targets_.resize(size_t(o_.grad_accum));
+  std::vector<int64_t> counted(size_t(o_.grad_accum));
   for (int64_t a = 0; a < o_.grad_accum; a++) {
-    std::vector<uint64_t> starts;
-    for (int64_t b = 0; b < micro; b++)
-      starts.push_back(window_start(o_.seed, step, rank * local + a * micro + b, range));
-    fill_windows(*train_, starts, o_.seq, inputs_, targets_);
-    const StepLosses l =
-        model_->forward_backward(inputs_.data(), targets_.data(), micro, o_.seq, scale);
-    sum.loss += l.loss;
-    sum.main += l.main;
-    sum.mtp += l.mtp;
-    sum.balance += l.balance;
+    std::vector<int64_t> rows;
+    for (int64_t b = 0; b < micro; b++) rows.push_back(rank * local + a * micro + b);
+    data_->train_rows(step, rows, inputs_[size_t(a)], targets_[size_t(a)]);
+    const std::vector<int32_t>& t = targets_[size_t(a)];
+    counted[size_t(a)] =
+        std::count_if(t.begin(), t.end(), [](int32_t v) { return v != kIgnoreIndex; });
+  }
+  const bool by_targets = data_->weight_by_targets();
+  int64_t step_targets = 0;
+  if (by_targets) {
+    for (int64_t c : counted) step_targets += c;
+    dist_.allreduce_sum(std::span<int64_t>(&step_targets, 1));
+  }
+  StepLosses sum;
+  for (int64_t a = 0; a < o_.grad_accum; a++) {
+    // Uniform: 1 / (grad_accum * processes); by targets: this micro-batch's share of the step's.
+    const double w =
+        by_targets ? (step_targets > 0 ? double(counted[size_t(a)]) / double(step_targets) : 0.0)
+                   : 1.0;
+    const float scale = by_targets ? float(w) : 1.0f / float(o_.grad_accum * procs);
+    const StepLosses l = model_->forward_backward(inputs_[size_t(a)].data(),
+                                                  targets_[size_t(a)].data(), micro, o_.seq, scale);
+    sum.loss += w * l.loss;
+    sum.main += w * l.main;
+    sum.mtp += w * l.mtp;
+    sum.balance += w * l.balance;
     sum.tokens += l.tokens;
   }
   // Everything the processes must agree on, in one all-reduce: the gradients, the losses and the
@@ -419,11 +508,13 @@ StepLosses Trainer::train_step(int64_t step, double& grad_norm) {
     dist_.allreduce_sum(std::span<int64_t>(&t, 1));
     sum.tokens = t;
   }
-  const double k = double(o_.grad_accum * procs);
-  sum.loss /= k;
-  sum.main /= k;
-  sum.mtp /= k;
-  sum.balance /= k;
+  if (!by_targets) {
+    const double k = double(o_.grad_accum * procs);
+    sum.loss /= k;
+    sum.main /= k;
+    sum.mtp /= k;
+    sum.balance /= k;
+  }
   if (o_.fault_nan_step == step) sum.loss = NAN;
 
   // In bf16 mode the gradients belong to the master copies.
@@ -437,15 +528,14 @@ StepLosses Trainer::evaluate() {
   const int64_t procs = dist_.size(), rank = dist_.rank();
   const int64_t micro = std::max<int64_t>(1, o_.batch / (procs * o_.grad_accum));
   double main_sum = 0, mtp_sum = 0, tokens = 0;
-  std::vector<uint64_t> mine;
-  for (size_t w = size_t(rank); w < val_starts_.size(); w += size_t(procs))
-    mine.push_back(val_starts_[w]);
+  std::vector<int64_t> mine;
+  for (int64_t w = rank; w < n_val_rows_; w += procs) mine.push_back(w);
+  std::vector<int32_t>&inputs = inputs_.at(0), &targets = targets_.at(0);
   for (size_t i = 0; i < mine.size(); i += size_t(micro)) {
-    std::vector<uint64_t> starts(mine.begin() + i,
-                                 mine.begin() + std::min(mine.size(), i + size_t(micro)));
-    fill_windows(*val_, starts, o_.seq, inputs_, targets_);
+    const std::span<const int64_t> rows(mine.data() + i, std::min(mine.size() - i, size_t(micro)));
+    data_->val_rows(rows, inputs, targets);
     const StepLosses l =
-        model_->forward(inputs_.data(), targets_.data(), int64_t(starts.size()), o_.seq);
+        model_->forward(inputs.data(), targets.data(), int64_t(rows.size()), o_.seq);
     main_sum += l.main * double(l.tokens);
     mtp_sum += l.mtp * double(l.tokens);
     tokens += double(l.tokens);
@@ -489,6 +579,8 @@ void Trainer::save(int64_t step, double elapsed_s) {
                     {"schedule", o_.schedule},
                     {"steps", o_.steps},
                     {"processes", dist_.size()}};
+    options.update(task_.saved_options());
+    if (const json data = data_->identity(); !data.is_null()) options["data"] = data;
     json state = {{"step", step},
                   {"adam_steps", opt_->step_count()},
                   {"tokens", tokens_seen_},
@@ -527,54 +619,76 @@ void Trainer::progress_line(int64_t step, const StepLosses& l, double lr, double
   std::fflush(stderr);
 }
 
+// The start-up line and the log's opening: a fresh log, or the resumed one cut at the checkpoint.
+void Trainer::write_start(bool resuming) {
+  if (!dist_.is_root()) return;
+  std::fprintf(stderr,
+               "%s: %s parameters (%s active per token), %d process(es) x %d thread(s), "
+               "batch %lld x seq %lld = %lld tokens/step, %s%s\n",
+               cmd_.c_str(), fmt("%.2fM", double(model_->num_params()) / 1e6).c_str(),
+               fmt("%.2fM", double(model_->num_active_params()) / 1e6).c_str(), dist_.size(),
+               omp_get_max_threads(), (long long)o_.batch, (long long)o_.seq,
+               (long long)(o_.batch * o_.seq), data_->summary().c_str(),
+               resuming ? (", resuming at step " + std::to_string(start_step_)).c_str() : "");
+  if (!resuming) {
+    std::error_code ec;
+    fs::remove(log_path_, ec);
+  } else {
+    // Drop log records past the checkpoint: those steps are about to be redone.
+    std::ifstream in(log_path_);
+    std::vector<std::string> keep;
+    for (std::string line; std::getline(in, line);) {
+      try {
+        const json r = json::parse(line);
+        if (r.contains("step") && r["step"].get<int64_t>() > start_step_) continue;
+      } catch (const json::exception&) {
+        continue;  // a half-written last line of a killed run
+      }
+      keep.push_back(line);
+    }
+    in.close();
+    write_file_atomically(log_path_.string(), [&](std::ofstream& out) {
+      for (const std::string& l : keep) out << l << "\n";
+    });
+  }
+  json cfg = {{"type", "config"},
+              {"params", model_->num_params()},
+              {"active_params", model_->num_active_params()},
+              {"processes", dist_.size()},
+              {"threads", omp_get_max_threads()},
+              {"batch", o_.batch},
+              {"seq", o_.seq},
+              {"grad_accum", o_.grad_accum},
+              {"lr", o_.lr},
+              {"schedule", o_.schedule},
+              {"steps", o_.steps},
+              {"start_step", start_step_},
+              {"peak_gflops", peak_gflops_},
+              {"model", json::parse(config_text_)}};
+  cfg.update(task_.saved_options());
+  log(cfg);
+}
+
+// A non-finite loss or gradient norm at `step`: logged and explained; the checkpoint stays.
+void Trainer::report_non_finite(int64_t step, const StepLosses& l, double grad_norm) {
+  const std::string what = !std::isfinite(l.loss) ? "the loss is " + fmt("%g", l.loss)
+                                                  : "the gradient norm is " + fmt("%g", grad_norm);
+  const std::string kept = last_saved_ >= 0
+                               ? "the last good checkpoint is " + ckpt_dir_.string() + " (step " +
+                                     std::to_string(last_saved_) + "), left as it was"
+                               : "no checkpoint had been saved yet";
+  log({{"type", "event"}, {"step", step}, {"message", "stopped: " + what}});
+  if (!dist_.is_root()) return;
+  if (tty_) std::fprintf(stderr, "\n");
+  std::fprintf(stderr,
+               "%s: stopped at step %lld: %s (main %g, mtp %g, balance %g); %s. "
+               "Try a lower --lr or a longer --warmup.\n",
+               cmd_.c_str(), (long long)step, what.c_str(), l.main, l.mtp, l.balance, kept.c_str());
+}
+
 int Trainer::run() {
   setup();
-  if (dist_.is_root()) {
-    std::fprintf(stderr,
-                 "whale train: %s parameters (%s active per token), %d process(es) x %d thread(s), "
-                 "batch %lld x seq %lld = %lld tokens/step, %lld train / %lld val tokens%s\n",
-                 fmt("%.2fM", double(model_->num_params()) / 1e6).c_str(),
-                 fmt("%.2fM", double(model_->num_active_params()) / 1e6).c_str(), dist_.size(),
-                 omp_get_max_threads(), (long long)o_.batch, (long long)o_.seq,
-                 (long long)(o_.batch * o_.seq), (long long)train_->size(), (long long)val_->size(),
-                 o_.resume ? (", resuming at step " + std::to_string(start_step_)).c_str() : "");
-    if (!o_.resume) {
-      std::error_code ec;
-      fs::remove(log_path_, ec);
-    } else {
-      // Drop log records past the checkpoint: those steps are about to be redone.
-      std::ifstream in(log_path_);
-      std::vector<std::string> keep;
-      for (std::string line; std::getline(in, line);) {
-        try {
-          const json r = json::parse(line);
-          if (r.contains("step") && r["step"].get<int64_t>() > start_step_) continue;
-        } catch (const json::exception&) {
-          continue;  // a half-written last line of a killed run
-        }
-        keep.push_back(line);
-      }
-      in.close();
-      write_file_atomically(log_path_.string(), [&](std::ofstream& out) {
-        for (const std::string& l : keep) out << l << "\n";
-      });
-    }
-    json cfg = {{"type", "config"},
-                {"params", model_->num_params()},
-                {"active_params", model_->num_active_params()},
-                {"processes", dist_.size()},
-                {"threads", omp_get_max_threads()},
-                {"batch", o_.batch},
-                {"seq", o_.seq},
-                {"grad_accum", o_.grad_accum},
-                {"lr", o_.lr},
-                {"schedule", o_.schedule},
-                {"steps", o_.steps},
-                {"start_step", start_step_},
-                {"peak_gflops", peak_gflops_},
-                {"model", json::parse(config_text_)}};
-    log(cfg);
-  }
+  write_start(o_.resume);
   std::signal(SIGINT, on_interrupt);
   std::signal(SIGTERM, on_interrupt);
 
@@ -587,21 +701,7 @@ int Trainer::run() {
     double grad_norm = 0;
     l = train_step(step, grad_norm);
     if (!std::isfinite(l.loss) || !std::isfinite(grad_norm)) {
-      const std::string what = !std::isfinite(l.loss)
-                                   ? "the loss is " + fmt("%g", l.loss)
-                                   : "the gradient norm is " + fmt("%g", grad_norm);
-      const std::string kept =
-          last_saved_ >= 0 ? "the last good checkpoint is " + ckpt_dir_.string() + " (step " +
-                                 std::to_string(last_saved_) + "), left as it was"
-                           : "no checkpoint had been saved yet";
-      log({{"type", "event"}, {"step", step}, {"message", "stopped: " + what}});
-      if (dist_.is_root()) {
-        if (tty_) std::fprintf(stderr, "\n");
-        std::fprintf(stderr,
-                     "whale train: stopped at step %lld: %s (main %g, mtp %g, balance %g); %s. "
-                     "Try a lower --lr or a longer --warmup.\n",
-                     (long long)step, what.c_str(), l.main, l.mtp, l.balance, kept.c_str());
-      }
+      report_non_finite(step, l, grad_norm);
       return 3;
     }
     const float lr = sched_.at(step);
@@ -624,21 +724,14 @@ int Trainer::run() {
     const double elapsed =
         elapsed_before_ + std::chrono::duration<double>(Clock::now() - t_run).count();
     const int64_t done = step + 1;
-    log({{"type", "train"},
-         {"step", done},
-         {"loss", l.loss},
-         {"main", l.main},
-         {"mtp", l.mtp},
-         {"balance", l.balance},
-         {"lr", lr},
-         {"grad_norm", grad_norm},
-         {"tok_s", tok_s},
-         {"mfu", mfu},
-         {"tokens", tokens_seen_},
-         {"elapsed_s", elapsed},
-         {"expert_load", load}});
-    if (!val_starts_.empty() && o_.eval_every > 0 &&
-        (done % o_.eval_every == 0 || done == o_.steps)) {
+    json record = {{"type", "train"},    {"step", done},           {"loss", l.loss},
+                   {"main", l.main},     {"mtp", l.mtp},           {"balance", l.balance},
+                   {"lr", lr},           {"grad_norm", grad_norm}, {"tok_s", tok_s},
+                   {"mfu", mfu},         {"tokens", tokens_seen_}, {"elapsed_s", elapsed},
+                   {"expert_load", load}};
+    if (data_->weight_by_targets()) record["targets"] = l.tokens;  // counted (unmasked) targets
+    log(record);
+    if (n_val_rows_ > 0 && o_.eval_every > 0 && (done % o_.eval_every == 0 || done == o_.steps)) {
       const StepLosses v = evaluate();
       last_val_ = v.main;
       log({{"type", "val"},
@@ -657,21 +750,21 @@ int Trainer::run() {
     }
     if (stop && done == o_.until && !g_interrupted) {
       if (dist_.is_root())
-        std::fprintf(stderr, "%swhale train: stopped after step %lld (--until); checkpoint in %s\n",
-                     tty_ ? "\n" : "", (long long)done, ckpt_dir_.string().c_str());
+        std::fprintf(stderr, "%s%s: stopped after step %lld (--until); checkpoint in %s\n",
+                     tty_ ? "\n" : "", cmd_.c_str(), (long long)done, ckpt_dir_.string().c_str());
       return 0;
     }
     if (stop) {
       if (dist_.is_root())
-        std::fprintf(stderr, "%swhale train: interrupted; checkpoint saved at step %lld in %s\n",
-                     tty_ ? "\n" : "", (long long)done, ckpt_dir_.string().c_str());
+        std::fprintf(stderr, "%s%s: interrupted; checkpoint saved at step %lld in %s\n",
+                     tty_ ? "\n" : "", cmd_.c_str(), (long long)done, ckpt_dir_.string().c_str());
       return 130;
     }
   }
   if (dist_.is_root()) {
     if (tty_) std::fprintf(stderr, "\n");
     plot_training_log(log_path_.string(), png_path_.string());
-    std::fprintf(stderr, "whale train: done; checkpoint %s, log %s, plot %s\n",
+    std::fprintf(stderr, "%s: done; checkpoint %s, log %s, plot %s\n", cmd_.c_str(),
                  ckpt_dir_.string().c_str(), log_path_.string().c_str(),
                  png_path_.string().c_str());
   }
@@ -680,9 +773,14 @@ int Trainer::run() {
 
 }  // namespace
 
-int run_train_command(const TrainOptions& options) {
-  Trainer t(options);
+int run_training(TrainOptions options, TrainTask& task) {
+  Trainer t(std::move(options), task);
   return t.run();
+}
+
+int run_train_command(const TrainOptions& options) {
+  PretrainTask task(options);
+  return run_training(options, task);
 }
 
 }  // namespace whale::train
