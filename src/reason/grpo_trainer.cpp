@@ -1,5 +1,6 @@
 #include "reason/grpo_trainer.h"
 
+#include <omp.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -175,7 +176,10 @@ class GrpoTrainer {
 
 void GrpoTrainer::setup() {
   tty_ = isatty(STDERR_FILENO) && dist_.is_root();
-  if (o_.threads > 0) set_num_threads(o_.threads);
+  if (o_.threads > 0) {
+    set_num_threads(o_.threads);
+    omp_set_num_threads(o_.threads);  // also the OpenMP regions that take the default team
+  }
   check_options(o_, dist_.size());
   cfg_ = objective_config(o_);
   out_ = o_.out_dir;
