@@ -10,6 +10,7 @@
 
 #include <array>
 #include <cmath>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -282,6 +283,33 @@ TEST_F(GrpoLoop, NanStopsAndKeepsTheLastCheckpoint) {
   o.resume = true;
   EXPECT_EQ(run_grpo_command(o, task_), 0);
   EXPECT_EQ(records("nan", "grpo").size(), 4u);
+}
+
+// Ctrl-C during step 3 (here: raised by the task while it scores): the step finishes, a checkpoint
+// is saved, exit 130; the run resumes from it, and the handler is the previous one again.
+class InterruptingTask : public LetterTask {
+ public:
+  Score score(const Problem& p, std::string_view completion,
+              const RewardWeights& w) const override {
+    if (p.numbers[0] == 2 * 4) std::raise(SIGINT);  // the first problem of step 3 (4 a step)
+    return LetterTask::score(p, completion, w);
+  }
+};
+
+TEST_F(GrpoLoop, CtrlCSavesACheckpoint) {
+  std::signal(SIGINT, SIG_IGN);
+  const InterruptingTask task;
+  GrpoOptions o = options("interrupted", 6);
+  o.save_every = 100;
+  EXPECT_EQ(run_grpo_command(o, task), 130);
+  std::ifstream st(root_ / "interrupted" / "model" / "trainer_state.json");
+  EXPECT_EQ(json::parse(st)["step"], 3);
+  EXPECT_EQ(records("interrupted", "grpo").size(), 3u);
+  EXPECT_EQ(std::signal(SIGINT, SIG_DFL), SIG_IGN) << "the handler before the run is back";
+  o.resume = true;
+  o.steps = 4;
+  EXPECT_EQ(run_grpo_command(o, task_), 0);
+  EXPECT_EQ(records("interrupted", "grpo").size(), 4u);
 }
 
 void expect_error(const std::function<void()>& f, const std::string& needle) {

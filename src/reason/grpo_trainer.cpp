@@ -536,8 +536,17 @@ int GrpoTrainer::run() {
                  (long long)o_.prompts, (long long)o_.group, dist_.size(), num_threads(),
                  o_.resume ? (", resuming at step " + std::to_string(start_step_)).c_str() : "");
   start_log();
-  std::signal(SIGINT, on_grpo_interrupt);
-  std::signal(SIGTERM, on_grpo_interrupt);
+  // Ctrl-C / SIGTERM end the run after the current step, with a checkpoint; the previous
+  // handlers come back when the run ends.
+  struct Handlers {
+    void (*interrupt)(int) = std::signal(SIGINT, on_grpo_interrupt);
+    void (*terminate)(int) = std::signal(SIGTERM, on_grpo_interrupt);
+    ~Handlers() {
+      std::signal(SIGINT, interrupt);
+      std::signal(SIGTERM, terminate);
+    }
+  } handlers;
+  g_interrupted = false;
 
   // The inference snapshots go when the run ends, however it ends.
   struct Scratch {
