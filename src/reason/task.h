@@ -48,7 +48,7 @@ struct Score {
   bool formatted = false;  // one well-formed think block closed by a single </think>, exactly
                            // one \boxed{...} after it, and the completion ends there (eos)
   double reward = 0;
-  std::string answer;  // the boxed text ("" when none)
+  std::string answer;  // the boxed text after </think> (the last when several; "" when none)
   std::string why;     // why it is not correct/formatted ("" when both hold)
 };
 
@@ -65,7 +65,7 @@ class Task {
   // Problem `index` of the stream seeded by `seed`, drawn from `split` only. Deterministic.
   virtual Problem generate(uint64_t seed, uint64_t index, Split split) const = 0;
   // Scores a completion: the text the model generated after the generation prompt (which ends
-  // "<think>\n"), eos excluded. Never throws, whatever the text.
+  // "<think>\n"), eos excluded. Never throws, whatever the text. The exact rules: verify.h.
   virtual Score score(const Problem& p, std::string_view completion,
                       const RewardWeights& w = {}) const = 0;
   // The teacher's worked solution.
