@@ -21,6 +21,7 @@
 #include "reason/task.h"
 #include "run/chat.h"
 #include "run/session.h"
+#include "run/think_display.h"
 #include "serve/engine.h"
 #include "serve/server.h"
 #include "train/bpe_trainer.h"
@@ -308,7 +309,7 @@ int cmd_detokenize() {
 // ------------------------------------------------------------------ run / chat
 std::string g_prompt, g_system;
 GenerateOptions g_gen;
-bool g_chat_template = false, g_no_stats = false;
+bool g_chat_template = false, g_no_stats = false, g_hide_thinking = false;
 int64_t g_ctx = 4096;
 
 void add_sampling(CLI::App* s) {
@@ -340,22 +341,42 @@ bool print_piece(std::string_view s) {
   return true;
 }
 
+// How an R1 reply is printed: the reasoning dimmed on a terminal, hidden with --hide-thinking,
+// raw text otherwise (pipes and scripts see what the model wrote).
+ThinkDisplay reply_display(ChatStyle style) {
+  ThinkDisplay::Mode mode = ThinkDisplay::Mode::Raw;
+  if (style == ChatStyle::R1) {
+    if (g_hide_thinking)
+      mode = ThinkDisplay::Mode::Hidden;
+    else if (isatty(STDOUT_FILENO))
+      mode = ThinkDisplay::Mode::Styled;
+  }
+  return ThinkDisplay(mode, style == ChatStyle::R1, [](std::string_view s) { print_piece(s); });
+}
+
 int cmd_run() {
   apply_threads();
   Tokenizer tok = Tokenizer::load(g.model_dir);
   auto m = load_model();
   std::vector<int32_t> prompt;
+  ThinkDisplay display(ThinkDisplay::Mode::Raw, false, [](std::string_view s) { print_piece(s); });
   if (g_chat_template) {
     std::vector<ChatMessage> msgs;
     if (!g_system.empty()) msgs.push_back({"system", g_system, ""});
     msgs.push_back({"user", g_prompt, ""});
-    prompt = tok.encode(render_chat(msgs, detect_chat_style(tok.chat_template()), tok.bos_token()));
+    const ChatStyle style = detect_chat_style(tok.chat_template());
+    prompt = tok.encode(render_chat(msgs, style, tok.bos_token()));
+    display = reply_display(style);
   } else {
     prompt = tok.encode(g_prompt, tok.add_bos());
     std::printf("%s", g_prompt.c_str());
   }
   Session session(*m, std::min<int64_t>(g_ctx, m->config().max_position_embeddings));
-  GenerateResult r = session.generate(prompt, tok, g_gen, print_piece);
+  GenerateResult r = session.generate(prompt, tok, g_gen, [&](std::string_view s) {
+    display.feed(s);
+    return true;
+  });
+  display.finish();
   std::printf("\n");
   print_stats(r);
   return 0;
@@ -388,7 +409,12 @@ int cmd_chat() {
     }
     msgs.push_back({"user", line, ""});
     const auto prompt = tok.encode(render_chat(msgs, style, tok.bos_token()));
-    GenerateResult r = session.generate(prompt, tok, g_gen, print_piece);
+    ThinkDisplay display = reply_display(style);
+    GenerateResult r = session.generate(prompt, tok, g_gen, [&](std::string_view s) {
+      display.feed(s);
+      return true;
+    });
+    display.finish();
     std::printf("\n");
     std::fflush(stdout);
     ChatMessage reply{"assistant", r.text, ""};
@@ -697,6 +723,8 @@ void register_commands(CLI::App& app) {
     s->add_flag("--chat", g_chat_template, "wrap the prompt as a user turn of the chat template");
     s->add_option("--system", g_system, "system prompt (with --chat)");
     s->add_flag("--no-stats", g_no_stats, "do not print speed figures to stderr");
+    s->add_flag("--hide-thinking", g_hide_thinking,
+                "R1 models: print only the answer, not the reasoning");
     g_actions["run"] = cmd_run;
   }
   {
@@ -706,6 +734,8 @@ void register_commands(CLI::App& app) {
     add_sampling(s);
     s->add_option("--system", g_system, "system prompt");
     s->add_flag("--no-stats", g_no_stats, "do not print speed figures to stderr");
+    s->add_flag("--hide-thinking", g_hide_thinking,
+                "R1 models: print only the answer, not the reasoning");
     g_actions["chat"] = cmd_chat;
   }
   {
