@@ -88,8 +88,9 @@ std::vector<std::string> task_names();
 //              swaps the operands on another draw.
 //   countdown  x, y, z in 1..25, then t among the targets 1..100 they reach (drawn again when
 //   none).
-// The key: "add_sub:4721+385", "mul:47*38", "countdown:7,5,3->32"; held out (Eval) iff its FNV-1a
-// 64-bit hash % 8 == 0. Operand order matters: 47*38 and 38*47 are two problems.
+// The key: "add_sub:385+4721", "add_sub:4721-385", "mul:38*47", "countdown:3,5,7->32"; held out
+// (Eval) iff its FNV-1a 64-bit hash % 8 == 0. Canonical: the operands of + and * and the three
+// countdown numbers are sorted, so a reordered statement of a held-out problem is held out too.
 
 // The problems with these numbers, their prompts and the teacher's answers. add_sub and mul take
 // any non-negative operands; countdown gives nullopt when the teacher finds no solution.

@@ -263,10 +263,16 @@ std::optional<Problem> countdown_problem(int64_t x, int64_t y, int64_t z, int64_
 }
 
 std::string problem_key(const Problem& p) {
-  const auto& n = p.numbers;
-  if (p.family == "countdown" && n.size() == 4)
+  // Canonical: the same problem stated in another order is the same key (a + b and b + a,
+  // a * b and b * a, the three countdown numbers in any order), so no reordered copy of an
+  // evaluation problem is ever trained on.
+  std::vector<int64_t> n = p.numbers;
+  if (p.family == "countdown" && n.size() == 4) {
+    std::sort(n.begin(), n.begin() + 3);
     return "countdown:" + std::to_string(n[0]) + "," + std::to_string(n[1]) + "," +
            std::to_string(n[2]) + "->" + std::to_string(n[3]);
+  }
+  if ((p.op == '+' || p.op == '*') && n.size() == 2 && n[0] > n[1]) std::swap(n[0], n[1]);
   std::string key = p.family + ":";
   for (size_t i = 0; i < n.size(); i++) {
     if (i) key += p.op;
