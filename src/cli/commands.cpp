@@ -18,6 +18,7 @@
 #include "formats/tokenizer.h"
 #include "kernels/cpu.h"
 #include "model/model.h"
+#include "reason/examples.h"
 #include "reason/grpo_trainer.h"
 #include "reason/task.h"
 #include "run/chat.h"
@@ -527,23 +528,12 @@ std::string g_grpo_task;
 float g_grpo_eps = 0.2f, g_grpo_eps_low = NAN, g_grpo_eps_high = NAN;
 bool g_grpo_no_progress = false;
 
-// The task by name (reason/task.h). The reasoning tasks live in src/reason/tasks.cpp; a build
-// without that file (CMake defines WHALE_HAVE_REASON_TASKS when it is there) knows none.
-std::unique_ptr<reason::Task> grpo_task(const std::string& name) {
-#ifdef WHALE_HAVE_REASON_TASKS
-  return reason::make_task(name);
-#else
-  throw std::invalid_argument("whale grpo: unknown task \"" + name +
-                              "\": this build has no reasoning tasks (src/reason/tasks.cpp)");
-#endif
-}
-
 int cmd_grpo() {
   g_grpo.eps_low = std::isnan(g_grpo_eps_low) ? g_grpo_eps : g_grpo_eps_low;
   g_grpo.eps_high = std::isnan(g_grpo_eps_high) ? g_grpo_eps : g_grpo_eps_high;
   g_grpo.progress = !g_grpo_no_progress;
   reason::check_grpo_options(g_grpo);
-  const std::unique_ptr<reason::Task> task = grpo_task(g_grpo_task);
+  const std::unique_ptr<reason::Task> task = reason::make_task(g_grpo_task);
   return reason::run_grpo_command(g_grpo, *task);
 }
 
@@ -551,7 +541,10 @@ void register_grpo(CLI::App& app) {
   auto& o = g_grpo;
   auto* s = app.add_subcommand("grpo", "reinforcement learning on a reasoning task (GRPO)");
   s->add_option("--init", o.init_dir, "model directory to start from (and the KL reference)");
-  s->add_option("--task", g_grpo_task, "the task whose rewards are maximised")->required();
+  std::string names;
+  for (const std::string& n : reason::task_names()) names += (names.empty() ? "" : ", ") + n;
+  s->add_option("--task", g_grpo_task, "the task whose rewards are maximised: " + names)
+      ->required();
   s->add_option("--out", o.out_dir, "output: OUT/model (checkpoint), OUT/log.jsonl, OUT/reward.png")
       ->required();
   s->add_option("--steps", o.steps, "steps in total (each: rollouts, then training)")->required();
@@ -669,10 +662,53 @@ void register_train(CLI::App& app) {
   }
 }
 
+// ------------------------------------------------------------------ task
+reason::SampleOptions g_task_sample;
+reason::ScoreOptions g_task_score;
+CLI::App *g_task_sample_cmd = nullptr, *g_task_score_cmd = nullptr;
+
+int cmd_task() {
+  if (g_task_sample_cmd->parsed()) return reason::run_task_sample(g_task_sample);
+  if (g_task_score_cmd->parsed()) return reason::run_task_score(g_task_score);
+  throw std::invalid_argument("whale task: give a subcommand (sample, score)");
+}
+
+void register_task(CLI::App& app) {
+  std::string names;
+  for (const auto& n : reason::task_names()) names += (names.empty() ? "" : ", ") + n;
+  auto* t = app.add_subcommand("task", "reasoning tasks: sample training data, score completions");
+  {
+    auto& o = g_task_sample;
+    auto* s = t->add_subcommand("sample", "write task examples as JSONL (chat, text or prompts)");
+    g_task_sample_cmd = s;
+    s->add_option("--task", o.task, "task: " + names)->required();
+    s->add_option("--n", o.n, "examples to write");
+    s->add_option("--seed", o.seed, "seed of the problem stream");
+    s->add_option("--split", o.split, "train or eval (the held-out problems)");
+    s->add_option("--format", o.format, "chat (whale sft), text (whale data), prompt (eval)");
+    auto* other = s->add_option(
+        "--other", o.other, "text inputs (as whale data reads them) for out-of-domain examples");
+    s->add_option("--other-share", o.other_share, "share of out-of-domain examples (default 0.1)")
+        ->needs(other);
+    s->add_option("--out", o.out, "JSONL file to write (default: stdout)");
+  }
+  {
+    auto& o = g_task_score;
+    auto* s = t->add_subcommand("score", "score a completion of a task prompt (JSON)");
+    g_task_score_cmd = s;
+    s->add_option("--task", o.task, "task: " + names)->required();
+    s->add_option("--prompt", o.prompt, "the problem's prompt (the user message)")->required();
+    s->add_option("--completion", o.completion, "the text generated after \"<think>\\n\"")
+        ->required();
+  }
+  g_actions["task"] = cmd_task;
+}
+
 void register_commands(CLI::App& app) {
   register_train(app);
   register_grpo(app);
   register_sft(app);
+  register_task(app);
   {
     auto* t = app.add_subcommand("tokenizer", "tokenizer tools");
     auto* s = t->add_subcommand("train", "train a byte-level BPE tokenizer (DeepSeek-V3 format)");
