@@ -18,6 +18,7 @@
 #include "formats/tokenizer.h"
 #include "kernels/cpu.h"
 #include "model/model.h"
+#include "reason/eval.h"
 #include "reason/grpo_trainer.h"
 #include "reason/task.h"
 #include "run/chat.h"
@@ -645,6 +646,51 @@ void register_grpo(CLI::App& app) {
   g_actions["grpo"] = cmd_grpo;
 }
 
+// ------------------------------------------------------------------ eval
+reason::EvalOptions g_eval;
+bool g_eval_no_progress = false;
+
+// A reasoning task for `whale CMD --task NAME` (see grpo_task).
+std::unique_ptr<reason::Task> reason_task(const std::string& cmd, const std::string& name) {
+#ifdef WHALE_HAVE_REASON_TASKS
+  try {
+    return reason::make_task(name);
+  } catch (const std::invalid_argument& e) {
+    throw std::invalid_argument("whale " + cmd + ": " + e.what());
+  }
+#else
+  throw std::invalid_argument("whale " + cmd + ": unknown task \"" + name +
+                              "\": this build has no reasoning tasks (src/reason/tasks.cpp)");
+#endif
+}
+
+int cmd_eval() {
+  g_eval.progress = !g_eval_no_progress;
+  reason::check_eval_options(g_eval);
+  const std::unique_ptr<reason::Task> task = reason_task("eval", g_eval.task);
+  return reason::run_eval_command(g_eval, *task);
+}
+
+void register_eval(CLI::App& app) {
+  auto& o = g_eval;
+  auto* s = app.add_subcommand(
+      "eval", "evaluate a model on the held-out problems of a reasoning task (pass@1, pass@k)");
+  s->add_option("--model", o.model_dir, "model directory (tokenizer with a chat template)")
+      ->required();
+  s->add_option("--task", o.task, "add_sub, mul, countdown or all (the three, --n each)")
+      ->required();
+  s->add_option("--n", o.n, "problems (per family for all)");
+  s->add_option("--k", o.k, "sampled completions per problem for pass@k (0: skip)");
+  s->add_option("--seed", o.seed, "seed of the problems and the samplers");
+  s->add_option("--temp", o.temperature, "temperature of the pass@k samples");
+  s->add_option("--max-tokens", o.max_tokens, "tokens per completion at most (eos included)");
+  s->add_option("--batch", o.batch, "problems decoded together");
+  s->add_option("--json", o.json_path, "also write the numbers, parameters and examples here");
+  s->add_option("--threads", o.threads, "threads (default: all cores)");
+  s->add_flag("--no-progress", g_eval_no_progress, "no progress lines");
+  g_actions["eval"] = cmd_eval;
+}
+
 void register_train(CLI::App& app) {
   auto& o = g_train;
   {
@@ -673,6 +719,7 @@ void register_commands(CLI::App& app) {
   register_train(app);
   register_sft(app);
   register_grpo(app);
+  register_eval(app);
   {
     auto* t = app.add_subcommand("tokenizer", "tokenizer tools");
     auto* s = t->add_subcommand("train", "train a byte-level BPE tokenizer (DeepSeek-V3 format)");
