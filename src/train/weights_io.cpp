@@ -1,48 +1,25 @@
 #include "train/weights_io.h"
 
-#include <cstring>
+#include <algorithm>
 #include <stdexcept>
 
 namespace whale::train {
 
-namespace {
-
-// The tensor's values as f32 into dst (numel floats), checked for shape and dtype.
-void copy_tensor(const Checkpoint& ck, const std::string& name, const std::vector<int64_t>& shape,
-                 float* dst) {
-  const TensorView* t = ck.find(name);
-  if (!t) throw std::runtime_error(ck.dir() + ": no tensor " + name);
-  if (t->shape != shape) {
-    TensorView want;
-    want.shape = shape;
-    throw std::runtime_error(ck.dir() + ": tensor " + name + " has shape " + t->shape_str() +
-                             ", the config needs " + want.shape_str());
-  }
-  const int64_t n = t->numel();
-  switch (t->dtype) {
-    case DType::F32:
-      std::memcpy(dst, t->data, size_t(n) * sizeof(float));
-      return;
-    case DType::BF16:
-    case DType::F16:
-      for (int64_t i = 0; i < n; i++) {
-        uint16_t h;
-        std::memcpy(&h, t->data + 2 * i, 2);
-        dst[i] = t->dtype == DType::BF16 ? bf16_to_f32(h) : f16_to_f32(h);
-      }
-      return;
-    default:
-      throw std::runtime_error(ck.dir() + ": tensor " + name + " is " +
-                               std::string(dtype_name(t->dtype)) +
-                               "; training starts from F32, BF16 or F16 weights");
-  }
-}
-
-}  // namespace
-
 void load_train_weights(TrainModel& model, const Checkpoint& ck) {
-  for (const ParamTensor& p : model.params()) copy_tensor(ck, p.name, p.shape, p.data);
-  for (const BufferTensor& b : model.buffers()) copy_tensor(ck, b.name, b.shape, b.data);
+  for (const ParamTensor& p : model.params()) {
+    const TensorView* t = ck.find(p.name);
+    if (!t)
+      throw std::runtime_error(ck.dir() + ": no tensor '" + p.name +
+                               "' (the model of its config.json needs every parameter, named as "
+                               "in the DeepSeek-V3 checkpoints)");
+    copy_tensor_f32(*t, p.shape, p.data);
+  }
+  for (const BufferTensor& b : model.buffers()) {
+    if (const TensorView* t = ck.find(b.name))
+      copy_tensor_f32(*t, b.shape, b.data);
+    else
+      std::fill_n(b.data, b.numel, 0.0f);
+  }
 }
 
 void load_train_weights(TrainModel& model, const std::string& dir) {

@@ -13,10 +13,11 @@
 
 namespace whale::train {
 
-// Copies every parameter and buffer of `model` (params(), buffers()) from the checkpoint,
-// converting BF16 / F16 to f32. Tensors the model does not have (the MTP module's copies of the
-// embedding and head, anything else) are ignored. Throws std::runtime_error naming the tensor and
-// the directory when one is missing, mis-shaped, or of another dtype (FP8 weights included).
+// Copies every parameter and buffer of `model` (params(), buffers()) from the checkpoint, F32 or
+// BF16 (train/checkpoint.h copy_tensor_f32); a routing bias (e_score_correction_bias) the files do
+// not have starts at zero. Tensors the model does not have (the MTP module's copies of the
+// embedding and head, anything else) are ignored. Throws std::runtime_error naming the directory
+// or file and the tensor when a parameter is missing or has another shape or dtype.
 void load_train_weights(TrainModel& model, const Checkpoint& ck);
 void load_train_weights(TrainModel& model, const std::string& dir);
 
