@@ -287,6 +287,7 @@ TEST(ReasonEval, ModelErrors) {
 TEST(ReasonEval, CliOnAScriptedModel) {
   const std::unique_ptr<Task> task = make_task("add_sub");
   const std::vector<Problem> ps = eval_problems(*task, 1000, 6);
+  for (const Problem& p : ps) EXPECT_EQ(problem_split(p), Split::Eval) << p.prompt;
   const std::string script = "Done.\n</think>\n\nThe answer is \\boxed{" + ps[0].answer + "}.";
   const std::string dir = scripted_model("eval-addsub-" + ps[0].answer, script);
   int64_t right = 0;
