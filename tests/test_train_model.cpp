@@ -499,6 +499,171 @@ TEST(TrainModel, GradientDescentLowersTheLoss) {
   EXPECT_LT(last, 0.5 * first);
 }
 
+// ---------------------------------------------------------------- per-target weights
+
+// Random weights of both signs; the ignored target keeps a weight that must not count.
+Vec random_weights(size_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  return ::whale::testing::randn(n, rng, 0.5f);
+}
+
+// -sum_n w_n log p_n from token_logprobs, in double: the weighted loss as a function of the
+// parameters, computed without forward_backward.
+double weighted_loss(TrainModel& m, const Batch& b, const Vec& w) {
+  Vec logp(size_t(b.B * b.T));
+  m.token_logprobs(b.inputs.data(), b.targets.data(), b.B, b.T, logp.data());
+  double l = 0;
+  for (size_t n = 0; n < logp.size(); n++) l -= double(w[n]) * logp[n];
+  return l;
+}
+
+// The weighted main loss (MTP and balance off, as GRPO runs it): gradients of a sample of entries
+// of every tensor against central differences of -sum_n w_n log p_n.
+TEST(TrainModel, WeightedLossGradientMatchesFiniteDifferences) {
+  const ModelConfig c = tiny_config();
+  TrainModel m(c, LossConfig{0.0f, 0.0f});
+  randomise(m, 11);
+  const Batch b = random_batch(c.vocab_size, 2, 6, 5);
+  const Vec w = random_weights(size_t(b.B * b.T), 9);
+  const ThreadCount one(1);
+  m.zero_grad();
+  const StepLosses l =
+      m.forward_backward(b.inputs.data(), b.targets.data(), b.B, b.T, 1.0f, w.data());
+  EXPECT_NEAR(l.main, weighted_loss(m, b, w), 1e-5 * std::fabs(l.main) + 1e-6);
+  EXPECT_EQ(l.mtp, 0.0);
+  EXPECT_EQ(l.balance, 0.0);
+  EXPECT_EQ(l.loss, l.main);
+  const std::vector<Vec> g = grads(m);
+  const auto selection = routing(m);
+
+  std::mt19937 rng(4);
+  int flips = 0;
+  size_t checked = 0, main_tensors = 0;
+  for (size_t t = 0; t < m.params().size(); t++) {
+    const ParamTensor& p = m.params()[t];
+    if (p.name.rfind("model.layers.2.", 0) == 0) {  // the MTP module: not run, no gradient
+      for (int64_t i = 0; i < p.numel; i++) ASSERT_EQ(p.grad[i], 0.0f) << p.name;
+      continue;
+    }
+    main_tensors++;
+    // The largest |gradient| and two random entries.
+    std::vector<int64_t> idx{
+        int64_t(std::max_element(g[t].begin(), g[t].end(),
+                                 [](float a, float z) { return std::fabs(a) < std::fabs(z); }) -
+                g[t].begin())};
+    std::uniform_int_distribution<int64_t> any(0, p.numel - 1);
+    for (int k = 0; k < 2; k++) {
+      const int64_t i = any(rng);
+      if (std::find(idx.begin(), idx.end(), i) == idx.end()) idx.push_back(i);
+    }
+    if (g[t][size_t(idx[0])] == 0.0f) continue;  // an expert no token selected
+    std::vector<float> x(idx.size()), gx(idx.size());
+    for (size_t j = 0; j < idx.size(); j++) {
+      x[j] = p.data[idx[j]];
+      gx[j] = g[t][size_t(idx[j])];
+    }
+    auto loss = [&]() {
+      for (size_t j = 0; j < idx.size(); j++) p.data[idx[j]] = x[j];
+      const double v = weighted_loss(m, b, w);
+      flips += routing(m) != selection;
+      return v;
+    };
+    const float h = std::clamp(3e-4f / std::fabs(gx[0]), 2e-3f, 5e-2f);
+    ::whale::testing::expect_grad_matches(x, gx, loss, p.name, h);
+    loss();  // restore
+    checked++;
+  }
+  EXPECT_EQ(flips, 0) << "perturbations changed an expert selection: pick another seed or h";
+  EXPECT_GT(checked, main_tensors * 3 / 4);
+}
+
+// One-hot weights give exactly one token's cross-entropy, bit-equal to -token_logprobs; weights
+// 1/count give the mean loss and its gradients; grad_scale scales them.
+TEST(TrainModel, WeightedLossIsTheWeightedSumOfTokenCrossEntropies) {
+  const ModelConfig c = tiny_config();
+  TrainModel m(c, LossConfig{0.0f, 0.0f});
+  randomise(m, 12);
+  const Batch b = random_batch(c.vocab_size, 2, 5, 6);
+  const size_t N = size_t(b.B * b.T);
+  Vec logp(N);
+  m.token_logprobs(b.inputs.data(), b.targets.data(), b.B, b.T, logp.data());
+  for (size_t k = 0; k < N; k++) {
+    Vec w(N, 0.0f);
+    w[k] = 1.0f;
+    const StepLosses l =
+        m.forward_backward(b.inputs.data(), b.targets.data(), b.B, b.T, 1.0f, w.data());
+    if (b.targets[k] == kIgnoreIndex) {
+      EXPECT_EQ(l.main, 0.0) << "an ignored target counts for nothing, whatever its weight";
+      EXPECT_EQ(logp[k], 0.0f);
+    } else {
+      EXPECT_EQ(-float(l.main), logp[k]) << "token " << k;
+      EXPECT_LT(logp[k], 0.0f);
+    }
+  }
+
+  const StepLosses mean_loss = m.forward(b.inputs.data(), b.targets.data(), b.B, b.T);
+  m.zero_grad();
+  m.forward_backward(b.inputs.data(), b.targets.data(), b.B, b.T, 0.5f);
+  const std::vector<Vec> want = grads(m);
+  Vec w(N, 1.0f / float(mean_loss.tokens));
+  w[size_t(b.T / 2)] = 123.0f;  // the ignored target
+  m.zero_grad();
+  const StepLosses l =
+      m.forward_backward(b.inputs.data(), b.targets.data(), b.B, b.T, 0.5f, w.data());
+  EXPECT_NEAR(l.main, mean_loss.main, 1e-6 * mean_loss.main);
+  EXPECT_EQ(l.tokens, mean_loss.tokens);
+  const std::vector<Vec> got = grads(m);
+  for (size_t t = 0; t < got.size(); t++) {
+    double diff = 0, ref = 0;
+    for (size_t i = 0; i < got[t].size(); i++) {
+      diff = std::max(diff, std::fabs(double(got[t][i]) - want[t][i]));
+      ref = std::max(ref, std::fabs(double(want[t][i])));
+    }
+    EXPECT_LE(diff, 1e-5 * ref + 1e-12) << m.params()[t].name;
+  }
+  EXPECT_THROW(m.forward_backward(b.inputs.data(), b.targets.data(), b.B, b.T, 1.0f, nullptr),
+               std::invalid_argument);
+}
+
+// token_logprobs = log_softmax(forward_logits)[target], 0 on ignored targets; it touches neither
+// the gradients nor the expert counts, and is the same whatever batch shape ran before.
+TEST(TrainModel, TokenLogprobsAreLogSoftmaxOfTheLogits) {
+  const ModelConfig c = tiny_config();
+  TrainModel m(c, LossConfig{});
+  randomise(m, 13, 0.2f);
+  const Batch b = random_batch(c.vocab_size, 3, 7, 7);
+  const int64_t N = b.B * b.T, V = c.vocab_size;
+  Vec logits(static_cast<size_t>(N * V)), logp(static_cast<size_t>(N));
+  m.forward_logits(b.inputs.data(), b.B, b.T, logits.data());
+  m.zero_grad();
+  m.reset_expert_counts();
+  m.token_logprobs(b.inputs.data(), b.targets.data(), b.B, b.T, logp.data());
+  double worst = 0;
+  for (int64_t n = 0; n < N; n++) {
+    if (b.targets[size_t(n)] == kIgnoreIndex) {
+      EXPECT_EQ(logp[size_t(n)], 0.0f);
+      continue;
+    }
+    const float* l = logits.data() + n * V;
+    const double mx = *std::max_element(l, l + V);
+    double sum = 0;
+    for (int64_t v = 0; v < V; v++) sum += std::exp(double(l[v]) - mx);
+    const double want = double(l[b.targets[size_t(n)]]) - mx - std::log(sum);
+    worst = std::max(worst, std::fabs(logp[size_t(n)] - want));
+  }
+  EXPECT_LT(worst, 2e-6);
+  for (const ParamTensor& p : m.params())
+    for (int64_t i = 0; i < p.numel; i++) ASSERT_EQ(p.grad[i], 0.0f) << p.name;
+  for (const auto& v : m.expert_counts())
+    for (int64_t x : v) EXPECT_EQ(x, 0);
+  // Another shape in between, then the same values again.
+  const Batch other = random_batch(c.vocab_size, 1, 4, 8);
+  Vec scratch(4), again(static_cast<size_t>(N));
+  m.token_logprobs(other.inputs.data(), other.targets.data(), 1, 4, scratch.data());
+  m.token_logprobs(b.inputs.data(), b.targets.data(), b.B, b.T, again.data());
+  EXPECT_EQ(again, logp);
+}
+
 // ---------------------------------------------------------------- tensors, init, balancing
 
 TEST(TrainModel, TensorsHaveCheckpointNamesAndDistinctStorage) {

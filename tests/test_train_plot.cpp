@@ -171,6 +171,53 @@ TEST(TrainPlot, DrawsBothPanelsWithPointsWhereTheAxesSay) {
   EXPECT_EQ(files, 2u);
 }
 
+// A `whale grpo` log: reward rising 0.2 -> 1.0, accuracy 0.1 -> 0.9, format 0.5, length 40 -> 20
+// over 50 steps; the reinforcement-learning panels instead of loss and expert load.
+TEST(TrainPlot, GrpoLogsGetTheRewardAndLengthPanels) {
+  TempDir dir;
+  std::string log = "{\"type\":\"config\",\"run\":\"grpo\"}\n";
+  for (int step = 1; step <= 50; step++) {
+    const double t = double(step - 1) / 49;
+    log += "{\"type\":\"grpo\",\"step\":" + std::to_string(step) +
+           ",\"reward\":" + std::to_string(0.2 + 0.8 * t) +
+           ",\"accuracy\":" + std::to_string(0.1 + 0.8 * t) +
+           ",\"format\":0.5,\"length\":" + std::to_string(40 - 20 * t) +
+           ",\"kl\":null,\"loss\":-0.01,\"skipped\":1}\n";
+  }
+  spit(dir.file("log.jsonl"), log);
+  const PlotSummary s = plot_training_log(dir.file("log.jsonl"), dir.file("reward.png"));
+  EXPECT_EQ(s.grpo_points, 50u);
+  EXPECT_EQ(s.train_points, 0u);
+  EXPECT_EQ(s.step_lo, 1);
+  EXPECT_EQ(s.step_hi, 50);
+  // Top: values in [0.1, 1.0]; bottom: lengths in [20, 40]; 5% padding.
+  EXPECT_NEAR(s.loss_lo, 0.1 - 0.05 * 0.9, 1e-6);
+  EXPECT_NEAR(s.loss_hi, 1.0 + 0.05 * 0.9, 1e-6);
+  EXPECT_NEAR(s.load_lo, 20 - 0.05 * 20, 1e-6);
+  EXPECT_NEAR(s.load_hi, 40 + 0.05 * 20, 1e-6);
+  const Image im = read_png(dir.file("reward.png"));
+  ASSERT_EQ(im.width, kPlotWidth);
+  const auto x = [&](double step) { return px_x(kLossPanel, step, 1, 50); };
+  EXPECT_GT(im.count_near(x(25), px_y(kLossPanel, 0.2 + 0.8 * 24 / 49, s.loss_lo, s.loss_hi),
+                          kColourReward),
+            0);
+  EXPECT_GT(im.count_near(x(25), px_y(kLossPanel, 0.1 + 0.8 * 24 / 49, s.loss_lo, s.loss_hi),
+                          kColourAccuracy),
+            0);
+  EXPECT_GT(im.count_near(x(10), px_y(kLossPanel, 0.5, s.loss_lo, s.loss_hi), kColourFormat), 0);
+  EXPECT_GT(
+      im.count_near(px_x(kBalancePanel, 25, 1, 50),
+                    px_y(kBalancePanel, 40 - 20.0 * 24 / 49, s.load_lo, s.load_hi), kColourLength),
+      0);
+  EXPECT_EQ(im.count_in(kLossPanel, kColourLength), 0);
+  EXPECT_EQ(im.count_in(kBalancePanel, kColourReward), 0);
+  // `whale plot` names it reward.png beside the log by default.
+  fs::remove(dir.file("reward.png"));
+  EXPECT_EQ(run_plot_command(dir.file("log.jsonl"), ""), 0);
+  EXPECT_TRUE(fs::exists(dir.file("reward.png")));
+  EXPECT_FALSE(fs::exists(dir.file("loss.png")));
+}
+
 TEST(TrainPlot, AHugeFirstLossDoesNotFlattenTheCurve) {
   TempDir dir;
   std::string s;
@@ -249,7 +296,7 @@ TEST(TrainPlot, BadLogsAreClearErrors) {
   EXPECT_EQ(plot_error(""), ": the training log is empty");
   EXPECT_EQ(plot_error("\n  \n"), ": the training log is empty");
   EXPECT_EQ(plot_error("{\"type\":\"config\"}\n"),
-            ": no \"train\" or \"val\" records in the training log");
+            ": no \"train\", \"val\" or \"grpo\" records in the training log");
   std::string msg = plot_error(ok + "{\"type\":\"train\",\"step\":2,,}\n" + ok);
   EXPECT_EQ(msg.rfind(":2: malformed JSON", 0), 0u) << msg;
   msg = plot_error(ok + "\n[1,2]\n" + ok);
@@ -264,7 +311,8 @@ TEST(TrainPlot, BadLogsAreClearErrors) {
             ":2: field \"expert_load\" holds a non-number (\"x\")");
   EXPECT_EQ(plot_error(ok + "{\"type\":3}\n"), ":2: field \"type\" is not a string");
   // A malformed last line is tolerated only when something else is left to plot.
-  EXPECT_EQ(plot_error("{\"type\":\"tr"), ": no \"train\" or \"val\" records in the training log");
+  EXPECT_EQ(plot_error("{\"type\":\"tr"),
+            ": no \"train\", \"val\" or \"grpo\" records in the training log");
 
   EXPECT_THROW(plot_training_log("/nonexistent/log.jsonl", "/tmp/x.png"), std::runtime_error);
 }

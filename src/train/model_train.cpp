@@ -184,12 +184,13 @@ struct TrainModel::Impl {
 
   double layer_forward(Layer& l, LayerActs& a, const float* x, float* y, bool count);
   void layer_backward(Layer& l, LayerActs& a, const float* x, float* d, float scale);
-  float head(const float* h, Tensor& norm_w, const int32_t* targets, float dloss, float* dh);
+  double head(const float* h, Tensor& norm_w, const int32_t* targets, float dloss, float* dh,
+              const float* weights = nullptr);
   double trunk_forward(const int32_t* inputs, bool count);
   double mtp(const int32_t* inputs, const int32_t* targets, bool backward, float scale,
              float& mtp_loss);
   StepLosses run(const int32_t* inputs, const int32_t* targets, int64_t B, int64_t T, bool backward,
-                 float scale);
+                 float scale, const float* weights = nullptr);
 };
 
 TrainModel::Impl::Impl(const ModelConfig& config, const LossConfig& lc) : c(config), loss(lc) {
@@ -440,18 +441,25 @@ void TrainModel::Impl::layer_backward(Layer& l, LayerActs& a, const float* x, fl
 
 // ---- the output head ----
 
-// Mean cross-entropy of lm_head(norm_w(h)) against `targets`. With dh non-null, also the
-// backward at once (the logits buffer then holds their gradient): dh += dL/dh for dL/dloss =
-// dloss, and the head's and norm's gradients accumulate.
-float TrainModel::Impl::head(const float* h, Tensor& norm_w, const int32_t* targets, float dloss,
-                             float* dh_out) {
+// Mean cross-entropy of lm_head(norm_w(h)) against `targets` (with `weights`: their weighted sum
+// instead). With dh non-null, also the backward at once (the logits buffer then holds their
+// gradient): dh += dL/dh for dL/dloss = dloss, and the head's and norm's gradients accumulate.
+double TrainModel::Impl::head(const float* h, Tensor& norm_w, const int32_t* targets, float dloss,
+                              float* dh_out, const float* weights) {
   Activations& s = *A;
   const int64_t N = s.N;
   rmsnorm_forward(s.xn.data(), s.rstd.data(), h, norm_w.w.data(), N, C, eps);
   matmul_forward(s.logits.data(), s.xn.data(), lm_head.w.data(), N, C, V);
-  const float l = cross_entropy_forward(s.lse.data(), s.logits.data(), targets, N, V);
+  const float mean = cross_entropy_forward(s.lse.data(), s.logits.data(), targets, N, V);
+  const double l =
+      weights ? cross_entropy_weighted_loss(s.lse.data(), s.logits.data(), targets, weights, N, V)
+              : double(mean);
   if (dh_out) {
-    cross_entropy_backward(s.logits.data(), s.logits.data(), s.lse.data(), targets, N, V, dloss);
+    if (weights)
+      cross_entropy_weighted_backward(s.logits.data(), s.logits.data(), targets, weights, N, V,
+                                      dloss);
+    else
+      cross_entropy_backward(s.logits.data(), s.logits.data(), s.lse.data(), targets, N, V, dloss);
     zero(s.dxf);
     matmul_backward(s.dxf.data(), lm_head.g.data(), s.logits.data(), s.xn.data(), lm_head.w.data(),
                     N, C, V);
@@ -502,8 +510,8 @@ double TrainModel::Impl::mtp(const int32_t* inputs, const int32_t* targets, bool
   LayerActs& a = s.at(L);
   const double balance = layer_forward(block, a, s.m0.data(), s.m1.data(), backward);
   if (backward) zero(s.dm);
-  mtp_loss = head(s.m1.data(), shared_head_norm, s.mtp_targets.data(), scale * loss.mtp_lambda,
-                  backward ? s.dm.data() : nullptr);
+  mtp_loss = float(head(s.m1.data(), shared_head_norm, s.mtp_targets.data(),
+                        scale * loss.mtp_lambda, backward ? s.dm.data() : nullptr));
   if (!backward) return balance;
 
   layer_backward(block, a, s.m0.data(), s.dm.data(), scale);  // dm: dL/dm0
@@ -526,7 +534,7 @@ double TrainModel::Impl::mtp(const int32_t* inputs, const int32_t* targets, bool
 }
 
 StepLosses TrainModel::Impl::run(const int32_t* inputs, const int32_t* targets, int64_t B,
-                                 int64_t T, bool backward, float scale) {
+                                 int64_t T, bool backward, float scale, const float* weights) {
   if (!targets) throw std::invalid_argument("no targets (null pointer)");
   check_batch(inputs, targets, B, T);
   use(backward ? train_acts : eval_acts, !backward, B, T);
@@ -535,7 +543,8 @@ StepLosses TrainModel::Impl::run(const int32_t* inputs, const int32_t* targets, 
 
   // The main head first, so that its logits buffer is free for the MTP head.
   if (backward) zero(s.dres);
-  const float main = head(s.h(L), norm, targets, scale, backward ? s.dres.data() : nullptr);
+  const double main =
+      head(s.h(L), norm, targets, scale, backward ? s.dres.data() : nullptr, weights);
   float mtp_loss = 0.0f;
   if (run_mtp) balance += mtp(inputs, targets, backward, scale, mtp_loss);
 
@@ -612,9 +621,30 @@ StepLosses TrainModel::forward_backward(const int32_t* inputs, const int32_t* ta
   return impl_->run(inputs, targets, B, T, true, grad_scale);
 }
 
+StepLosses TrainModel::forward_backward(const int32_t* inputs, const int32_t* targets, int64_t B,
+                                        int64_t T, float grad_scale, const float* weights) {
+  if (!weights) throw std::invalid_argument("no loss weights (null pointer)");
+  return impl_->run(inputs, targets, B, T, true, grad_scale, weights);
+}
+
 StepLosses TrainModel::forward(const int32_t* inputs, const int32_t* targets, int64_t B,
                                int64_t T) {
   return impl_->run(inputs, targets, B, T, false, 0.0f);
+}
+
+void TrainModel::token_logprobs(const int32_t* inputs, const int32_t* targets, int64_t B, int64_t T,
+                                float* out) {
+  Impl& m = *impl_;
+  if (!targets) throw std::invalid_argument("no targets (null pointer)");
+  m.check_batch(inputs, targets, B, T);
+  m.use(m.eval_acts, true, B, T);
+  m.trunk_forward(inputs, false);
+  Activations& s = *m.A;
+  m.head(s.h(m.L), m.norm, targets, 0.0f, nullptr);
+  // logits[t] - lse, as the cross-entropy's lse - logits[t] negated (exact in floating point).
+  for (int64_t n = 0; n < s.N; n++)
+    out[n] = targets[n] == kIgnoreIndex ? 0.0f
+                                        : s.logits[size_t(n * m.V + targets[n])] - s.lse[size_t(n)];
 }
 
 void TrainModel::forward_logits(const int32_t* inputs, int64_t B, int64_t T, float* out) {

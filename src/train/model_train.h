@@ -119,11 +119,22 @@ class TrainModel {
   // Throws std::invalid_argument for ids outside the vocabulary or T > max_position_embeddings.
   StepLosses forward_backward(const int32_t* inputs, const int32_t* targets, int64_t B, int64_t T,
                               float grad_scale);
+  // Per-target loss weights [B*T]: the main loss is sum_n weights[n] * CE_n over the targets that
+  // are not kIgnoreIndex, NOT divided by their count (so weights[n] = dL/dCE_n; the policy-gradient
+  // losses of reason/grpo.h use it with L = -sum_n w_n log p_n). StepLosses::main reports that sum;
+  // the MTP and balance terms are as above (LossConfig 0 switches them off entirely).
+  StepLosses forward_backward(const int32_t* inputs, const int32_t* targets, int64_t B, int64_t T,
+                              float grad_scale, const float* weights);
   // The same losses without gradients (validation), bit-equal to forward_backward's. Leaves the
   // gradients and expert_counts() alone.
   StepLosses forward(const int32_t* inputs, const int32_t* targets, int64_t B, int64_t T);
   // The main model's next-token logits [B*T][vocab_size] (no MTP, no losses, no gradients).
   void forward_logits(const int32_t* inputs, int64_t B, int64_t T, float* logits);
+  // out[n] = log softmax(main head logits[n])[targets[n]] [B*T], 0 where targets[n] is
+  // kIgnoreIndex: forward only (no MTP), gradients and expert_counts() untouched. Bit-equal to the
+  // -CE_n that forward_backward computes on the same weights (the same logits and log-sum-exp).
+  void token_logprobs(const int32_t* inputs, const int32_t* targets, int64_t B, int64_t T,
+                      float* out);
 
   // The experts each token selected in MoE layer `moe_layer` (order of buffers()) during the last
   // forward: [B*T][num_experts_per_tok]. For tests and diagnostics.

@@ -538,12 +538,12 @@ float cross_entropy_forward(float* lse, const float* logits, const int32_t* targ
   return count ? float(loss / double(count)) : 0.0f;
 }
 
-void cross_entropy_backward(float* dlogits, const float* logits, const float* lse,
-                            const int32_t* targets, int64_t N, int64_t V, float dloss) {
-  check_ids(targets, N, V, true, "target");
-  (void)lse;  // softmax recomputes it
-  const int64_t count = std::count_if(targets, targets + N, [](int32_t t) { return t >= 0; });
-  const float k = count ? dloss / float(count) : 0.0f;
+namespace {
+
+// dlogits[n] = k_n * (softmax(logits[n]) - onehot(targets[n])), k_n = k * (weights ? weights[n]
+// : 1); zero on ignored rows.
+void cross_entropy_rows_backward(float* dlogits, const float* logits, const int32_t* targets,
+                                 const float* weights, int64_t N, int64_t V, float k) {
   const int nt = threads_for(N * V);
 #pragma omp parallel for schedule(static) num_threads(nt)
   for (int64_t n = 0; n < N; n++) {
@@ -552,11 +552,39 @@ void cross_entropy_backward(float* dlogits, const float* logits, const float* ls
       std::fill(d, d + V, 0.0f);
       continue;
     }
+    const float kn = weights ? k * weights[n] : k;
     if (d != logits + n * V) std::copy_n(logits + n * V, V, d);
     softmax_inplace(d, V);
-    for (int64_t v = 0; v < V; v++) d[v] *= k;
-    d[targets[n]] -= k;
+    for (int64_t v = 0; v < V; v++) d[v] *= kn;
+    d[targets[n]] -= kn;
   }
+}
+
+}  // namespace
+
+void cross_entropy_backward(float* dlogits, const float* logits, const float* lse,
+                            const int32_t* targets, int64_t N, int64_t V, float dloss) {
+  check_ids(targets, N, V, true, "target");
+  (void)lse;  // softmax recomputes it
+  const int64_t count = std::count_if(targets, targets + N, [](int32_t t) { return t >= 0; });
+  const float k = count ? dloss / float(count) : 0.0f;
+  cross_entropy_rows_backward(dlogits, logits, targets, nullptr, N, V, k);
+}
+
+double cross_entropy_weighted_loss(const float* lse, const float* logits, const int32_t* targets,
+                                   const float* weights, int64_t N, int64_t V) {
+  check_ids(targets, N, V, true, "target");
+  double loss = 0.0;
+  for (int64_t n = 0; n < N; n++)
+    if (targets[n] != kIgnoreIndex)
+      loss += double(weights[n]) * (double(lse[n]) - double(logits[n * V + targets[n]]));
+  return loss;
+}
+
+void cross_entropy_weighted_backward(float* dlogits, const float* logits, const int32_t* targets,
+                                     const float* weights, int64_t N, int64_t V, float dloss) {
+  check_ids(targets, N, V, true, "target");
+  cross_entropy_rows_backward(dlogits, logits, targets, weights, N, V, dloss);
 }
 
 }  // namespace whale::train

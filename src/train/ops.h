@@ -150,5 +150,13 @@ float cross_entropy_forward(float* lse, const float* logits, const int32_t* targ
 // Overwrites (not accumulates); dlogits may be the logits buffer itself.
 void cross_entropy_backward(float* dlogits, const float* logits, const float* lse,
                             const int32_t* targets, int64_t N, int64_t V, float dloss);
+// Per-token weights instead of the mean: loss = sum over counted n of weights[n] * (lse[n] -
+// logits[n][targets[n]]) (no division by the count), so
+// dlogits[n][v] = dloss * weights[n] * (softmax(logits[n])[v] - [v == target]), zero on ignored
+// rows. Overwrites; dlogits may be the logits buffer itself.
+double cross_entropy_weighted_loss(const float* lse, const float* logits, const int32_t* targets,
+                                   const float* weights, int64_t N, int64_t V);
+void cross_entropy_weighted_backward(float* dlogits, const float* logits, const int32_t* targets,
+                                     const float* weights, int64_t N, int64_t V, float dloss);
 
 }  // namespace whale::train

@@ -85,6 +85,12 @@ void read_record(const json& j, const std::string& where, TrainingLog& log) {
     if (std::isnan(loss)) loss = number_field(j, "val_loss", where);
     drop_from_step(log.val, step);
     log.val.push_back({step, loss});
+  } else if (type == "grpo") {
+    TrainingLog::Grpo g{step_field(j, type, where), number_field(j, "reward", where),
+                        number_field(j, "accuracy", where), number_field(j, "format", where),
+                        number_field(j, "length", where)};
+    drop_from_step(log.grpo, g.step);
+    log.grpo.push_back(g);
   } else if (type == "event") {
     const double step = number_field(j, "step", where);
     if (!std::isnan(step)) log.event_steps.push_back(step);
@@ -604,6 +610,44 @@ void draw_load_panel(Canvas& c, const TrainingLog& log, double x_lo, double x_hi
                a, title);
 }
 
+// ------------------------------------------------------------------ the GRPO panels
+
+// One panel of series over the GRPO steps: axes from every finite value, a legend, the title.
+void draw_grpo_panel(Canvas& c, const PlotRect& r, const TrainingLog& log, double x_lo, double x_hi,
+                     const std::vector<std::pair<double TrainingLog::Grpo::*, LegendEntry>>& series,
+                     const std::string& title, double& lo, double& hi) {
+  std::vector<double> steps, values;
+  for (const TrainingLog::Grpo& g : log.grpo) {
+    steps.push_back(g.step);
+    for (const auto& s : series)
+      if (!std::isnan(g.*s.first)) values.push_back(g.*s.first);
+  }
+  if (values.empty()) return draw_empty_panel(c, r, x_lo, x_hi, "no values in this log", title);
+  const Axis a = value_axis(values);
+  lo = a.lo, hi = a.hi;
+  const Frame f = draw_panel_axes(c, r, x_lo, x_hi, a, r.y1 - r.y0 > 200 ? 6 : 4, log.event_steps);
+  std::vector<LegendEntry> legend;
+  for (const auto& s : series) {
+    std::vector<double> v;
+    for (const TrainingLog::Grpo& g : log.grpo) v.push_back(g.*s.first);
+    draw_series(c, f, steps, v, s.second.colour, false);
+    legend.push_back(s.second);
+  }
+  finish_panel(c, r, legend, a, title);
+}
+
+void draw_grpo(Canvas& c, const TrainingLog& log, double x_lo, double x_hi, PlotSummary& summary) {
+  using G = TrainingLog::Grpo;
+  draw_grpo_panel(c, kLossPanel, log, x_lo, x_hi,
+                  {{&G::reward, {"reward", kColourReward, false}},
+                   {&G::accuracy, {"accuracy", kColourAccuracy, false}},
+                   {&G::format, {"format", kColourFormat, false}}},
+                  "reward, accuracy and format rate", summary.loss_lo, summary.loss_hi);
+  draw_grpo_panel(c, kBalancePanel, log, x_lo, x_hi,
+                  {{&G::length, {"mean length", kColourLength, false}}},
+                  "completion length (tokens)", summary.load_lo, summary.load_hi);
+}
+
 }  // namespace
 
 TrainingLog read_training_log(const std::string& log_path) {
@@ -632,9 +676,10 @@ TrainingLog read_training_log(const std::string& log_path) {
     if (!j.is_object()) throw error(where, "not a JSON object: " + snippet(lines[i]));
     read_record(j, where, log);
   }
-  if (log.train.empty() && log.val.empty())
+  if (log.train.empty() && log.val.empty() && log.grpo.empty())
     throw error(log_path, last == 0 ? "the training log is empty"
-                                    : "no \"train\" or \"val\" records in the training log");
+                                    : "no \"train\", \"val\" or \"grpo\" records in the "
+                                      "training log");
   return log;
 }
 
@@ -644,15 +689,23 @@ PlotSummary plot_training_log(const std::string& log_path, const std::string& pn
   summary.train_points = log.train.size();
   summary.val_points = log.val.size();
   summary.skipped_last_line = log.skipped_last_line;
+  const bool grpo = log.train.empty() && log.val.empty();
   double x_lo = std::numeric_limits<double>::infinity(), x_hi = -x_lo;
   for (const auto& t : log.train) x_lo = std::min(x_lo, t.step), x_hi = std::max(x_hi, t.step);
   for (const auto& v : log.val) x_lo = std::min(x_lo, v.step), x_hi = std::max(x_hi, v.step);
+  if (grpo)
+    for (const auto& g : log.grpo) x_lo = std::min(x_lo, g.step), x_hi = std::max(x_hi, g.step);
   if (x_hi == x_lo) x_lo -= 1, x_hi += 1;
   summary.step_lo = x_lo, summary.step_hi = x_hi;
 
   Canvas c;
-  draw_loss_panel(c, log, x_lo, x_hi, summary);
-  draw_load_panel(c, log, x_lo, x_hi, summary);
+  if (grpo) {
+    summary.grpo_points = log.grpo.size();
+    draw_grpo(c, log, x_lo, x_hi, summary);
+  } else {
+    draw_loss_panel(c, log, x_lo, x_hi, summary);
+    draw_load_panel(c, log, x_lo, x_hi, summary);
+  }
   const std::string xlabel = "step";
   c.text((kBalancePanel.x0 + kBalancePanel.x1 - text_width(xlabel)) / 2, kPlotHeight - 22, xlabel,
          kInk);
@@ -661,12 +714,20 @@ PlotSummary plot_training_log(const std::string& log_path, const std::string& pn
 }
 
 int run_plot_command(const std::string& log_path, const std::string& out_png) {
-  const std::string out =
-      out_png.empty() ? (fs::path(log_path).parent_path() / "loss.png").string() : out_png;
+  std::string out = out_png;
+  if (out.empty()) {
+    const TrainingLog log = read_training_log(log_path);
+    const bool grpo = log.train.empty() && log.val.empty();
+    out = (fs::path(log_path).parent_path() / (grpo ? "reward.png" : "loss.png")).string();
+  }
   std::error_code ec;
   if (fs::exists(out) && fs::equivalent(out, log_path, ec))
     throw error(out, "the plot would overwrite the training log");
   const PlotSummary s = plot_training_log(log_path, out);
+  if (s.grpo_points > 0) {
+    std::printf("whale plot: wrote %s (%zu GRPO steps)\n", out.c_str(), s.grpo_points);
+    return 0;
+  }
   std::printf("whale plot: wrote %s (%zu train points, %zu val points, %zu MoE layers)\n",
               out.c_str(), s.train_points, s.val_points, s.moe_layers);
   return 0;
