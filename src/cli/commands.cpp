@@ -18,6 +18,7 @@
 #include "formats/tokenizer.h"
 #include "kernels/cpu.h"
 #include "model/model.h"
+#include "reason/eval.h"
 #include "reason/examples.h"
 #include "reason/grpo_trainer.h"
 #include "reason/task.h"
@@ -522,57 +523,6 @@ int cmd_plot() {
   return train::run_plot_command(g_plot_log, g_plot_out);
 }
 
-// ------------------------------------------------------------------ grpo
-reason::GrpoOptions g_grpo;
-std::string g_grpo_task;
-float g_grpo_eps = 0.2f, g_grpo_eps_low = NAN, g_grpo_eps_high = NAN;
-bool g_grpo_no_progress = false;
-
-int cmd_grpo() {
-  g_grpo.eps_low = std::isnan(g_grpo_eps_low) ? g_grpo_eps : g_grpo_eps_low;
-  g_grpo.eps_high = std::isnan(g_grpo_eps_high) ? g_grpo_eps : g_grpo_eps_high;
-  g_grpo.progress = !g_grpo_no_progress;
-  reason::check_grpo_options(g_grpo);
-  const std::unique_ptr<reason::Task> task = reason::make_task(g_grpo_task);
-  return reason::run_grpo_command(g_grpo, *task);
-}
-
-void register_grpo(CLI::App& app) {
-  auto& o = g_grpo;
-  auto* s = app.add_subcommand("grpo", "reinforcement learning on a reasoning task (GRPO)");
-  s->add_option("--init", o.init_dir, "model directory to start from (and the KL reference)");
-  std::string names;
-  for (const std::string& n : reason::task_names()) names += (names.empty() ? "" : ", ") + n;
-  s->add_option("--task", g_grpo_task, "the task whose rewards are maximised: " + names)
-      ->required();
-  s->add_option("--out", o.out_dir, "output: OUT/model (checkpoint), OUT/log.jsonl, OUT/reward.png")
-      ->required();
-  s->add_option("--steps", o.steps, "steps in total (each: rollouts, then training)")->required();
-  s->add_option("--prompts", o.prompts, "prompts per step (all processes together)");
-  s->add_option("--group", o.group, "completions sampled per prompt (>= 2)");
-  s->add_option("--eps", g_grpo_eps, "ratio clip: [1 - eps, 1 + eps]");
-  s->add_option("--eps-low", g_grpo_eps_low, "lower clip (default --eps)");
-  s->add_option("--eps-high", g_grpo_eps_high, "upper clip (default --eps; DAPO: 0.28)");
-  s->add_option("--beta", o.beta, "KL penalty towards the --init model (0: no reference)");
-  s->add_option("--adv", o.adv, "advantages: std ((r - mean) / std) or mean (r - mean)");
-  s->add_option("--inner-steps", o.inner_steps, "optimiser steps on each step's rollouts");
-  s->add_option("--micro-batch", o.micro_batch, "sequences per forward/backward (0: all)");
-  s->add_option("--lr", o.lr, "learning rate (constant)");
-  s->add_option("--weight-decay", o.weight_decay, "AdamW decoupled weight decay");
-  s->add_option("--clip", o.clip, "gradient global-norm clip (0: off)");
-  s->add_option("--temp", o.temperature, "sampling temperature of the rollouts");
-  s->add_option("--top-p", o.top_p, "nucleus sampling mass of the rollouts (1: off)");
-  s->add_option("--max-tokens", o.max_tokens, "tokens per completion at most (eos included)");
-  s->add_option("--seed", o.seed, "seed of the problems and the samplers");
-  s->add_option("--threads", o.threads, "threads per process (default: all cores)");
-  s->add_option("--save-every", o.save_every, "steps between checkpoints (and at the end)");
-  s->add_flag("--resume", o.resume, "continue the checkpoint in OUT/model exactly");
-  s->add_option("--until", o.until, "stop after this step, with a checkpoint (resume later)");
-  s->add_flag("--no-progress", g_grpo_no_progress, "no progress line");
-  s->add_option("--fault-nan-step", o.fault_nan_step, "testing: make step N's loss NaN")->group("");
-  g_actions["grpo"] = cmd_grpo;
-}
-
 // The options of the training loop, shared by `whale train` and `whale sft`.
 void add_loop_options(CLI::App* s, train::TrainOptions& o, bool& no_progress) {
   s->add_option("--out", o.out_dir, "output: OUT/model (checkpoint), OUT/log.jsonl, OUT/loss.png")
@@ -636,6 +586,102 @@ void register_sft(CLI::App& app) {
               "cut conversations longer than --seq + 1 tokens (default: an error)");
   add_loop_options(s, o.train, g_sft_no_progress);
   g_actions["sft"] = cmd_sft;
+}
+
+// A reasoning task for `whale CMD --task NAME`, an unknown name an error naming the command.
+std::unique_ptr<reason::Task> reason_task(const std::string& cmd, const std::string& name) {
+#ifdef WHALE_HAVE_REASON_TASKS
+  try {
+    return reason::make_task(name);
+  } catch (const std::invalid_argument& e) {
+    throw std::invalid_argument("whale " + cmd + ": " + e.what());
+  }
+#else
+  throw std::invalid_argument("whale " + cmd + ": unknown task \"" + name +
+                              "\": this build has no reasoning tasks (src/reason/tasks.cpp)");
+#endif
+}
+
+// ------------------------------------------------------------------ grpo
+reason::GrpoOptions g_grpo;
+std::string g_grpo_task;
+float g_grpo_eps = 0.2f, g_grpo_eps_low = NAN, g_grpo_eps_high = NAN;
+bool g_grpo_no_progress = false;
+
+int cmd_grpo() {
+  g_grpo.eps_low = std::isnan(g_grpo_eps_low) ? g_grpo_eps : g_grpo_eps_low;
+  g_grpo.eps_high = std::isnan(g_grpo_eps_high) ? g_grpo_eps : g_grpo_eps_high;
+  g_grpo.progress = !g_grpo_no_progress;
+  reason::check_grpo_options(g_grpo);
+  const std::unique_ptr<reason::Task> task = reason_task("grpo", g_grpo_task);
+  return reason::run_grpo_command(g_grpo, *task);
+}
+
+void register_grpo(CLI::App& app) {
+  auto& o = g_grpo;
+  auto* s = app.add_subcommand("grpo", "reinforcement learning on a reasoning task (GRPO)");
+  s->add_option("--init", o.init_dir, "model directory to start from (and the KL reference)");
+  std::string names;
+  for (const std::string& n : reason::task_names()) names += (names.empty() ? "" : ", ") + n;
+  s->add_option("--task", g_grpo_task, "the task whose rewards are maximised: " + names)
+      ->required();
+  s->add_option("--out", o.out_dir, "output: OUT/model (checkpoint), OUT/log.jsonl, OUT/reward.png")
+      ->required();
+  s->add_option("--steps", o.steps, "steps in total (each: rollouts, then training)")->required();
+  s->add_option("--prompts", o.prompts, "prompts per step (all processes together)");
+  s->add_option("--group", o.group, "completions sampled per prompt (>= 2)");
+  s->add_option("--eps", g_grpo_eps, "ratio clip: [1 - eps, 1 + eps]");
+  s->add_option("--eps-low", g_grpo_eps_low, "lower clip (default --eps)");
+  s->add_option("--eps-high", g_grpo_eps_high, "upper clip (default --eps; DAPO: 0.28)");
+  s->add_option("--beta", o.beta, "KL penalty towards the --init model (0: no reference)");
+  s->add_option("--adv", o.adv, "advantages: std ((r - mean) / std) or mean (r - mean)");
+  s->add_option("--inner-steps", o.inner_steps, "optimiser steps on each step's rollouts");
+  s->add_option("--micro-batch", o.micro_batch, "sequences per forward/backward (0: all)");
+  s->add_option("--lr", o.lr, "learning rate (constant)");
+  s->add_option("--weight-decay", o.weight_decay, "AdamW decoupled weight decay");
+  s->add_option("--clip", o.clip, "gradient global-norm clip (0: off)");
+  s->add_option("--temp", o.temperature, "sampling temperature of the rollouts");
+  s->add_option("--top-p", o.top_p, "nucleus sampling mass of the rollouts (1: off)");
+  s->add_option("--max-tokens", o.max_tokens, "tokens per completion at most (eos included)");
+  s->add_option("--seed", o.seed, "seed of the problems and the samplers");
+  s->add_option("--threads", o.threads, "threads per process (default: all cores)");
+  s->add_option("--save-every", o.save_every, "steps between checkpoints (and at the end)");
+  s->add_flag("--resume", o.resume, "continue the checkpoint in OUT/model exactly");
+  s->add_option("--until", o.until, "stop after this step, with a checkpoint (resume later)");
+  s->add_flag("--no-progress", g_grpo_no_progress, "no progress line");
+  s->add_option("--fault-nan-step", o.fault_nan_step, "testing: make step N's loss NaN")->group("");
+  g_actions["grpo"] = cmd_grpo;
+}
+
+// ------------------------------------------------------------------ eval
+reason::EvalOptions g_eval;
+bool g_eval_no_progress = false;
+
+int cmd_eval() {
+  g_eval.progress = !g_eval_no_progress;
+  reason::check_eval_options(g_eval);
+  const std::unique_ptr<reason::Task> task = reason_task("eval", g_eval.task);
+  return reason::run_eval_command(g_eval, *task);
+}
+
+void register_eval(CLI::App& app) {
+  auto& o = g_eval;
+  auto* s = app.add_subcommand(
+      "eval", "evaluate a model on the held-out problems of a reasoning task (pass@1, pass@k)");
+  s->add_option("--model", o.model_dir, "model directory (tokenizer with a chat template)")
+      ->required();
+  s->add_option("--task", o.task, "add_sub, mul, countdown or all (the three, --n each)")
+      ->required();
+  s->add_option("--n", o.n, "problems (per family for all)");
+  s->add_option("--k", o.k, "sampled completions per problem for pass@k (0: skip)");
+  s->add_option("--seed", o.seed, "seed of the problems and the samplers");
+  s->add_option("--temp", o.temperature, "temperature of the pass@k samples");
+  s->add_option("--max-tokens", o.max_tokens, "tokens per completion at most (eos included)");
+  s->add_option("--batch", o.batch, "problems decoded together");
+  s->add_option("--json", o.json_path, "also write the numbers, parameters and examples here");
+  s->add_option("--threads", o.threads, "threads (default: all cores)");
+  s->add_flag("--no-progress", g_eval_no_progress, "no progress lines");
+  g_actions["eval"] = cmd_eval;
 }
 
 void register_train(CLI::App& app) {
@@ -706,8 +752,9 @@ void register_task(CLI::App& app) {
 
 void register_commands(CLI::App& app) {
   register_train(app);
-  register_grpo(app);
   register_sft(app);
+  register_grpo(app);
+  register_eval(app);
   register_task(app);
   {
     auto* t = app.add_subcommand("tokenizer", "tokenizer tools");
