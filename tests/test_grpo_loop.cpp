@@ -382,6 +382,31 @@ TEST_F(GrpoLoop, CommandLineErrorsAreClear) {
   EXPECT_FALSE(fs::exists(root_ / "cli" / "model"));
 }
 
+// A real reasoning task through the command line: the random model writes no \boxed answer, so
+// its groups have equal rewards and are skipped; a step with nothing to learn trains nothing and
+// still logs and saves.
+TEST_F(GrpoLoop, ARealTaskThroughTheCommandLine) {
+  const Result r = sh(std::string(WHALE_BINARY) + " grpo --init " + (root_ / "init").string() +
+                      " --task add_sub --out " + (root_ / "add_sub").string() +
+                      " --steps 2 --prompts 2 --group 3 --max-tokens 8 --threads 1 --no-progress"
+                      " < /dev/null");
+  ASSERT_EQ(r.code, 0) << r.out;
+  const auto steps = records("add_sub", "grpo");
+  ASSERT_EQ(steps.size(), 2u);
+  for (const json& s : steps) {
+    EXPECT_EQ(s["completions"], 6);
+    EXPECT_EQ(s["groups"], 2);
+    const bool all_skipped = s["skipped"] == 2;
+    EXPECT_EQ(s["trained"], !all_skipped);
+    if (all_skipped) {
+      EXPECT_TRUE(s["loss"].is_null());
+      EXPECT_EQ(s["tokens"], 0);
+    }
+  }
+  EXPECT_EQ(records("add_sub", "config").at(0)["task"], "add_sub");
+  EXPECT_TRUE(fs::exists(root_ / "add_sub" / "model" / "model.safetensors"));
+}
+
 // ---------------------------------------------------------------- MPI
 
 // The run both sides of the MPI comparison make: 4 prompts per step, so 2 per process under
