@@ -281,7 +281,6 @@ TEST(ReasonEval, ModelErrors) {
   EXPECT_NE(r.out.find("nope"), std::string::npos) << r.out;
 }
 
-#ifdef WHALE_HAVE_REASON_TASKS
 // The CLI on the real add_sub task, with a model scripted to answer the first held-out problem:
 // that problem (and any other with the same answer) is right, every completion is formatted.
 TEST(ReasonEval, CliOnAScriptedModel) {
@@ -309,7 +308,6 @@ TEST(ReasonEval, CliOnAScriptedModel) {
   EXPECT_EQ(j["examples"][0]["completion"], script);
   fs::remove(out);
 }
-#endif
 
 }  // namespace
 }  // namespace whale::reason

@@ -590,16 +590,11 @@ void register_sft(CLI::App& app) {
 
 // A reasoning task for `whale CMD --task NAME`, an unknown name an error naming the command.
 std::unique_ptr<reason::Task> reason_task(const std::string& cmd, const std::string& name) {
-#ifdef WHALE_HAVE_REASON_TASKS
   try {
     return reason::make_task(name);
   } catch (const std::invalid_argument& e) {
     throw std::invalid_argument("whale " + cmd + ": " + e.what());
   }
-#else
-  throw std::invalid_argument("whale " + cmd + ": unknown task \"" + name +
-                              "\": this build has no reasoning tasks (src/reason/tasks.cpp)");
-#endif
 }
 
 // ------------------------------------------------------------------ grpo

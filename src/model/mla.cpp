@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "kernels/cpu.h"
 #include "kernels/ops.h"
 #include "model/weights.h"
 
@@ -105,7 +106,7 @@ void MLA::attend_naive(const AttnSegment& s, const float* q, float* out) const {
   linear(s.cache->latent(layer_, 0), T, kv_b_proj_, kvb.data());
 
   const bool parallel = s.n * H * T * (nope + rope + dv) > kParallelWork;
-#pragma omp parallel if (parallel)
+#pragma omp parallel if (parallel) num_threads(num_threads())
   {
     std::vector<float> scores(static_cast<size_t>(T));
 #pragma omp for collapse(2) schedule(static)
@@ -148,7 +149,7 @@ void for_each(int64_t n, bool parallel, const Fn& fn) {
     for (int64_t i = 0; i < n; i++) fn(i, sc);
     return;
   }
-#pragma omp parallel
+#pragma omp parallel num_threads(num_threads())
   {
     Scratch sc;
 #pragma omp for schedule(dynamic, 1)
