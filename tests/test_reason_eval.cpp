@@ -184,22 +184,10 @@ TEST(ReasonEval, OptionErrors) {
 
 // ------------------------------------------------------------------ a scripted model
 
-struct Result {
-  int code;
-  std::string out;
-};
-
-Result sh(const std::string& cmd) {
-  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
-  Result r{-1, ""};
-  if (!p) return r;
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
-  const int status = pclose(p);
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
-}
+using whale::testing::file_bytes;
+using whale::testing::Result;
+using whale::testing::run_whale;
+using whale::testing::sh;
 
 // An R1 model whose every completion is `script` then eos (gen_model.py --script), made once per
 // build tree under test-models/NAME.

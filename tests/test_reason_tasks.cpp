@@ -54,22 +54,10 @@ Problem problem_7_5_3() {
   return *countdown_problem(7, 5, 3, 32);
 }
 
-struct Result {
-  int code;
-  std::string out;
-};
-
-Result run_whale(const std::string& args) {
-  FILE* p = popen((std::string(WHALE_BINARY) + " " + args + " 2>&1 < /dev/null").c_str(), "r");
-  Result r{-1, ""};
-  if (!p) return r;
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
-  const int status = pclose(p);
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
-}
+using whale::testing::file_bytes;
+using whale::testing::Result;
+using whale::testing::run_whale;
+using whale::testing::sh;
 
 std::vector<json> read_jsonl(const fs::path& p) {
   std::ifstream in(p);

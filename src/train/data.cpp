@@ -35,7 +35,7 @@ static std::runtime_error error(const std::string& path, const std::string& msg)
   return std::runtime_error(path + ": " + msg);
 }
 
-static std::string read_file(const std::string& path) {
+std::string read_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw error(path, std::string("cannot open: ") + std::strerror(errno));
   std::string s((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
@@ -271,17 +271,10 @@ bool looks_like_brown_dir(const std::string& path) {
 
 std::vector<std::string> read_jsonl_documents(const std::string& path,
                                               const std::string& text_field) {
-  const std::string content = read_file(path);
   std::vector<std::string> docs;
-  size_t start = 0, line_no = 0;
-  while (start < content.size()) {
-    size_t end = content.find('\n', start);
-    if (end == std::string::npos) end = content.size();
-    const std::string_view line(content.data() + start, end - start);
-    start = end + 1;
-    ++line_no;
+  for_each_line(read_file(path), [&](std::string_view line, size_t line_no) {
     const auto where = [&] { return path + ":" + std::to_string(line_no); };
-    if (line.find_first_not_of(" \t\r") == std::string_view::npos) continue;
+    if (line.find_first_not_of(" \t\r") == std::string_view::npos) return;
     ojson obj;
     try {
       obj = ojson::parse(line);
@@ -295,8 +288,41 @@ std::vector<std::string> read_jsonl_documents(const std::string& path,
       throw std::runtime_error(where() + ": field \"" + text_field + "\" is not a string");
     std::string text = it->get<std::string>();
     if (!text.empty()) docs.push_back(std::move(text));
-  }
+  });
   return docs;
+}
+
+void for_each_line(std::string_view text, const std::function<void(std::string_view, size_t)>& fn) {
+  size_t start = 0, line_no = 0;
+  while (start < text.size()) {
+    size_t end = text.find('\n', start);
+    if (end == std::string_view::npos) end = text.size();
+    fn(text.substr(start, end - start), ++line_no);
+    start = end + 1;
+  }
+}
+
+void restart_jsonl_log(const std::string& path, bool resume, int64_t step) {
+  if (!resume) {
+    std::error_code ec;
+    std::filesystem::remove(path, ec);
+    return;
+  }
+  std::vector<std::string> keep;
+  std::ifstream in(path);
+  for (std::string line; std::getline(in, line);) {
+    try {
+      const nlohmann::json r = nlohmann::json::parse(line);
+      if (r.contains("step") && r["step"].get<int64_t>() > step) continue;
+    } catch (const nlohmann::json::exception&) {
+      continue;  // a half-written last line of a killed run
+    }
+    keep.push_back(line);
+  }
+  in.close();
+  write_file_atomically(path, [&](std::ofstream& out) {
+    for (const std::string& l : keep) out << l << "\n";
+  });
 }
 
 std::vector<LoadedInput> load_documents(const std::vector<std::string>& inputs, InputFormat format,

@@ -150,6 +150,17 @@ struct DataSummary {
 // Builds the shards and meta.json in options.out_dir. Throws std::runtime_error on bad input.
 DataSummary build_token_shards(const DataOptions& options);
 
+// The whole file; throws std::runtime_error "PATH: cannot open: reason" / "PATH: read error".
+std::string read_file(const std::string& path);
+
+// Calls fn(line, line_number) for each line of `text` (split at '\n', numbered from 1; a last
+// line without '\n' counts), as the JSONL readers walk their files.
+void for_each_line(std::string_view text, const std::function<void(std::string_view, size_t)>& fn);
+
+// A JSONL log for a run: removed for a fresh run; on resume, the records whose "step" is past
+// `step` (they are about to be redone) and a half-written last line are dropped.
+void restart_jsonl_log(const std::string& path, bool resume, int64_t step);
+
 // Writes `path` through a temporary file in the same directory renamed over it, so readers never
 // see a partial file; `fill` writes the content. Throws std::runtime_error naming the file.
 void write_file_atomically(const std::string& path,

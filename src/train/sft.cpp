@@ -18,6 +18,7 @@
 #include "train/dist.h"
 #include "train/model_train.h"
 #include "train/sft_data.h"
+#include "train/weights_io.h"
 
 namespace whale::train {
 namespace {
@@ -29,31 +30,13 @@ using json = nlohmann::json;
   throw std::invalid_argument("whale sft: " + message);
 }
 
-std::string read_text(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  if (!in) fail(p.string() + ": cannot read");
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 // Every parameter of `model` from a model directory (whale checkpoint or Hugging Face, F32/BF16);
 // a missing e_score_correction_bias starts at zero.
 void load_init_weights(const std::string& dir, TrainModel& model) {
-  const Checkpoint ck(dir, LoadMode::Mmap);
-  for (const ParamTensor& p : model.params()) {
-    const TensorView* t = ck.find(p.name);
-    if (!t)
-      fail(dir + ": no tensor '" + p.name +
-           "' (--init needs every parameter of its config.json's model, named as in DeepSeek-V3 "
-           "checkpoints)");
-    copy_tensor_f32(*t, p.shape, p.data);
-  }
-  for (const BufferTensor& b : model.buffers()) {
-    if (const TensorView* t = ck.find(b.name))
-      copy_tensor_f32(*t, b.shape, b.data);
-    else
-      std::fill_n(b.data, b.numel, 0.0f);
+  try {
+    load_train_weights(model, dir);
+  } catch (const std::runtime_error& e) {
+    fail(std::string("--init: ") + e.what());
   }
   model.zero_grad();
   model.reset_expert_counts();
@@ -191,7 +174,7 @@ class SftTask : public TrainTask {
   void fresh_config(std::string& text, std::string& origin) override {
     if (o_.init_dir.empty()) fail("--init DIR (the model to fine-tune) is required");
     origin = (fs::path(o_.init_dir) / "config.json").string();
-    text = read_text(origin);
+    text = read_file(origin);
   }
 
   std::unique_ptr<BatchSource> open_data(const ModelConfig& config, const json& resumed,

@@ -71,14 +71,6 @@ ChatMessage parse_message(const json& m, size_t i, const std::string& where) {
   return ChatMessage{r, content->get<std::string>(), ""};
 }
 
-std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw std::invalid_argument(path + ": cannot read");
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 size_t last_assistant(const std::vector<ChatMessage>& messages) {
   for (size_t i = messages.size(); i-- > 0;)
     if (messages[i].role == "assistant") return i;
@@ -124,18 +116,11 @@ std::optional<ChatExample> parse_chat_line(std::string_view line, const std::str
 }
 
 std::vector<ChatExample> read_chat_jsonl(const std::string& path) {
-  const std::string content = read_file(path);
   std::vector<ChatExample> out;
-  size_t start = 0, line_no = 0;
-  while (start < content.size()) {
-    size_t end = content.find('\n', start);
-    if (end == std::string::npos) end = content.size();
-    const std::string_view line(content.data() + start, end - start);
-    start = end + 1;
-    ++line_no;
+  for_each_line(read_file(path), [&](std::string_view line, size_t line_no) {
     if (auto ex = parse_chat_line(line, path + ":" + std::to_string(line_no)))
       out.push_back(std::move(*ex));
-  }
+  });
   return out;
 }
 

@@ -115,14 +115,6 @@ std::string duration(double s) {
   return buf;
 }
 
-std::string read_text(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  if (!in) throw std::runtime_error(p.string() + ": cannot read");
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 // ------------------------------------------------------------------ MFU
 
 // Achieved single-precision GEMM throughput of this machine with the current threads (GFLOP/s),
@@ -205,7 +197,7 @@ class PretrainTask : public TrainTask {
 
   void fresh_config(std::string& text, std::string& origin) override {
     if (o_.config_path.empty()) throw std::invalid_argument("whale train: --config is required");
-    text = read_text(o_.config_path);
+    text = read_file(o_.config_path);
     origin = o_.config_path;
   }
 
@@ -218,7 +210,7 @@ class PretrainTask : public TrainTask {
                                   " not found (make the data with `whale data`)");
     json meta;
     try {
-      meta = json::parse(read_text(meta_path));
+      meta = json::parse(read_file(meta_path.string()));
     } catch (const json::exception& e) {
       throw std::runtime_error(meta_path.string() + ": " + e.what());
     }
@@ -630,27 +622,7 @@ void Trainer::write_start(bool resuming) {
                omp_get_max_threads(), (long long)o_.batch, (long long)o_.seq,
                (long long)(o_.batch * o_.seq), data_->summary().c_str(),
                resuming ? (", resuming at step " + std::to_string(start_step_)).c_str() : "");
-  if (!resuming) {
-    std::error_code ec;
-    fs::remove(log_path_, ec);
-  } else {
-    // Drop log records past the checkpoint: those steps are about to be redone.
-    std::ifstream in(log_path_);
-    std::vector<std::string> keep;
-    for (std::string line; std::getline(in, line);) {
-      try {
-        const json r = json::parse(line);
-        if (r.contains("step") && r["step"].get<int64_t>() > start_step_) continue;
-      } catch (const json::exception&) {
-        continue;  // a half-written last line of a killed run
-      }
-      keep.push_back(line);
-    }
-    in.close();
-    write_file_atomically(log_path_.string(), [&](std::ofstream& out) {
-      for (const std::string& l : keep) out << l << "\n";
-    });
-  }
+  restart_jsonl_log(log_path_.string(), resuming, start_step_);
   json cfg = {{"type", "config"},
               {"params", model_->num_params()},
               {"active_params", model_->num_active_params()},
