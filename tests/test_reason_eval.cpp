@@ -187,28 +187,8 @@ TEST(ReasonEval, OptionErrors) {
 using whale::testing::file_bytes;
 using whale::testing::Result;
 using whale::testing::run_whale;
+using whale::testing::scripted_model;
 using whale::testing::sh;
-
-// An R1 model whose every completion is `script` then eos (gen_model.py --script), made once per
-// build tree under test-models/NAME.
-std::string scripted_model(const std::string& name, const std::string& script) {
-  const std::string bin = WHALE_BINARY;
-  const std::string dir = bin.substr(0, bin.rfind('/')) + "/test-models/" + name;
-  if (fs::exists(dir + "/config.json")) return dir;
-  const std::string tmp = dir + ".tmp." + std::to_string(::getpid());
-  fs::create_directories(tmp);
-  std::ofstream(tmp + ".txt") << script << "\n";
-  const std::string root = testing::kRoot;
-  const Result r = sh("/usr/bin/python3 " + root + "/scripts/gen_model.py --config " + root +
-                      "/tests/configs/scripted-r1.json --out " + tmp + " --dtype bf16 --seed 3" +
-                      " --tokenizer " + testing::kTokenizerDir + " --script " + tmp + ".txt");
-  EXPECT_EQ(r.code, 0) << r.out;
-  fs::remove(tmp + ".txt");
-  std::error_code ec;
-  fs::rename(tmp, dir, ec);
-  if (ec) fs::remove_all(tmp);
-  return dir;
-}
 
 const std::string kSevenScript =
     "Four plus three makes seven.\n</think>\n\nThe answer is \\boxed{7}.";

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "run/think_display.h"
+#include "test_util.h"
 
 namespace whale {
 namespace {
@@ -68,6 +69,27 @@ TEST(ThinkDisplay, NotThinkingIsAllAnswer) {
   expect_all_cuts(ThinkDisplay::Mode::Styled, false, "  hello </think>", "hello </think>");
   // No reasoning at all: no dim escape codes.
   expect_all_cuts(ThinkDisplay::Mode::Styled, true, "</think>\n\nok", "\n\nok");
+}
+
+// `whale run --chat` on an R1 model that always answers the same: piped, the text as generated;
+// --hide-thinking, the answer alone; on a terminal (script(1) gives it a pty), dimmed reasoning.
+TEST(ThinkDisplay, RunCommandShowsRawHiddenAndStyledReplies) {
+  const std::string dir = testing::scripted_model(
+      "think-seven", "Four plus three makes seven.\n</think>\n\nThe answer is \\boxed{7}.");
+  const std::string args = "run -m " + dir + " --chat -p 'What is 4 + 3?' -n 64 --no-stats";
+  const testing::Result raw = testing::run_whale(args);
+  ASSERT_EQ(raw.code, 0) << raw.out;
+  EXPECT_EQ(raw.out, "Four plus three makes seven.\n</think>\n\nThe answer is \\boxed{7}.\n");
+  const testing::Result hidden = testing::run_whale(args + " --hide-thinking");
+  ASSERT_EQ(hidden.code, 0) << hidden.out;
+  EXPECT_EQ(hidden.out, "The answer is \\boxed{7}.\n");
+  const testing::Result tty = testing::sh("script -qec \"" + std::string(WHALE_BINARY) + " " +
+                                          args + "\" /dev/null < /dev/null");
+  ASSERT_EQ(tty.code, 0) << tty.out;
+  EXPECT_NE(tty.out.find(kDim + "Four plus three makes seven." + kReset), std::string::npos)
+      << tty.out;
+  EXPECT_EQ(tty.out.find("</think>"), std::string::npos) << tty.out;
+  EXPECT_NE(tty.out.find("The answer is \\boxed{7}."), std::string::npos) << tty.out;
 }
 
 }  // namespace

@@ -69,4 +69,25 @@ inline std::string chat_tiny_model() {
   return dir;
 }
 
+// An R1 model whose every completion is `script` then eos (gen_model.py --script), made once per
+// build tree under test-models/NAME.
+inline std::string scripted_model(const std::string& name, const std::string& script) {
+  const std::string bin = WHALE_BINARY;
+  const std::string dir = bin.substr(0, bin.rfind('/')) + "/test-models/" + name;
+  if (std::filesystem::exists(dir + "/config.json")) return dir;
+  const std::string tmp = dir + ".tmp." + std::to_string(::getpid());
+  std::filesystem::create_directories(tmp);
+  std::ofstream(tmp + ".txt") << script << "\n";
+  const std::string root = kRoot;
+  const Result r = sh("/usr/bin/python3 " + root + "/scripts/gen_model.py --config " + root +
+                      "/tests/configs/scripted-r1.json --out " + tmp + " --dtype bf16 --seed 3" +
+                      " --tokenizer " + kTokenizerDir + " --script " + tmp + ".txt");
+  EXPECT_EQ(r.code, 0) << r.out;
+  std::filesystem::remove(tmp + ".txt");
+  std::error_code ec;
+  std::filesystem::rename(tmp, dir, ec);
+  if (ec) std::filesystem::remove_all(tmp);
+  return dir;
+}
+
 }  // namespace whale::testing
