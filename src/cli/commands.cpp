@@ -7,17 +7,21 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <iostream>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <sstream>
 #include <thread>
 
 #include "formats/tokenizer.h"
 #include "kernels/cpu.h"
 #include "model/model.h"
+#include "reason/distill.h"
 #include "reason/eval.h"
 #include "reason/examples.h"
 #include "reason/grpo_trainer.h"
@@ -51,9 +55,30 @@ struct Common {
 std::map<std::string, std::function<int()>> g_actions;
 Common g;
 
+// The bundled reasoning model (models/whale-r1-tiny/README.md), used when -m is not given.
+constexpr const char* kBundledModel = "models/whale-r1-tiny";
+
+// -m's default: $WHALE_MODEL, else the bundled model under the working directory, else under the
+// source tree this binary was built from.
+std::string default_model_dir() {
+  if (const char* env = std::getenv("WHALE_MODEL"); env && *env) return env;
+  const std::filesystem::path here = kBundledModel;
+  if (std::filesystem::exists(here / "config.json")) return here.string();
+  const std::filesystem::path src = std::filesystem::path(WHALE_SOURCE_DIR) / kBundledModel;
+  if (std::filesystem::exists(src / "config.json")) return src.string();
+  throw std::invalid_argument(std::string("no -m/--model given, and the bundled model ") +
+                              kBundledModel + " is neither in the working directory nor in " +
+                              src.string() + "; pass -m DIR (or set WHALE_MODEL)");
+}
+
+std::set<const CLI::App*> g_model_subcommands;  // those with add_model's -m
+
 void add_model(CLI::App* sub) {
-  sub->add_option("-m,--model", g.model_dir, "model directory (config.json, *.safetensors)")
-      ->required();
+  g_model_subcommands.insert(sub);
+  sub->add_option("-m,--model", g.model_dir,
+                  std::string("model directory (config.json, *.safetensors; default: $WHALE_MODEL, "
+                              "else the bundled ") +
+                      kBundledModel + ")");
   auto* mm = sub->add_flag("--mmap", g.mmap,
                            "memory-map the weights (default: read into RAM on huge pages when "
                            "they take at most 60% of available memory)");
@@ -679,6 +704,41 @@ void register_eval(CLI::App& app) {
   g_actions["eval"] = cmd_eval;
 }
 
+// ------------------------------------------------------------------ distill
+reason::DistillOptions g_distill;
+bool g_distill_no_progress = false;
+
+int cmd_distill() {
+  g_distill.progress = !g_distill_no_progress;
+  reason::check_distill_options(g_distill);
+  const std::unique_ptr<reason::Task> task = reason_task("distill", g_distill.task);
+  return reason::run_distill_command(g_distill, *task);
+}
+
+void register_distill(CLI::App& app) {
+  auto& o = g_distill;
+  auto* s = app.add_subcommand(
+      "distill", "rejection sampling: a teacher's verified reasoning traces as SFT data (JSONL)");
+  s->add_option("--teacher", o.teacher_dir, "model directory that writes the traces")->required();
+  s->add_option("--task", o.task,
+                "add_sub, mul, countdown or all: the verifier, and the problems without --prompts");
+  s->add_option("--prompts", o.prompts_path,
+                "JSONL of {\"prompt\": ...} lines (whale task sample --format prompt)");
+  s->add_option("--student", o.student_dir,
+                "model directory whose tokenizer must be the teacher's");
+  s->add_option("--out", o.out_path, "SFT JSONL to write (for whale sft)")->required();
+  s->add_option("--n", o.n, "prompts (with --prompts, 0: every line)");
+  s->add_option("--samples", o.samples, "completions sampled per prompt");
+  s->add_option("--keep", o.keep, "verified completions kept per prompt at most");
+  s->add_option("--temp", o.temperature, "sampling temperature");
+  s->add_option("--max-tokens", o.max_tokens, "tokens per completion at most (eos included)");
+  s->add_option("--batch", o.batch, "prompts decoded together");
+  s->add_option("--seed", o.seed, "seed of the problems and the samplers");
+  s->add_option("--threads", o.threads, "threads (default: all cores)");
+  s->add_flag("--no-progress", g_distill_no_progress, "no progress lines");
+  g_actions["distill"] = cmd_distill;
+}
+
 void register_train(CLI::App& app) {
   auto& o = g_train;
   {
@@ -726,7 +786,9 @@ void register_task(CLI::App& app) {
     s->add_option("--n", o.n, "examples to write");
     s->add_option("--seed", o.seed, "seed of the problem stream");
     s->add_option("--split", o.split, "train or eval (the held-out problems)");
-    s->add_option("--format", o.format, "chat (whale sft), text (whale data), prompt (eval)");
+    s->add_option(
+        "--format", o.format,
+        "chat (whale sft), text (whale data), prompt (eval, distill), plain (the prompt)");
     auto* other = s->add_option(
         "--other", o.other, "text inputs (as whale data reads them) for out-of-domain examples");
     s->add_option("--other-share", o.other_share, "share of out-of-domain examples (default 0.1)")
@@ -748,6 +810,7 @@ void register_task(CLI::App& app) {
 void register_commands(CLI::App& app) {
   register_train(app);
   register_sft(app);
+  register_distill(app);
   register_grpo(app);
   register_eval(app);
   register_task(app);
@@ -894,7 +957,9 @@ void register_commands(CLI::App& app) {
 int run_selected(CLI::App& app) {
   for (auto* sub : app.get_subcommands()) {
     auto it = g_actions.find(sub->get_name());
-    if (it != g_actions.end()) return it->second();
+    if (it == g_actions.end()) continue;
+    if (g.model_dir.empty() && g_model_subcommands.count(sub)) g.model_dir = default_model_dir();
+    return it->second();
   }
   return 1;
 }

@@ -95,7 +95,9 @@ ExampleFormat parse_example_format(std::string_view name) {
   if (name == "chat") return ExampleFormat::Chat;
   if (name == "text") return ExampleFormat::Text;
   if (name == "prompt") return ExampleFormat::Prompt;
-  throw std::invalid_argument("unknown format '" + std::string(name) + "' (chat, text, prompt)");
+  if (name == "plain") return ExampleFormat::Plain;
+  throw std::invalid_argument("unknown format '" + std::string(name) +
+                              "' (chat, text, prompt, plain)");
 }
 
 Split parse_split(std::string_view name) {
@@ -115,6 +117,8 @@ std::string example_json(const Example& e, ExampleFormat format) {
     case ExampleFormat::Text:
       return dump({{"text", "<｜User｜>" + e.prompt + "<｜Assistant｜><think>\n" +
                                 e.trace.reasoning + "\n</think>\n\n" + e.trace.content}});
+    case ExampleFormat::Plain:
+      return e.prompt;
     case ExampleFormat::Prompt:
       break;
   }

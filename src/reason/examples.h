@@ -6,7 +6,8 @@
 //           (the `whale sft` format)
 //   text    {"text": "<｜User｜>" PROMPT "<｜Assistant｜><think>\n" R "\n</think>\n\n" C}
 //           (for `whale data --format jsonl`, which adds bos/eos)
-//   prompt  {"family": F, "prompt": PROMPT, "answer": A}   (for evaluation)
+//   prompt  {"family": F, "prompt": PROMPT, "answer": A}   (for evaluation, whale distill)
+//   plain   PROMPT alone, not JSON (for a shell: `make run` asks a fresh problem with it)
 // Example i of the stream: with --other, out-of-domain iff splitmix64-hash(seed, i) / 2^64 <
 // other_share; the task examples take the problem indices 0, 1, 2, ... in order (so they are the
 // same problems with or without --other).
@@ -40,11 +41,11 @@ struct Example {
 Example task_example(const Task& task, uint64_t seed, uint64_t index, Split split);
 Example out_of_domain_example(std::string_view text);
 
-enum class ExampleFormat { Chat, Text, Prompt };
-// "chat" | "text" | "prompt"; throws std::invalid_argument otherwise.
+enum class ExampleFormat { Chat, Text, Prompt, Plain };
+// "chat" | "text" | "prompt" | "plain"; throws std::invalid_argument otherwise.
 ExampleFormat parse_example_format(std::string_view name);
 Split parse_split(std::string_view name);
-// One JSONL line (no newline); invalid UTF-8 in the text is replaced by U+FFFD.
+// One JSONL line (no newline; plain: the prompt); invalid UTF-8 in the text is replaced by U+FFFD.
 std::string example_json(const Example& e, ExampleFormat format);
 
 // The lines of 3 to 30 words of the documents (trimmed; task prompts left out), in order.
