@@ -175,6 +175,38 @@ TEST(ReasonGenerate, DeterministicInRangeAndDistributed) {
   EXPECT_NEAR(double(one_digit_first) / n, 0.25, 0.03);
 }
 
+// "mul,countdown" (GRPO on two families): the families in turn, each problem the family's own,
+// scored by its family's verifier; unknown or repeated families are errors naming them.
+TEST(ReasonTasks, FamilyMixture) {
+  const auto mix = make_task("mul,countdown");
+  EXPECT_EQ(mix->name(), "mul,countdown");
+  const auto mul = make_task("mul"), cd = make_task("countdown");
+  for (uint64_t i = 0; i < 40; i++) {
+    const Problem p = mix->generate(3, i, Split::Eval);
+    const Problem same = (i % 2 == 0 ? mul : cd)->generate(3, i, Split::Eval);
+    EXPECT_EQ(p.prompt, same.prompt) << i;
+    EXPECT_EQ(p.family, i % 2 == 0 ? "mul" : "countdown");
+    const Trace t = mix->trace(p);
+    const Score s = mix->score(p, completion_of(t));
+    EXPECT_TRUE(s.correct && s.formatted) << p.prompt << ": " << s.why;
+  }
+  EXPECT_EQ(make_task("add_sub,mul,countdown")->generate(1, 5, Split::Train).family, "countdown");
+  try {
+    make_task("mul,sums");
+    ADD_FAILURE() << "no error";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("unknown task 'sums' in 'mul,sums'"), std::string::npos)
+        << e.what();
+  }
+  try {
+    make_task("mul,mul");
+    ADD_FAILURE() << "no error";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("task 'mul' twice"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(make_task("mul,"), std::invalid_argument);
+}
+
 TEST(ReasonSplit, TrainAndEvalNeverOverlap) {
   const auto all = make_task("all");
   std::unordered_set<std::string> train;
@@ -681,8 +713,10 @@ TEST(ReasonCli, ScoreAndErrors) {
   EXPECT_NE(r.out.find("no problem"), std::string::npos) << r.out;
   r = run_whale("task sample --task sums --n 1");
   EXPECT_EQ(r.code, 1);
-  EXPECT_NE(r.out.find("unknown task 'sums' (known: add_sub, mul, countdown, all)"),
-            std::string::npos)
+  EXPECT_NE(
+      r.out.find(
+          "unknown task 'sums' (known: add_sub, mul, countdown, all, or a comma-separated list"),
+      std::string::npos)
       << r.out;
   EXPECT_THROW(make_task("sums"), std::invalid_argument);
   r = run_whale("task sample --task all --n 1 --split test");

@@ -317,13 +317,16 @@ bool GrpoTrainer::train_step(int64_t step, const Rollouts& r, StepReport& rep) {
     if (!adv.skipped[i / size_t(o_.group)])
       seqs.push_back({r.prompts[i / size_t(o_.group)], r.completions[i].ids, adv.advantage[i]});
   const size_t mb = o_.micro_batch > 0 ? size_t(o_.micro_batch) : std::max<size_t>(1, seqs.size());
-  int64_t T = 0;  // one length for all micro-batches
-  for (const GrpoSequence& q : seqs)
-    T = std::max(T, int64_t(q.prompt.size() + q.completion.size()) - 1);
+  // Micro-batches of similar lengths, each padded only to its own longest sequence (the model's
+  // buffers keep their storage across shapes): short and long completions do not share padding.
+  if (mb < seqs.size())
+    std::stable_sort(seqs.begin(), seqs.end(), [](const GrpoSequence& x, const GrpoSequence& y) {
+      return x.prompt.size() + x.completion.size() < y.prompt.size() + y.completion.size();
+    });
   std::vector<GrpoBatch> batches;
   for (size_t i = 0; i < seqs.size(); i += mb)
     batches.push_back(make_grpo_batch(
-        std::span<const GrpoSequence>(seqs).subspan(i, std::min(mb, seqs.size() - i)), T));
+        std::span<const GrpoSequence>(seqs).subspan(i, std::min(mb, seqs.size() - i))));
 
   int64_t counts[2] = {adv.skipped_groups, 0};
   for (const GrpoBatch& b : batches) counts[1] += b.tokens();

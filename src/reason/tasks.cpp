@@ -219,16 +219,16 @@ class FamilyTask : public Task {
 };
 
 // "all": family index % 3.
-class AllTask : public Task {
+// Several families in one stream: problem `index` comes from family `index % n` (the family's
+// own generator keyed by the same index, so "all" and a single family never share a problem
+// draw). "all" is add_sub, mul, countdown; "mul,countdown" mixes the two (GRPO on both).
+class MixTask : public Task {
  public:
-  AllTask() {
-    families_[0] = std::make_unique<FamilyTask>("add_sub", 0, sample_add_sub);
-    families_[1] = std::make_unique<FamilyTask>("mul", 1, sample_mul);
-    families_[2] = std::make_unique<FamilyTask>("countdown", 2, sample_countdown);
-  }
-  std::string name() const override { return "all"; }
+  MixTask(std::string name, std::vector<std::unique_ptr<FamilyTask>> families)
+      : name_(std::move(name)), families_(std::move(families)) {}
+  std::string name() const override { return name_; }
   Problem generate(uint64_t seed, uint64_t index, Split split) const override {
-    return families_[index % 3]->generate(seed, index, split);
+    return families_[index % families_.size()]->generate(seed, index, split);
   }
   Score score(const Problem& p, std::string_view completion,
               const RewardWeights& w) const override {
@@ -237,8 +237,16 @@ class AllTask : public Task {
   Trace trace(const Problem& p) const override { return FamilyTask::teacher_trace(p); }
 
  private:
-  std::unique_ptr<FamilyTask> families_[3];
+  std::string name_;
+  std::vector<std::unique_ptr<FamilyTask>> families_;
 };
+
+std::unique_ptr<FamilyTask> family_task(std::string_view name) {
+  if (name == "add_sub") return std::make_unique<FamilyTask>("add_sub", 0, sample_add_sub);
+  if (name == "mul") return std::make_unique<FamilyTask>("mul", 1, sample_mul);
+  if (name == "countdown") return std::make_unique<FamilyTask>("countdown", 2, sample_countdown);
+  return nullptr;
+}
 
 }  // namespace
 
@@ -305,13 +313,36 @@ std::vector<std::string> task_names() {
 }
 
 std::unique_ptr<Task> make_task(std::string_view name) {
-  if (name == "add_sub") return std::make_unique<FamilyTask>("add_sub", 0, sample_add_sub);
-  if (name == "mul") return std::make_unique<FamilyTask>("mul", 1, sample_mul);
-  if (name == "countdown") return std::make_unique<FamilyTask>("countdown", 2, sample_countdown);
-  if (name == "all") return std::make_unique<AllTask>();
   std::string known;
   for (const auto& n : task_names()) known += (known.empty() ? "" : ", ") + n;
-  throw std::invalid_argument("unknown task '" + std::string(name) + "' (known: " + known + ")");
+  if (name == "all") {
+    std::vector<std::unique_ptr<FamilyTask>> fams;
+    for (const char* f : {"add_sub", "mul", "countdown"}) fams.push_back(family_task(f));
+    return std::make_unique<MixTask>("all", std::move(fams));
+  }
+  if (name.find(',') == std::string_view::npos) {
+    if (auto t = family_task(name)) return t;
+    throw std::invalid_argument("unknown task '" + std::string(name) + "' (known: " + known +
+                                ", or a comma-separated list of families)");
+  }
+  // "mul,countdown": a mixture of distinct families.
+  std::vector<std::unique_ptr<FamilyTask>> fams;
+  std::vector<std::string> seen;
+  size_t start = 0;
+  while (start <= name.size()) {
+    const size_t comma = std::min(name.find(',', start), name.size());
+    const std::string part(name.substr(start, comma - start));
+    auto t = family_task(part);
+    if (!t)
+      throw std::invalid_argument("unknown task '" + part + "' in '" + std::string(name) +
+                                  "' (families: add_sub, mul, countdown)");
+    if (std::find(seen.begin(), seen.end(), part) != seen.end())
+      throw std::invalid_argument("task '" + part + "' twice in '" + std::string(name) + "'");
+    seen.push_back(part);
+    fams.push_back(std::move(t));
+    start = comma + 1;
+  }
+  return std::make_unique<MixTask>(std::string(name), std::move(fams));
 }
 
 }  // namespace whale::reason

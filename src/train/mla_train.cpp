@@ -143,39 +143,47 @@ std::vector<MlaTensor> MlaParams::tensors() {
   return t;
 }
 
-MlaActs::MlaActs(const ModelConfig& c, int64_t B_, int64_t T_) : B(B_), T(T_) {
+MlaActs::MlaActs(const ModelConfig& c, int64_t B_, int64_t T_) {
+  resize(c, B_, T_);
+}
+
+// Every buffer zeroed at its new size; storage is reused where it is large enough (assign keeps
+// the capacity), so that batches of changing shapes (GRPO) do not map fresh pages every step.
+void MlaActs::resize(const ModelConfig& c, int64_t B_, int64_t T_) {
   check_config(c);
+  B = B_;
+  T = T_;
   if (B <= 0 || T <= 0)
     throw std::invalid_argument("MLA: batch " + std::to_string(B) + " x " + std::to_string(T) +
                                 " tokens: both must be > 0");
   const int64_t N = B * T, H = c.num_attention_heads, QL = c.q_lora_rank, R = c.kv_lora_rank;
   const int64_t nope = c.qk_nope_head_dim, rope = c.qk_rope_head_dim, dv = c.v_head_dim;
-  cq = zeros(N * QL);
-  cq_rstd = zeros(QL > 0 ? N : 0);
-  cq_n = zeros(N * QL);
-  q = zeros(N * H * (nope + rope));
-  kv_a = zeros(N * (R + rope));
-  kv_lat = zeros(N * R);
-  kv_rstd = zeros(N);
-  kv_n = zeros(N * R);
-  k_pe = zeros(N * rope);
-  kvb = zeros(N * H * (nope + dv));
-  k_nope = zeros(N * H * nope);
-  v = zeros(N * H * dv);
-  att = zeros(B * H * T * T);
-  out = zeros(N * H * dv);
-  d_out = zeros(N * H * dv);
-  d_att = zeros(B * H * T * T);
-  d_q = zeros(N * H * (nope + rope));
-  d_k_nope = zeros(N * H * nope);
-  d_k_pe = zeros(N * rope);
-  d_v = zeros(N * H * dv);
-  d_kvb = zeros(N * H * (nope + dv));
-  d_kv_n = zeros(N * R);
-  d_kv_lat = zeros(N * R);
-  d_kv_a = zeros(N * (R + rope));
-  d_cq_n = zeros(N * QL);
-  d_cq = zeros(N * QL);
+  cq.assign(size_t(N * QL), 0.0f);
+  cq_rstd.assign(size_t(QL > 0 ? N : 0), 0.0f);
+  cq_n.assign(size_t(N * QL), 0.0f);
+  q.assign(size_t(N * H * (nope + rope)), 0.0f);
+  kv_a.assign(size_t(N * (R + rope)), 0.0f);
+  kv_lat.assign(size_t(N * R), 0.0f);
+  kv_rstd.assign(size_t(N), 0.0f);
+  kv_n.assign(size_t(N * R), 0.0f);
+  k_pe.assign(size_t(N * rope), 0.0f);
+  kvb.assign(size_t(N * H * (nope + dv)), 0.0f);
+  k_nope.assign(size_t(N * H * nope), 0.0f);
+  v.assign(size_t(N * H * dv), 0.0f);
+  att.assign(size_t(B * H * T * T), 0.0f);
+  out.assign(size_t(N * H * dv), 0.0f);
+  d_out.assign(size_t(N * H * dv), 0.0f);
+  d_att.assign(size_t(B * H * T * T), 0.0f);
+  d_q.assign(size_t(N * H * (nope + rope)), 0.0f);
+  d_k_nope.assign(size_t(N * H * nope), 0.0f);
+  d_k_pe.assign(size_t(N * rope), 0.0f);
+  d_v.assign(size_t(N * H * dv), 0.0f);
+  d_kvb.assign(size_t(N * H * (nope + dv)), 0.0f);
+  d_kv_n.assign(size_t(N * R), 0.0f);
+  d_kv_lat.assign(size_t(N * R), 0.0f);
+  d_kv_a.assign(size_t(N * (R + rope)), 0.0f);
+  d_cq_n.assign(size_t(N * QL), 0.0f);
+  d_cq.assign(size_t(N * QL), 0.0f);
 }
 
 void mla_forward(float* y, const float* x, const MlaParams& p, MlaActs& a, const RopeTable& rope,

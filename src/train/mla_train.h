@@ -61,6 +61,7 @@ struct MlaParams {
 // N = B*T rows; sequence b owns rows [b*T, (b+1)*T).
 struct MlaActs {
   MlaActs(const ModelConfig& c, int64_t B, int64_t T);
+  void resize(const ModelConfig& c, int64_t B, int64_t T);  // reuses the storage
   int64_t B = 0, T = 0;
 
   // Saved by the forward.

@@ -332,14 +332,18 @@ void TrainModel::Impl::use(Activations& a, bool lean, int64_t B, int64_t T) {
   const size_t NC = size_t(a.N * C), n = size_t(a.N), NI = n * size_t(I);
   a.rope = std::make_unique<RopeTable>(rope_freqs, T);
   a.res.assign(lean ? 2 : size_t(L + 1), Vec(NC));
-  a.layer.clear();
+  // Buffers keep their storage across shapes (assign reuses the capacity): GRPO's batches change
+  // shape every step, and fresh pages would cost more than the step's arithmetic.
   a.layer.resize(lean ? 1 : layers.size());
   for (size_t i = 0; i < a.layer.size(); i++) {
     LayerActs& l = a.layer[i];
     for (Vec* v : {&l.xn1, &l.mid, &l.xn2}) v->assign(NC, 0.0f);
     l.rstd1.assign(n, 0.0f);
     l.rstd2.assign(n, 0.0f);
-    l.mla = std::make_unique<MlaActs>(c, B, T);
+    if (l.mla)
+      l.mla->resize(c, B, T);
+    else
+      l.mla = std::make_unique<MlaActs>(c, B, T);
     // A lean set serves every layer: dense and MoE buffers both, where the model has both.
     const bool moe = lean ? !moe_layers.empty() : layers[i]->moe;
     const bool dense = lean ? moe_layers.size() < layers.size() : !layers[i]->moe;
