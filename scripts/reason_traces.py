@@ -17,8 +17,9 @@ add  (a + b): the column scratchpad. Each line consumes the LAST digit of the op
         7+3+1=11, 4+, c1, r106
         4+0+1=5, +, c0, r5106
         4721+385=5106
-sub  (a - b): the same with borrows ("-4, +10=6" when a column goes negative). A borrow left at
-     the end means a < b: the trace says so and subtracts the other way round.
+sub  (a - b): the same with borrows ("-4, +10=6" when a column goes negative). When a < b the
+     trace says so first ("16<258, so 16-258=-(258-16)") and subtracts the other way round, so
+     every number it copies is on the line above.
 mul  (a * b): the longer operand times each digit of the other (the same column scratchpad with
      carries), shifted ("47*30=1410"), then the partial products added as above.
 countdown (x, y, z -> t): every expression of three numbers combines a pair with the third one,
@@ -56,6 +57,12 @@ def sub_lines(a, b):
     """Column subtraction a - b of non-negative numbers; returns (lines, result)."""
     A, B = str(a), str(b)
     lines = [f"{A}-{B}"]
+    if a < b:
+        lines.append(f"{a}<{b}, so {a}-{b}=-({b}-{a})")
+        more, res = sub_lines(b, a)
+        lines += more
+        lines.append(f"{a}-{b}={-res}")
+        return lines, -res
     bw, r = 0, ""
     while A or B:
         x = int(A[-1]) if A else 0
@@ -71,12 +78,6 @@ def sub_lines(a, b):
             bw = 0
         r = str(d) + r
         lines.append(f"{head}, {A}-{B}, b{bw}, r{r}")
-    if bw:
-        lines.append(f"b1 left, so {a}-{b}=-({b}-{a})")
-        more, res = sub_lines(b, a)
-        lines += more
-        lines.append(f"{a}-{b}={-res}")
-        return lines, -res
     res = int(r)
     lines.append(f"{a}-{b}={res}")
     return lines, res

@@ -142,6 +142,10 @@ TEST(ReasonEval, TallyOfAFakeSource) {
   EXPECT_EQ(even.examples[2].prompt, "What is 4 + 3?");
   EXPECT_EQ(even.examples[2].why, "wrong answer");
   EXPECT_FALSE(even.examples[2].correct);
+  // And the wrong ones: even a = 4, 6 and odd a = 3, 5, 7.
+  ASSERT_EQ(even.failures.size(), 2u);
+  EXPECT_EQ(even.failures[0].prompt, "What is 4 + 3?");
+  EXPECT_EQ(odd.failures.size(), 3u);
 
   const std::string table = eval_table(t);
   EXPECT_NE(table.find("pass@2"), std::string::npos) << table;
@@ -155,6 +159,9 @@ TEST(ReasonEval, TallyOfAFakeSource) {
   EXPECT_DOUBLE_EQ(j["families"][1]["pass@1"].get<double>(), 0.25);
   EXPECT_DOUBLE_EQ(j["total"]["pass@k"].get<double>(), 0.5);
   EXPECT_EQ(j["examples"].size(), 6u);
+  ASSERT_EQ(j["failures"].size(), 5u);
+  EXPECT_EQ(j["failures"][2]["family"], "odd");
+  EXPECT_EQ(j["failures"][2]["correct"], false);
 
   // k = 0: no samples asked for, pass@k absent.
   o.k = 0;

@@ -55,6 +55,8 @@ void EvalTally::add(const Task& task, const Problem& p, const EvalSample& greedy
   }
   if (int64_t(f->examples.size()) < examples_)
     f->examples.push_back({p.prompt, greedy.text, s.why, s.correct, s.formatted});
+  if (!s.correct && int64_t(f->failures.size()) < 4 * examples_)
+    f->failures.push_back({p.prompt, greedy.text, s.why, s.correct, s.formatted});
 }
 
 FamilyResult EvalTally::total() const {
@@ -198,16 +200,15 @@ json family_json(const FamilyResult& f, int64_t k) {
 }  // namespace
 
 std::string eval_json(const EvalTally& t, const EvalOptions& o, double wall_s) {
-  json families = json::array(), examples = json::array();
+  json families = json::array(), examples = json::array(), failures = json::array();
+  auto example = [](const std::string& family, const EvalExample& e) {
+    return json{{"family", family},       {"prompt", e.prompt},       {"completion", e.completion},
+                {"correct", e.correct}, {"formatted", e.formatted}, {"why", e.why}};
+  };
   for (const FamilyResult& f : t.families()) {
     families.push_back(family_json(f, t.k()));
-    for (const EvalExample& e : f.examples)
-      examples.push_back({{"family", f.family},
-                          {"prompt", e.prompt},
-                          {"completion", e.completion},
-                          {"correct", e.correct},
-                          {"formatted", e.formatted},
-                          {"why", e.why}});
+    for (const EvalExample& e : f.examples) examples.push_back(example(f.family, e));
+    for (const EvalExample& e : f.failures) failures.push_back(example(f.family, e));
   }
   json j = {{"model", o.model_dir},
             {"task", o.task},
@@ -222,7 +223,8 @@ std::string eval_json(const EvalTally& t, const EvalOptions& o, double wall_s) {
             {"wall_s", wall_s},
             {"families", families},
             {"total", family_json(t.total(), t.k())},
-            {"examples", examples}};
+            {"examples", examples},
+            {"failures", failures}};
   return j.dump(2) + "\n";
 }
 

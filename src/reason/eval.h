@@ -53,7 +53,8 @@ struct FamilyResult {
   double pass_k_sum = 0;  // sum over problems of pass@k
   double length_sum = 0;  // greedy completion tokens
   double reward_sum = 0;  // greedy rewards
-  std::vector<EvalExample> examples;
+  std::vector<EvalExample> examples;  // the first greedy completions
+  std::vector<EvalExample> failures;  // the first wrong greedy completions
 
   double pass1() const { return n ? double(correct) / double(n) : 0.0; }
   double pass_k() const { return n ? pass_k_sum / double(n) : 0.0; }
@@ -65,7 +66,8 @@ struct FamilyResult {
 // Scored problems per family, in the order the families first appear.
 class EvalTally {
  public:
-  // k: samples per problem for pass@k (0: none); examples: greedy completions kept per family.
+  // k: samples per problem for pass@k (0: none); examples: greedy completions kept per family,
+  // and as many of the wrong ones again (x4) to read what the model gets wrong.
   explicit EvalTally(int64_t k, int64_t examples = 3) : k_(k), examples_(examples) {}
   // One problem: its greedy completion and its k sampled ones. Throws std::invalid_argument when
   // samples.size() != k.

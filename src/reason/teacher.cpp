@@ -62,10 +62,17 @@ int64_t add_lines(int64_t a, int64_t b, Lines& lines) {
   return res;
 }
 
-// Column subtraction a - b of non-negative numbers; a final borrow subtracts the other way round.
+// Column subtraction a - b of non-negative numbers. When a < b the trace says so first and
+// subtracts the other way round, so that every number it copies is on the line above.
 int64_t sub_lines(int64_t a, int64_t b, Lines& lines) {
   std::string A = std::to_string(a), B = std::to_string(b), r;
   lines.push_back(cat(A, '-', B));
+  if (a < b) {
+    lines.push_back(cat(a, '<', b, ", so ", a, '-', b, "=-(", b, '-', a, ')'));
+    const int64_t res = -sub_lines(b, a, lines);
+    lines.push_back(cat(a, '-', b, '=', res));
+    return res;
+  }
   int64_t borrow = 0;
   while (!A.empty() || !B.empty()) {
     const int64_t x = pop_digit(A), y = pop_digit(B);
@@ -78,12 +85,6 @@ int64_t sub_lines(int64_t a, int64_t b, Lines& lines) {
     }
     push_digit(r, d);
     lines.push_back(cat(head, ", ", A, '-', B, ", b", borrow, ", r", r));
-  }
-  if (borrow) {
-    lines.push_back(cat("b1 left, so ", a, '-', b, "=-(", b, '-', a, ')'));
-    const int64_t res = -sub_lines(b, a, lines);
-    lines.push_back(cat(a, '-', b, '=', res));
-    return res;
   }
   const int64_t res = std::stoll(r);
   lines.push_back(cat(a, '-', b, '=', res));
