@@ -202,7 +202,7 @@ json family_json(const FamilyResult& f, int64_t k) {
 std::string eval_json(const EvalTally& t, const EvalOptions& o, double wall_s) {
   json families = json::array(), examples = json::array(), failures = json::array();
   auto example = [](const std::string& family, const EvalExample& e) {
-    return json{{"family", family},       {"prompt", e.prompt},       {"completion", e.completion},
+    return json{{"family", family},     {"prompt", e.prompt},       {"completion", e.completion},
                 {"correct", e.correct}, {"formatted", e.formatted}, {"why", e.why}};
   };
   for (const FamilyResult& f : t.families()) {

@@ -48,11 +48,11 @@ struct EvalExample {
 struct FamilyResult {
   std::string family;
   int64_t n = 0;
-  int64_t correct = 0;    // greedy completions correct
-  int64_t formatted = 0;  // greedy completions formatted
-  double pass_k_sum = 0;  // sum over problems of pass@k
-  double length_sum = 0;  // greedy completion tokens
-  double reward_sum = 0;  // greedy rewards
+  int64_t correct = 0;                // greedy completions correct
+  int64_t formatted = 0;              // greedy completions formatted
+  double pass_k_sum = 0;              // sum over problems of pass@k
+  double length_sum = 0;              // greedy completion tokens
+  double reward_sum = 0;              // greedy rewards
   std::vector<EvalExample> examples;  // the first greedy completions
   std::vector<EvalExample> failures;  // the first wrong greedy completions
 
