@@ -81,6 +81,10 @@ bool known_value_type(uint32_t t) {
   return t <= uint32_t(GgufValueType::F64);
 }
 
+bool is_float_type(GgufValueType t) {
+  return t == GgufValueType::F32 || t == GgufValueType::F64;
+}
+
 bool is_int_type(GgufValueType t) {
   switch (t) {
     case GgufValueType::U8:
@@ -98,7 +102,8 @@ bool is_int_type(GgufValueType t) {
   }
 }
 
-// Reads one integer of type t; u64 values above INT64_MAX are flagged through `big`.
+// Reads one integer of type t. Unsigned values also go to *u; a u64 above INT64_MAX returns -1
+// (the caller reports it from *u).
 int64_t read_int(Reader& r, GgufValueType t, const std::string& what, uint64_t* u,
                  const std::string& path) {
   switch (t) {
@@ -380,9 +385,6 @@ const GgufValue& GgufFile::get_array(const std::string& key, GgufValueType elem)
   if (!v) fail(key, "missing");
   if (!v->is_array())
     fail(key, "expected an array, found " + std::string(gguf_value_type_name(v->type)));
-  auto is_float_type = [](GgufValueType t) {
-    return t == GgufValueType::F32 || t == GgufValueType::F64;
-  };
   // Any integer width for an integer array (not booleans), either float width for a float one.
   const bool ints = is_int_type(elem) && is_int_type(v->elem) && elem != GgufValueType::BOOL &&
                     v->elem != GgufValueType::BOOL;

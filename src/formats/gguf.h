@@ -62,8 +62,8 @@ struct GgufValue {
 
   bool is_array() const { return type == GgufValueType::ARRAY; }
   bool is_integer() const;  // U8..I64 or BOOL
-  bool is_float() const { return type == GgufValueType::F32 || type == GgufValueType::F64; }
-  size_t size() const;  // elements of an array (0 for a scalar)
+  bool is_float() const;    // F32 or F64
+  size_t size() const;      // elements of an array (0 for a scalar)
 };
 
 struct GgufTensor {

@@ -66,8 +66,8 @@ struct FamilyResult {
 // Scored problems per family, in the order the families first appear.
 class EvalTally {
  public:
-  // k: samples per problem for pass@k (0: none); examples: greedy completions kept per family,
-  // and as many of the wrong ones again (x4) to read what the model gets wrong.
+  // k: samples per problem for pass@k (0: none); examples: the first greedy completions kept
+  // per family (and the first 4 x examples wrong ones, to read what the model gets wrong).
   explicit EvalTally(int64_t k, int64_t examples = 3) : k_(k), examples_(examples) {}
   // One problem: its greedy completion and its k sampled ones. Throws std::invalid_argument when
   // samples.size() != k.
