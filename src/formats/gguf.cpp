@@ -209,6 +209,10 @@ bool GgufValue::is_integer() const {
   return is_int_type(type);
 }
 
+bool GgufValue::is_float() const {
+  return is_float_type(type);
+}
+
 size_t GgufValue::size() const {
   if (!is_array()) return 0;
   return ints.size() + floats.size() + strings.size() + items.size();
