@@ -75,10 +75,12 @@ std::set<const CLI::App*> g_model_subcommands;  // those with add_model's -m
 
 void add_model(CLI::App* sub) {
   g_model_subcommands.insert(sub);
-  sub->add_option("-m,--model", g.model_dir,
-                  std::string("model directory (config.json, *.safetensors; default: $WHALE_MODEL, "
-                              "else the bundled ") +
-                      kBundledModel + ")");
+  sub->add_option(
+      "-m,--model", g.model_dir,
+      std::string(
+          "model directory (config.json, *.safetensors) or GGUF file (default: $WHALE_MODEL, "
+          "else the bundled ") +
+          kBundledModel + ")");
   auto* mm = sub->add_flag("--mmap", g.mmap,
                            "memory-map the weights (default: read into RAM on huge pages when "
                            "they take at most 60% of available memory)");

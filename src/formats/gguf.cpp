@@ -330,6 +330,10 @@ GgufHeader parse_gguf(const uint8_t* bytes, size_t size, const std::string& path
 
 // ---------------------------------------------------------------- GgufFile
 
+bool is_gguf_path(const std::string& path) {
+  return path.size() > 5 && path.compare(path.size() - 5, 5, ".gguf") == 0;
+}
+
 GgufFile::GgufFile(const std::string& path, bool in_ram)
     : file_(std::make_unique<MappedFile>(path, in_ram)) {
   header_ = parse_gguf(file_->data(), file_->size(), path);

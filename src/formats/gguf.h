@@ -44,6 +44,9 @@ enum class GgufValueType : uint32_t {
 
 std::string_view gguf_value_type_name(GgufValueType t);
 
+// True when `path` names a GGUF file (it ends in .gguf) rather than a model directory.
+bool is_gguf_path(const std::string& path);
+
 // One metadata value. Scalars: integers in `i` (u64 values above INT64_MAX in `u` as well), floats
 // in `f`, booleans in `i` (0/1), strings in `str`. Arrays: `elem` is the element type and the
 // elements are in `ints` (integers and booleans), `floats` or `strings`; arrays of arrays keep

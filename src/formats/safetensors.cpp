@@ -254,12 +254,34 @@ Checkpoint::Checkpoint(const std::string& dir, LoadMode mode, bool progress) : d
   }
   bar.finish();
   for (const auto& f : files_) {
+    mapped_.push_back(&f->file());
     for (const auto& t : f->tensors()) {
       auto [it, inserted] = index_.emplace(t.name, &t);
       if (!inserted)
         throw error(t.file, "tensor '" + t.name + "' also appears in " + it->second->file);
     }
   }
+}
+
+Checkpoint::Checkpoint(std::string origin, LoadMode mode, std::vector<TensorView> views,
+                       std::vector<const MappedFile*> files, std::shared_ptr<const void> owner,
+                       std::map<std::string, std::string> stored_names)
+    : dir_(std::move(origin)),
+      mode_(mode),
+      mapped_(std::move(files)),
+      views_(std::move(views)),
+      owner_(std::move(owner)),
+      stored_names_(std::move(stored_names)) {
+  for (const TensorView& t : views_) {
+    auto [it, inserted] = index_.emplace(t.name, &t);
+    if (!inserted) throw error(t.file, "tensor '" + t.name + "' appears twice");
+  }
+}
+
+std::string Checkpoint::quoted(const std::string& name) const {
+  auto it = stored_names_.find(name);
+  if (it == stored_names_.end()) return "'" + name + "'";
+  return "'" + name + "' (in the file: '" + it->second + "')";
 }
 
 const TensorView* Checkpoint::find(const std::string& name) const {
@@ -269,7 +291,7 @@ const TensorView* Checkpoint::find(const std::string& name) const {
 
 const TensorView& Checkpoint::get(const std::string& name) const {
   const TensorView* t = find(name);
-  if (!t) throw std::runtime_error(dir_ + ": missing tensor '" + name + "'");
+  if (!t) throw std::runtime_error(dir_ + ": missing tensor " + quoted(name));
   return *t;
 }
 
@@ -278,8 +300,8 @@ const TensorView& Checkpoint::get(const std::string& name, std::span<const int64
   if (!std::equal(t.shape.begin(), t.shape.end(), shape.begin(), shape.end())) {
     TensorView want;
     want.shape.assign(shape.begin(), shape.end());
-    throw error(t.file, "tensor '" + name + "' has shape " + t.shape_str() + ", config expects " +
-                            want.shape_str());
+    throw error(t.file, "tensor " + quoted(name) + " has shape " + t.shape_str() +
+                            ", config expects " + want.shape_str());
   }
   return t;
 }
@@ -292,7 +314,7 @@ std::vector<std::string> Checkpoint::names() const {
 
 size_t Checkpoint::total_bytes() const {
   size_t n = 0;
-  for (const auto& f : files_) n += f->file().size();
+  for (const MappedFile* f : mapped_) n += f->size();
   return n;
 }
 
@@ -302,9 +324,9 @@ void Checkpoint::prefault(bool progress) const {
   size_t done = 0;
   volatile uint8_t sink = 0;
   const size_t page = 4096, chunk = size_t(64) << 20;
-  for (const auto& f : files_) {
-    const uint8_t* p = f->file().data();
-    const size_t n = f->file().size();
+  for (const MappedFile* f : mapped_) {
+    const uint8_t* p = f->data();
+    const size_t n = f->size();
     for (size_t off = 0; off < n; off += chunk) {
       const size_t end = std::min(n, off + chunk);
       uint8_t acc = 0;

@@ -98,6 +98,13 @@ class Checkpoint {
   // `progress`: a progress bar on a terminal while files are read into RAM.
   explicit Checkpoint(const std::string& dir, LoadMode mode = LoadMode::Mmap,
                       bool progress = false);
+  // A checkpoint of tensors held elsewhere (a GGUF file under Hugging Face names): `views` are
+  // indexed by name (a repeated name is an error), `files` are the files their bytes live in (for
+  // prefault and sizes), `owner` keeps those bytes alive. `origin` names it in errors.
+  // `stored_names` maps a name to what the file calls it, for error messages.
+  Checkpoint(std::string origin, LoadMode mode, std::vector<TensorView> views,
+             std::vector<const MappedFile*> files, std::shared_ptr<const void> owner,
+             std::map<std::string, std::string> stored_names = {});
 
   bool has(const std::string& name) const { return index_.count(name) != 0; }
   const TensorView* find(const std::string& name) const;
@@ -106,7 +113,7 @@ class Checkpoint {
   const TensorView& get(const std::string& name) const;
   std::vector<std::string> names() const;
   size_t total_bytes() const;
-  size_t num_files() const { return files_.size(); }
+  size_t num_files() const { return mapped_.size(); }
   const std::string& dir() const { return dir_; }
   // Mmap or Ram: how the files were loaded.
   LoadMode load_mode() const { return mode_; }
@@ -119,6 +126,11 @@ class Checkpoint {
   std::string dir_;
   LoadMode mode_ = LoadMode::Mmap;
   std::vector<std::unique_ptr<SafetensorsFile>> files_;
+  std::vector<const MappedFile*> mapped_;  // every file the tensors live in
+  std::vector<TensorView> views_;          // tensors not owned by files_ (GGUF)
+  std::shared_ptr<const void> owner_;      // keeps views_'s bytes alive
+  std::map<std::string, std::string> stored_names_;
+  std::string quoted(const std::string& name) const;  // 'name' (the file's name for it)
   std::map<std::string, const TensorView*> index_;
 };
 

@@ -13,6 +13,7 @@
 #include <unordered_map>
 
 #include "formats/ecma_regex.h"
+#include "formats/gguf.h"
 
 namespace whale {
 namespace {
@@ -699,9 +700,18 @@ void Tokenizer::Impl::encode_section(std::string_view text, std::vector<int32_t>
 // ------------------------------------------------------------------------------------------------
 
 Tokenizer Tokenizer::load(const std::string& dir) {
-  auto impl = std::make_shared<Impl>();
+  if (is_gguf_path(dir)) return from_gguf(dir);
   const std::string path = dir + "/tokenizer.json";
   const json tok = parse_json_file(path);
+  const std::string config_path = dir + "/tokenizer_config.json";
+  json config;
+  if (std::ifstream(config_path).good()) config = parse_json_file(config_path);
+  return from_json(tok, path, config, config_path);
+}
+
+Tokenizer Tokenizer::from_json(const json& tok, const std::string& origin, const json& config,
+                               const std::string& config_origin) {
+  auto impl = std::make_shared<Impl>();
   try {
     if (!tok.is_object()) throw std::runtime_error("top level is not an object");
     if (!tok.contains("model")) throw std::runtime_error("missing \"model\"");
@@ -711,17 +721,14 @@ Tokenizer Tokenizer::load(const std::string& dir) {
     impl->load_pre_tokenizer(tok.value("pre_tokenizer", json()));
     check_decoder(tok.value("decoder", json()));
   } catch (const std::exception& e) {
-    throw std::runtime_error(path + ": " + e.what());
+    throw std::runtime_error(origin + ": " + e.what());
   }
-
-  const std::string config_path = dir + "/tokenizer_config.json";
-  if (std::ifstream(config_path).good()) {
-    const json config = parse_json_file(config_path);
+  if (!config.is_null()) {
     try {
       if (!config.is_object()) throw std::runtime_error("top level is not an object");
       impl->load_config(config);
     } catch (const std::exception& e) {
-      throw std::runtime_error(config_path + ": " + e.what());
+      throw std::runtime_error(config_origin + ": " + e.what());
     }
   }
   return Tokenizer(std::move(impl));

@@ -18,6 +18,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <nlohmann/json_fwd.hpp>
 #include <optional>
 #include <span>
 #include <string>
@@ -49,7 +50,19 @@ class Tokenizer {
   // Loads `dir`/tokenizer.json (required) and `dir`/tokenizer_config.json (optional: without it
   // there is no bos/eos and no chat template). Throws std::runtime_error naming the file and the
   // problem (missing file, bad JSON, unsupported component, merges that do not fit the vocab...).
+  // `dir` may also be a GGUF file (a path ending in .gguf): see from_gguf.
   static Tokenizer load(const std::string& dir);
+
+  // The tokenizer of a GGUF file, from its tokenizer.ggml.* metadata (formats/gguf_tokenizer.cpp):
+  // model "gpt2" (byte-level BPE) with the pre-tokenizer named by tokenizer.ggml.pre, the tokens
+  // of type CONTROL as special added tokens and USER_DEFINED as plain added tokens, bos/eos and
+  // tokenizer.chat_template. Throws naming the file and key.
+  static Tokenizer from_gguf(const std::string& path);
+
+  // From the parsed tokenizer.json and tokenizer_config.json (null: none); the origins name them
+  // in errors.
+  static Tokenizer from_json(const nlohmann::json& tokenizer, const std::string& origin,
+                             const nlohmann::json& config, const std::string& config_origin);
 
   // Text to ids. Added-token strings in `text` (special or not) become their ids. With add_bos, the
   // bos id is put first (when the tokenizer has one); pass add_bos() for the file's default.

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "kernels/cpu.h"
+#include "tensor/quant.h"
 
 namespace whale {
 
@@ -27,8 +28,11 @@ float* thread_scratch(int slot, int64_t n) {
 
 namespace {
 
+// Types some kernel table handles: the element types in every table, the GGML block types in the
+// portable one only for now (each row dequantized into f32 once, then dotted with every token).
 bool kernel_dtype(DType t) {
-  return t == DType::F32 || t == DType::BF16 || t == DType::F16 || t == DType::F8_E4M3;
+  return t == DType::F32 || t == DType::BF16 || t == DType::F16 || t == DType::F8_E4M3 ||
+         dtype_is_quantized(t);
 }
 
 // All 256 FP8 E4M3 values, so the scalar path converts with one load.
@@ -42,7 +46,14 @@ const std::array<float, 256>& fp8_table() {
 }
 
 // dst[c - c0] = W[r][c] for c in [c0, c1), block scale applied.
+// For a quantized type c0 and c1 - c0 must be whole numbers of blocks (c1 may be w.cols).
 void convert_row(const WeightRef& w, int64_t r, int64_t c0, int64_t c1, float* dst) {
+  if (dtype_is_quantized(w.dtype)) {
+    const uint8_t* row =
+        static_cast<const uint8_t*>(w.data) + size_t(r) * dtype_row_bytes(w.dtype, w.cols);
+    dequantize_row(dtype_to_ggml(w.dtype), row + dtype_row_bytes(w.dtype, c0), c1 - c0, dst);
+    return;
+  }
   const int64_t base = r * w.cols;
   switch (w.dtype) {
     case DType::F32: {
@@ -120,7 +131,8 @@ void scalar_weight_row(const WeightRef& w, int64_t r, float* dst) {
   convert_row(w, r, 0, w.cols, dst);
 }
 
-const LinearKernels& active_kernels() {
+const LinearKernels& active_kernels(DType t) {
+  if (dtype_is_quantized(t)) return kLinearScalar;
   switch (active_isa()) {
     case Isa::Avx512:
       return kLinearAvx512;
@@ -148,7 +160,7 @@ struct RowPos {
 // dynamically: each thread streams one long region.)
 class RowSplitter {
  public:
-  RowSplitter(std::span<const LinearJob> jobs, const LinearKernels& k) : jobs_(jobs), k_(k) {
+  explicit RowSplitter(std::span<const LinearJob> jobs) : jobs_(jobs) {
     start_.resize(jobs.size() + 1, 0);
     for (size_t j = 0; j < jobs.size(); j++)
       start_[j + 1] = start_[j] + jobs[j].w.rows * row_cost(jobs[j]);
@@ -160,7 +172,7 @@ class RowSplitter {
     for (size_t j = a.job; j < jobs_.size() && j <= b.job; j++) {
       const LinearJob& job = jobs_[j];
       const int64_t r0 = j == a.job ? a.row : 0, r1 = j == b.job ? b.row : job.w.rows;
-      if (r0 < r1) k_.linear_rows(job.x, job.n, job.w, r0, r1, job.y);
+      if (r0 < r1) active_kernels(job.w.dtype).linear_rows(job.x, job.n, job.w, r0, r1, job.y);
     }
   }
 
@@ -168,7 +180,7 @@ class RowSplitter {
   // Cost of one output row: its weight bytes are streamed once and it takes n * cols
   // multiply-adds.
   static int64_t row_cost(const LinearJob& j) {
-    return j.w.cols * (2 * int64_t(dtype_size(j.w.dtype)) + j.n);
+    return 2 * int64_t(dtype_row_bytes(j.w.dtype, j.w.cols)) + j.w.cols * j.n;
   }
 
   RowPos locate(int id, int nt) const {
@@ -183,21 +195,20 @@ class RowSplitter {
   }
 
   std::span<const LinearJob> jobs_;
-  const LinearKernels& k_;
   std::vector<int64_t> start_;  // cumulative cost at each job's first row
 };
 
 // Runs jobs whose dtype has kernels and whose shapes are non-empty.
 void run_jobs(std::span<const LinearJob> jobs) {
-  const LinearKernels& k = active_kernels();
   int64_t work = 0;
   for (const LinearJob& j : jobs) work += j.n * j.w.rows * j.w.cols;
   const int nt = omp_in_parallel() ? 1 : threads_for(work);
   if (nt <= 1) {
-    for (const LinearJob& j : jobs) k.linear_rows(j.x, j.n, j.w, 0, j.w.rows, j.y);
+    for (const LinearJob& j : jobs)
+      active_kernels(j.w.dtype).linear_rows(j.x, j.n, j.w, 0, j.w.rows, j.y);
     return;
   }
-  const RowSplitter split(jobs, k);
+  const RowSplitter split(jobs);
 #pragma omp parallel num_threads(nt)
   split.run_part(omp_get_thread_num(), omp_get_num_threads());
 }
@@ -269,7 +280,7 @@ void linear_t(const float* x, int64_t n, const WeightRef& w, float* y) {
     return;
   }
   if (!detail::kernel_dtype(w.dtype)) return ref::linear_t(x, n, w, y);
-  detail::active_kernels().linear_t(x, n, w, y);
+  detail::active_kernels(w.dtype).linear_t(x, n, w, y);
 }
 
 void weight_row(const WeightRef& w, int64_t r, float* dst) {
@@ -278,7 +289,7 @@ void weight_row(const WeightRef& w, int64_t r, float* dst) {
     for (int64_t c = 0; c < w.cols; c++) dst[c] = ref::weight_at(w, r, c);
     return;
   }
-  detail::active_kernels().weight_row(w, r, dst);
+  detail::active_kernels(w.dtype).weight_row(w, r, dst);
 }
 
 }  // namespace whale

@@ -1,12 +1,13 @@
 // Plain-loop reference kernels. Slow, obvious, and the ground truth for tests.
 #include "kernels/linear.h"
+#include "tensor/quant.h"
 
 namespace whale {
 
 WeightRef WeightRef::slice_rows(int64_t r0, int64_t n) const {
   WeightRef v = *this;
   v.rows = n;
-  v.data = static_cast<const uint8_t*>(data) + r0 * cols * int64_t(dtype_size(dtype));
+  v.data = static_cast<const uint8_t*>(data) + size_t(r0) * dtype_row_bytes(dtype, cols);
   v.row0 = row0 + r0;
   return v;
 }
@@ -14,18 +15,30 @@ WeightRef WeightRef::slice_rows(int64_t r0, int64_t n) const {
 namespace ref {
 
 float weight_at(const WeightRef& w, int64_t r, int64_t c) {
+  if (dtype_is_quantized(w.dtype)) {  // dequantize the block holding (r, c)
+    const int64_t bs = dtype_block_size(w.dtype);
+    const uint8_t* row =
+        static_cast<const uint8_t*>(w.data) + size_t(r) * dtype_row_bytes(w.dtype, w.cols);
+    float block[256];
+    dequantize_row(dtype_to_ggml(w.dtype), row + dtype_row_bytes(w.dtype, c / bs * bs), bs, block);
+    return block[c % bs];
+  }
   const int64_t i = r * w.cols + c;
   switch (w.dtype) {
-    case DType::F32: return static_cast<const float*>(w.data)[i];
-    case DType::BF16: return bf16_to_f32(static_cast<const uint16_t*>(w.data)[i]);
-    case DType::F16: return f16_to_f32(static_cast<const uint16_t*>(w.data)[i]);
+    case DType::F32:
+      return static_cast<const float*>(w.data)[i];
+    case DType::BF16:
+      return bf16_to_f32(static_cast<const uint16_t*>(w.data)[i]);
+    case DType::F16:
+      return f16_to_f32(static_cast<const uint16_t*>(w.data)[i]);
     case DType::F8_E4M3: {
       float s = w.scale_inv ? w.scale_inv[((w.row0 + r) / WeightRef::kBlock) * w.scale_cols +
                                           c / WeightRef::kBlock]
                             : 1.0f;
       return fp8_e4m3_to_f32(static_cast<const uint8_t*>(w.data)[i]) * s;
     }
-    default: return 0.0f;
+    default:
+      return 0.0f;
   }
 }
 

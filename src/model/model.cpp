@@ -3,15 +3,22 @@
 #include <algorithm>
 #include <stdexcept>
 
+#include "formats/gguf_model.h"
 #include "model/weights.h"
 
 namespace whale {
 
 std::unique_ptr<Model> Model::load(const std::string& dir, const Options& opt) {
   std::unique_ptr<Model> m(new Model());
-  m->c_ = ModelConfig::load(dir);
+  if (is_gguf_path(dir)) {  // a llama.cpp file, under Hugging Face names (formats/gguf_model.h)
+    GgufModel g = load_gguf_model(dir, opt.load);
+    m->c_ = g.config;
+    m->ck_ = std::move(g.checkpoint);
+  } else {
+    m->c_ = ModelConfig::load(dir);
+    m->ck_ = std::make_unique<Checkpoint>(dir, opt.load, opt.progress);
+  }
   const ModelConfig& c = m->c_;
-  m->ck_ = std::make_unique<Checkpoint>(dir, opt.load, opt.progress);
   const Checkpoint& ck = *m->ck_;
   if (opt.prefault && ck.load_mode() == LoadMode::Mmap) ck.prefault(opt.progress);
 

@@ -35,9 +35,17 @@ WeightRef load_linear(const Checkpoint& ck, const std::string& prefix, int64_t r
       break;
     }
     default:
+      if (dtype_is_quantized(t.dtype)) {
+        if (cols % dtype_block_size(t.dtype) != 0)
+          throw std::runtime_error(t.file + ": tensor '" + name + "' of type " +
+                                   std::string(dtype_name(t.dtype)) + " has rows of " +
+                                   std::to_string(cols) + " values, not whole blocks of " +
+                                   std::to_string(dtype_block_size(t.dtype)));
+        break;
+      }
       throw std::runtime_error(t.file + ": tensor '" + name + "' has dtype " +
                                std::string(dtype_name(t.dtype)) +
-                               "; weights must be F32, BF16, F16 or F8_E4M3");
+                               "; weights must be F32, BF16, F16, F8_E4M3 or a GGML block type");
   }
   if (t.dtype == DType::F32 && reinterpret_cast<uintptr_t>(t.data) % alignof(float))
     throw std::runtime_error(t.file + ": tensor '" + name + "' is not 4-byte aligned");
@@ -61,7 +69,7 @@ std::vector<float> load_vector(const Checkpoint& ck, const std::string& name, in
 }
 
 size_t weight_bytes(const WeightRef& w) {
-  size_t n = size_t(w.rows * w.cols) * dtype_size(w.dtype);
+  size_t n = size_t(w.rows) * dtype_row_bytes(w.dtype, w.cols);
   if (w.scale_inv) n += size_t((w.rows + 127) / 128 * w.scale_cols) * sizeof(float);
   return n;
 }

@@ -2,7 +2,9 @@
 //
 // whale computes in f32. Weights stay in the dtype they were stored in (BF16, F16, F8_E4M3 with
 // 128x128 block scales, F32) and are converted inside the kernels; these scalar helpers are the
-// reference conversions the vectorised kernels are tested against.
+// reference conversions the vectorised kernels are tested against. GGUF files add GGML's
+// block-quantized types (Q8_0, Q4_K, ...): a row of those is a sequence of fixed-size blocks, so
+// its bytes come from dtype_row_bytes, not from dtype_size (tensor/quant.h has the layouts).
 #pragma once
 
 #include <cmath>
@@ -13,9 +15,45 @@
 
 namespace whale {
 
-enum class DType : uint8_t { F32, F16, BF16, F8_E4M3, F64, I64, I32, I16, I8, U8, BOOL };
+enum class DType : uint8_t {
+  F32,
+  F16,
+  BF16,
+  F8_E4M3,
+  F64,
+  I64,
+  I32,
+  I16,
+  I8,
+  U8,
+  BOOL,
+  // GGML block-quantized weights (GGUF only).
+  Q4_0,
+  Q4_1,
+  Q5_0,
+  Q5_1,
+  Q8_0,
+  Q2_K,
+  Q3_K,
+  Q4_K,
+  Q5_K,
+  Q6_K,
+  IQ4_NL,
+  IQ4_XS,
+};
 
-// Bytes per element.
+// True for the GGML block-quantized types.
+inline bool dtype_is_quantized(DType t) {
+  return t >= DType::Q4_0;
+}
+
+// Bytes of a row of `n` values; for a quantized type `n` must be a whole number of blocks
+// (throws std::invalid_argument otherwise).
+size_t dtype_row_bytes(DType t, int64_t n);
+// Values per block: 1 for element types, 32 or 256 for quantized ones.
+int64_t dtype_block_size(DType t);
+
+// Bytes per element (element types only; see dtype_row_bytes).
 inline size_t dtype_size(DType t) {
   switch (t) {
     case DType::F64:

@@ -289,4 +289,36 @@ void dequantize_row(GgmlType type, const void* src, int64_t n, float* dst) {
   for (int64_t i = 0; i < n / bs; i++) e->block(p + i * bb, dst + i * bs);
 }
 
+namespace {
+struct DTypePair {
+  GgmlType g;
+  DType d;
+};
+constexpr DTypePair kDTypes[] = {
+    {GgmlType::F32, DType::F32},       {GgmlType::F16, DType::F16},
+    {GgmlType::BF16, DType::BF16},     {GgmlType::Q4_0, DType::Q4_0},
+    {GgmlType::Q4_1, DType::Q4_1},     {GgmlType::Q5_0, DType::Q5_0},
+    {GgmlType::Q5_1, DType::Q5_1},     {GgmlType::Q8_0, DType::Q8_0},
+    {GgmlType::Q2_K, DType::Q2_K},     {GgmlType::Q3_K, DType::Q3_K},
+    {GgmlType::Q4_K, DType::Q4_K},     {GgmlType::Q5_K, DType::Q5_K},
+    {GgmlType::Q6_K, DType::Q6_K},     {GgmlType::IQ4_NL, DType::IQ4_NL},
+    {GgmlType::IQ4_XS, DType::IQ4_XS},
+};
+}  // namespace
+
+bool ggml_to_dtype(GgmlType type, DType* out) {
+  for (const DTypePair& p : kDTypes)
+    if (p.g == type) {
+      *out = p.d;
+      return true;
+    }
+  return false;
+}
+
+GgmlType dtype_to_ggml(DType t) {
+  for (const DTypePair& p : kDTypes)
+    if (p.d == t) return p.g;
+  throw std::invalid_argument("dtype " + std::string(dtype_name(t)) + " has no GGML type");
+}
+
 }  // namespace whale

@@ -15,6 +15,8 @@
 #include <cstdint>
 #include <string_view>
 
+#include "tensor/dtype.h"
+
 namespace whale {
 
 // Values as in ggml.h (they are what a GGUF tensor info stores).
@@ -53,6 +55,12 @@ struct GgmlTypeInfo {
 // The type's layout, or nullptr for a value whale does not know (every type llama.cpp defines
 // that whale does not read: the IQ1-IQ3 and ternary formats, MXFP4, ...).
 const GgmlTypeInfo* ggml_type_info(uint32_t type);
+
+// The DType a GGUF tensor of this type is held as (quantized types keep their blocks); false for
+// the types whale does not compute with (Q8_1, Q8_K, the integer types).
+bool ggml_to_dtype(GgmlType type, DType* out);
+// The inverse, for DType::F32/F16/BF16 and the quantized DTypes (throws for the others).
+GgmlType dtype_to_ggml(DType t);
 
 // Bytes of a row of `n` values; `n` must be a multiple of the block size.
 size_t ggml_row_bytes(GgmlType type, int64_t n);

@@ -1,0 +1,292 @@
+// DeepSeek models from GGUF files written by llama.cpp's own gguf-py (tests/reference/
+// gguf_model_fixture.py): split attn_k_b / attn_v_b and the older attn_kv_b, stacked experts,
+// exp_probs_b, Q8_0 / Q4_0 / Q4_1 / Q5_0 / Q5_1 / BF16 / F16 / F32 tensors. Logits against the
+// float64 PyTorch reference run on the weights gguf-py dequantizes from the same file: whale reads
+// the blocks in place and computes in f32, so the tolerance is the usual 1e-4 of max |logit|.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <random>
+
+#include "formats/gguf_model.h"
+#include "formats/tokenizer.h"
+#include "kernels/linear.h"
+#include "model/model.h"
+#include "tensor/quant.h"
+#include "test_util.h"
+
+using namespace whale;
+using json = nlohmann::json;
+
+namespace {
+
+const std::string kDir = std::string(WHALE_SOURCE_DIR) + "/tests/fixtures/gguf/models/";
+
+struct Reference {
+  std::vector<int32_t> tokens, greedy;
+  int64_t vocab = 0;
+  std::vector<float> logits;
+};
+
+Reference load_reference(const std::string& name) {
+  std::ifstream f(kDir + name + ".json");
+  if (!f)
+    throw std::runtime_error(name + ".json missing: run tests/reference/gguf_model_fixture.py");
+  const json j = json::parse(f);
+  Reference r;
+  r.tokens = j["tokens"].get<std::vector<int32_t>>();
+  r.greedy = j["greedy"].get<std::vector<int32_t>>();
+  r.vocab = j["vocab_size"].get<int64_t>();
+  std::ifstream lf(kDir + j["logits"].get<std::string>(), std::ios::binary);
+  r.logits.resize(r.tokens.size() * size_t(r.vocab));
+  lf.read(reinterpret_cast<char*>(r.logits.data()), std::streamsize(r.logits.size() * 4));
+  if (!lf) throw std::runtime_error(name + ": reference logits short");
+  return r;
+}
+
+void expect_close(const std::vector<float>& got, const std::vector<float>& want, int64_t V,
+                  const std::string& what) {
+  ASSERT_EQ(got.size(), want.size()) << what;
+  double max_ref = 0, max_err = 0;
+  for (size_t i = 0; i < want.size(); i++) {
+    max_ref = std::max(max_ref, double(std::fabs(want[i])));
+    max_err = std::max(max_err, double(std::fabs(got[i] - want[i])));
+  }
+  for (size_t r = 0; r < want.size() / size_t(V); r++) {
+    const float* g = got.data() + r * size_t(V);
+    const float* w = want.data() + r * size_t(V);
+    EXPECT_EQ(std::max_element(g, g + V) - g, std::max_element(w, w + V) - w)
+        << what << ": argmax differs at row " << r;
+  }
+  EXPECT_LE(max_err, 1e-4 * max_ref) << what << ": max |err| " << max_err;
+  std::printf("[%s] max err / max |logit| = %.2e\n", what.c_str(), max_err / max_ref);
+}
+
+class GgufModel : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(GgufModel, LogitsMatchReferenceInEveryAttentionPath) {
+  const Reference ref = load_reference(GetParam());
+  auto m = Model::load(kDir + GetParam() + ".gguf");
+  ASSERT_EQ(m->config().vocab_size, ref.vocab);
+  for (AttnMode mode : {AttnMode::Naive, AttnMode::Absorbed}) {
+    KVCache cache = m->new_cache();
+    expect_close(m->forward(cache, ref.tokens, true, mode), ref.logits, ref.vocab,
+                 GetParam() + (mode == AttnMode::Naive ? " naive" : " absorbed"));
+  }
+  KVCache cache = m->new_cache();  // one token at a time through the cache
+  std::vector<float> decoded;
+  for (int32_t t : ref.tokens) {
+    auto row = m->forward(cache, std::span<const int32_t>(&t, 1), false);
+    decoded.insert(decoded.end(), row.begin(), row.end());
+  }
+  expect_close(decoded, ref.logits, ref.vocab, GetParam() + " decode");
+}
+
+TEST_P(GgufModel, GreedyIdsMatchReference) {
+  const Reference ref = load_reference(GetParam());
+  auto m = Model::load(kDir + GetParam() + ".gguf");
+  KVCache cache = m->new_cache();
+  std::vector<float> logits = m->forward(cache, ref.tokens, false);
+  std::vector<int32_t> got;
+  for (size_t i = 0; i < ref.greedy.size(); i++) {
+    const int32_t next = int32_t(std::max_element(logits.begin(), logits.end()) - logits.begin());
+    got.push_back(next);
+    logits = m->forward(cache, std::span<const int32_t>(&next, 1), false);
+  }
+  EXPECT_EQ(got, ref.greedy);
+}
+
+INSTANTIATE_TEST_SUITE_P(Files, GgufModel, ::testing::Values("v3_q8_0", "v3_mixed", "v2_bf16"));
+
+TEST(GgufModelConfig, HyperParametersComeFromTheMetadata) {
+  const ModelConfig v3 = gguf_model_config(kDir + "v3_q8_0.gguf");
+  EXPECT_EQ(v3.arch, Arch::DeepseekV3);
+  EXPECT_EQ(v3.hidden_size, 64);
+  EXPECT_EQ(v3.num_hidden_layers, 3);
+  EXPECT_EQ(v3.num_attention_heads, 2);
+  EXPECT_EQ(v3.q_lora_rank, 64);
+  EXPECT_EQ(v3.kv_lora_rank, 32);
+  EXPECT_EQ(v3.qk_nope_head_dim, 32);
+  EXPECT_EQ(v3.qk_rope_head_dim, 32);
+  EXPECT_EQ(v3.v_head_dim, 32);
+  EXPECT_EQ(v3.n_routed_experts, 8);
+  EXPECT_EQ(v3.n_shared_experts, 1);
+  EXPECT_EQ(v3.num_experts_per_tok, 2);
+  EXPECT_EQ(v3.first_k_dense_replace, 1);
+  EXPECT_EQ(v3.scoring_func, ScoringFunc::Sigmoid);
+  EXPECT_EQ(v3.topk_method, TopkMethod::NoauxTc);
+  EXPECT_EQ(v3.n_group, 4);
+  EXPECT_EQ(v3.topk_group, 2);
+  EXPECT_TRUE(v3.norm_topk_prob);
+  EXPECT_NEAR(v3.routed_scaling_factor, 2.5, 1e-6);
+  EXPECT_TRUE(v3.yarn.enabled);
+  EXPECT_NEAR(v3.yarn.factor, 40, 1e-6);
+  EXPECT_NEAR(v3.yarn.mscale_all_dim, 1.0, 1e-6);
+  EXPECT_FALSE(v3.tie_word_embeddings);
+  const ModelConfig v2 = gguf_model_config(kDir + "v2_bf16.gguf");
+  EXPECT_EQ(v2.arch, Arch::DeepseekV2);
+  EXPECT_EQ(v2.q_lora_rank, 0);
+  EXPECT_EQ(v2.scoring_func, ScoringFunc::Softmax);
+  EXPECT_EQ(v2.topk_method, TopkMethod::Greedy);
+  EXPECT_NEAR(v2.yarn.mscale_all_dim, 0.707, 1e-6);
+}
+
+// A copy of a fixture with `from` replaced by `to` (same length) at its first occurrence.
+std::string patched(const std::string& name, const std::string& from, const std::string& to) {
+  std::string bytes = whale::testing::file_bytes(kDir + name);
+  const size_t at = bytes.find(from);
+  EXPECT_NE(at, std::string::npos) << from;
+  EXPECT_EQ(from.size(), to.size());
+  bytes.replace(at, from.size(), to);
+  const std::string path = ::testing::TempDir() + "/patched-" + std::to_string(::getpid()) + "-" +
+                           std::to_string(std::hash<std::string>{}(to)) + ".gguf";
+  std::ofstream(path, std::ios::binary) << bytes;
+  return path;
+}
+
+std::string load_error(const std::string& path) {
+  try {
+    Model::load(path);
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(GgufModelErrors, NameTheArchitectureTensorOrKey) {
+  const std::string arch = load_error(patched("v3_q8_0.gguf", "deepseek2", "deepseek9"));
+  EXPECT_NE(arch.find("architecture 'deepseek9' is not supported"), std::string::npos) << arch;
+
+  const std::string missing =
+      load_error(patched("v3_q8_0.gguf", "blk.1.attn_output.weight", "blk.1.attn_outpux.weight"));
+  EXPECT_NE(missing.find("'blk.1.attn_output.weight'"), std::string::npos) << missing;
+
+  // A key renamed away: the hyper-parameter is missing.
+  const std::string key = load_error(patched("v3_q8_0.gguf", "deepseek2.attention.kv_lora_rank",
+                                             "deepseek2.attention.kv_lora_ranx"));
+  EXPECT_NE(key.find("deepseek2.attention.kv_lora_rank"), std::string::npos) << key;
+
+  // No split and no unsplit kv_b in a layer.
+  const std::string kvb =
+      load_error(patched("v3_q8_0.gguf", "blk.2.attn_k_b.weight", "blk.2.attn_k_x.weight"));
+  EXPECT_NE(kvb.find("attn_k_b.weight"), std::string::npos) << kvb;
+
+  // Truncated: an error naming the file, no crash.
+  std::string bytes = whale::testing::file_bytes(kDir + "v3_q8_0.gguf");
+  const std::string cut = ::testing::TempDir() + "/cut-" + std::to_string(::getpid()) + ".gguf";
+  std::ofstream(cut, std::ios::binary) << bytes.substr(0, bytes.size() / 2);
+  const std::string trunc = load_error(cut);
+  EXPECT_NE(trunc.find(cut), std::string::npos) << trunc;
+}
+
+}  // namespace
+
+// ------------------------------------------------------------------ tokenizer from GGUF metadata
+
+namespace {
+
+const std::string kTokDir = std::string(WHALE_SOURCE_DIR) + "/tests/fixtures/gguf/tokenizer";
+
+}  // namespace
+
+// The same cut-down DeepSeek-V3 tokenizer as Hugging Face files and as GGUF metadata written by
+// gguf-py (tests/reference/gguf_tokenizer_fixture.py) give the same ids, text and specials.
+TEST(GgufTokenizer, EncodesLikeTheHuggingFaceFiles) {
+  const Tokenizer hf = Tokenizer::load(kTokDir);
+  const Tokenizer gg = Tokenizer::load(kTokDir + "/deepseek-v3-cut.gguf");
+  EXPECT_EQ(gg.bos_id(), hf.bos_id());
+  EXPECT_EQ(gg.eos_id(), hf.eos_id());
+  EXPECT_EQ(gg.add_bos(), hf.add_bos());
+  EXPECT_EQ(gg.chat_template(), hf.chat_template());
+  EXPECT_FALSE(gg.chat_template().empty());
+  const std::vector<std::string> texts = {
+      "The quick brown fox jumps over the lazy dog.",
+      "Numbers: 1234567 + 89 = 1234656; pi ~ 3.14159",
+      "你好，世界！こんにちは、カタカナ。",
+      "def f(x):\n    return x * 2  # comment\n\n\tindented\r\n",
+      "<｜User｜>What is "
+      "2+2?<｜Assistant｜><think>\nsimple</think>\n\n\\boxed{4}<｜end▁of▁sentence｜>",
+      "Émigré naïve café — “quotes” and 'single' ... !!! ???",
+      "emoji 🐳🐋 and mixed русский текст",
+      std::string("bad utf-8: \xff\xfe\xc3 end"),
+      "   leading and trailing spaces   ",
+  };
+  for (const std::string& t : texts) {
+    const std::vector<int32_t> a = hf.encode(t, true), b = gg.encode(t, true);
+    EXPECT_EQ(a, b) << t;
+    EXPECT_EQ(gg.decode(b), hf.decode(a)) << t;
+  }
+}
+
+TEST(GgufTokenizer, AFileWithoutTokenizerMetadataNamesTheKey) {
+  try {
+    Tokenizer::load(kDir + "v3_q8_0.gguf");
+    FAIL() << "expected an error";
+  } catch (const std::exception& e) {
+    EXPECT_NE(std::string(e.what()).find("tokenizer.ggml.model"), std::string::npos) << e.what();
+  }
+}
+
+TEST(GgufCli, BenchRunsOnAGgufFile) {
+  const auto r =
+      whale::testing::run_whale("bench -m " + kDir + "v3_q8_0.gguf -p 16 -n 8 -t 1 --mmap");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("\"decode_tok_s\""), std::string::npos) << r.out;
+}
+
+// ------------------------------------------------------------------ kernels on GGUF blocks
+
+namespace {
+
+// Every 2-D tensor of the file as a WeightRef: linear, linear_t, weight_row and row slices through
+// the dispatched kernels equal the reference loops (which dequantize element by element).
+void check_kernels_on(const std::string& path) {
+  const GgufFile f(path);
+  int checked = 0;
+  for (const GgufTensor& g : f.tensors()) {
+    DType dt;
+    if (g.ne.size() != 2 || !ggml_to_dtype(g.type, &dt)) continue;
+    WeightRef w;
+    w.dtype = dt;
+    w.rows = g.ne[1];
+    w.cols = g.ne[0];
+    w.data = g.data;
+    std::mt19937 rng(uint32_t(w.rows * 31 + w.cols));
+    std::normal_distribution<float> nd;
+    for (int64_t n : {1, 3, 17}) {
+      std::vector<float> x(size_t(n * w.cols)), xt(size_t(n * w.rows));
+      for (float& v : x) v = nd(rng);
+      for (float& v : xt) v = nd(rng);
+      std::vector<float> y(size_t(n * w.rows)), yr(y.size()), z(size_t(n * w.cols)), zr(z.size());
+      linear(x.data(), n, w, y.data());
+      ref::linear(x.data(), n, w, yr.data());
+      linear_t(xt.data(), n, w, z.data());
+      ref::linear_t(xt.data(), n, w, zr.data());
+      for (size_t i = 0; i < y.size(); i++)
+        ASSERT_NEAR(y[i], yr[i], 1e-4f * (1 + std::fabs(yr[i]))) << g.name << " n=" << n;
+      for (size_t i = 0; i < z.size(); i++)
+        ASSERT_NEAR(z[i], zr[i], 1e-4f * (1 + std::fabs(zr[i]))) << g.name << " linear_t";
+    }
+    const int64_t r0 = w.rows / 3, nr = std::max<int64_t>(1, w.rows / 2);
+    const WeightRef s = w.slice_rows(r0, nr);
+    std::vector<float> row(size_t(w.cols));
+    for (int64_t r = 0; r < nr; r += std::max<int64_t>(1, nr / 5)) {
+      weight_row(s, r, row.data());
+      for (int64_t c = 0; c < w.cols; c++)
+        ASSERT_EQ(row[size_t(c)], ref::weight_at(w, r0 + r, c)) << g.name << " row " << r0 + r;
+    }
+    checked++;
+  }
+  EXPECT_GT(checked, 3) << path;
+}
+
+}  // namespace
+
+TEST(GgufKernels, QuantizedWeightsMatchTheReferenceLoops) {
+  check_kernels_on(kDir + "v3_mixed.gguf");  // Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 BF16 F16 F32
+  check_kernels_on(std::string(WHALE_SOURCE_DIR) + "/tests/fixtures/gguf/types.gguf");  // K, IQ4
+}
