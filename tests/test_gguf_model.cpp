@@ -290,3 +290,161 @@ TEST(GgufKernels, QuantizedWeightsMatchTheReferenceLoops) {
   check_kernels_on(kDir + "v3_mixed.gguf");  // Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 BF16 F16 F32
   check_kernels_on(std::string(WHALE_SOURCE_DIR) + "/tests/fixtures/gguf/types.gguf");  // K, IQ4
 }
+
+// whale's quantizers write the bytes llama.cpp's reference quantizers write (gguf-py's
+// gguf.quants, tests/fixtures/gguf/quantize.gguf): normal, tiny, zero, outlier, constant and ramp
+// rows. A 4/5-bit code may differ by one where x / d lands within float rounding of a half
+// (float vs numpy's arithmetic order); the scales must be identical and such codes rare.
+TEST(GgufQuantize, RowsMatchLlamaCppReferenceQuantizers) {
+  const GgufFile f(std::string(WHALE_SOURCE_DIR) + "/tests/fixtures/gguf/quantize.gguf");
+  const GgufTensor* src = f.find_tensor("src");
+  ASSERT_NE(src, nullptr);
+  const int64_t rows = src->ne[1], cols = src->ne[0];
+  const float* x = reinterpret_cast<const float*>(src->data);
+  for (GgmlType t : {GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1,
+                     GgmlType::F16, GgmlType::BF16}) {
+    const std::string name = std::string(ggml_type_info(uint32_t(t))->name);
+    const GgufTensor* q = f.find_tensor("q." + name);
+    ASSERT_NE(q, nullptr) << name;
+    const size_t rb = ggml_row_bytes(t, cols);
+    std::vector<uint8_t> got(rb * size_t(rows));
+    for (int64_t r = 0; r < rows; r++) quantize_row(t, x + r * cols, cols, got.data() + r * rb);
+    size_t differ = 0;
+    for (size_t i = 0; i < got.size(); i++) differ += got[i] != q->data[i];
+    // Dequantized, the two agree to one quantization step at most.
+    std::vector<float> a(size_t(rows * cols)), b(a.size());
+    for (int64_t r = 0; r < rows; r++) {
+      dequantize_row(t, got.data() + r * rb, cols, a.data() + r * cols);
+      dequantize_row(t, q->data + r * rb, cols, b.data() + r * cols);
+    }
+    size_t values_differ = 0;
+    for (size_t i = 0; i < a.size(); i++) values_differ += a[i] != b[i];
+    EXPECT_LE(values_differ, a.size() / 200) << name << ": " << values_differ << " values differ";
+    std::printf("[%s] %zu of %zu bytes and %zu of %zu values differ from gguf-py\n", name.c_str(),
+                differ, got.size(), values_differ, a.size());
+  }
+}
+
+TEST(GgufQuantize, HalfPrecisionRoundsToNearestEven) {
+  for (uint32_t h = 0; h < 0x10000; h++) {  // every half survives the round trip
+    const float f = f16_to_f32(uint16_t(h));
+    if (std::isnan(f)) continue;
+    ASSERT_EQ(f32_to_f16(f), uint16_t(h)) << h;
+  }
+  EXPECT_EQ(f32_to_f16(1.0f + 1.0f / 2048), 0x3c00);  // halfway: to even (down)
+  EXPECT_EQ(f32_to_f16(1.0f + 3.0f / 2048), 0x3c02);  // halfway: to even (up)
+  EXPECT_EQ(f32_to_f16(65520.0f), 0x7c00);            // rounds past the largest half
+  EXPECT_EQ(f32_to_f16(65519.0f), 0x7bff);
+  EXPECT_EQ(f32_to_f16(std::ldexp(1.0f, -25)), 0);  // half the smallest subnormal: to even 0
+  EXPECT_EQ(f32_to_f16(std::ldexp(1.5f, -25)), 1);
+}
+
+// ------------------------------------------------------------------ whale quantize
+
+namespace {
+
+std::string tmp_gguf(const std::string& tag) {
+  return ::testing::TempDir() + "/quantize-" + tag + "-" + std::to_string(::getpid()) + ".gguf";
+}
+
+std::vector<float> read_floats(const std::string& path, size_t n) {
+  std::vector<float> v(n);
+  std::ifstream f(path, std::ios::binary);
+  f.read(reinterpret_cast<char*>(v.data()), std::streamsize(n * 4));
+  return v;
+}
+
+}  // namespace
+
+// A BF16 checkpoint written as F32 GGUF loses nothing: the reference logits to 1e-4; in Q8_0
+// (with the 24-wide heads and 16-wide experts in F16, their rows not whole blocks) within 5% of
+// max |logit| (random weights: measured 2.6%), the same argmax on most rows.
+TEST(GgufQuantize, HuggingFaceCheckpointToGguf) {
+  const std::string dir = std::string(WHALE_SOURCE_DIR) + "/tests/fixtures/models/v3";
+  const json ref = json::parse(whale::testing::file_bytes(dir + "/reference.json"));
+  const std::vector<int32_t> tokens = ref["tokens"].get<std::vector<int32_t>>();
+  const int64_t V = ref["vocab_size"].get<int64_t>();
+  const std::vector<float> want = read_floats(dir + "/reference_logits.bin", tokens.size() * V);
+  for (const std::string type : {"f32", "q8_0"}) {
+    const std::string out = tmp_gguf(type);
+    const auto r =
+        whale::testing::run_whale("quantize -m " + dir + " --type " + type + " --out " + out);
+    ASSERT_EQ(r.code, 0) << r.out;
+    auto m = Model::load(out);
+    KVCache cache = m->new_cache();
+    const std::vector<float> got = m->forward(cache, tokens, true);
+    ASSERT_EQ(got.size(), want.size());
+    double max_ref = 0, max_err = 0;
+    int same = 0;
+    for (size_t i = 0; i < want.size(); i++) {
+      max_ref = std::max(max_ref, double(std::fabs(want[i])));
+      max_err = std::max(max_err, double(std::fabs(got[i] - want[i])));
+    }
+    for (size_t t = 0; t < tokens.size(); t++) {
+      const float* g = got.data() + t * V;
+      const float* w = want.data() + t * V;
+      same += (std::max_element(g, g + V) - g) == (std::max_element(w, w + V) - w);
+    }
+    std::printf("[%s] max err / max |logit| = %.2e, argmax equal on %d of %zu rows\n", type.c_str(),
+                max_err / max_ref, same, tokens.size());
+    if (type == "f32") {
+      EXPECT_LE(max_err, 1e-4 * max_ref);
+      EXPECT_EQ(same, int(tokens.size()));
+      EXPECT_NE(r.out.find(" 0 in F16"), std::string::npos) << r.out;  // nothing fell back
+    } else {
+      EXPECT_LE(max_err, 0.05 * max_ref);
+      EXPECT_GE(same, int(tokens.size()) - 2);
+      EXPECT_NE(r.out.find("in F16"), std::string::npos) << r.out;
+    }
+    std::filesystem::remove(out);
+  }
+}
+
+// A model with the real DeepSeek-V3 tokenizer: the GGUF names its pre-tokenizer "deepseek-v3"
+// (whale's regex table equals the file's), and run gives the same text from the GGUF (BF16, exact)
+// as from the directory; the bundled model's own pre-tokenizer (single digits) travels as JSON.
+TEST(GgufQuantize, TokenizerAndTextSurviveTheRoundTrip) {
+  const std::string tiny = whale::testing::chat_tiny_model();
+  const std::string out = tmp_gguf("tiny");
+  auto r = whale::testing::run_whale("quantize -m " + tiny + " --type bf16 --out " + out);
+  ASSERT_EQ(r.code, 0) << r.out;
+  {
+    const GgufFile f(out);
+    EXPECT_EQ(f.get_string("tokenizer.ggml.pre"), "deepseek-v3");
+    EXPECT_FALSE(f.has("whale.tokenizer.pre_tokenizer"));
+  }
+  const std::string args = " -p 'The whale is 1234 km' -n 12 --temp 0 -t 1 --no-stats";
+  const auto a = whale::testing::run_whale("run -m " + tiny + args);
+  const auto b = whale::testing::run_whale("run -m " + out + args);
+  ASSERT_EQ(a.code, 0) << a.out;
+  ASSERT_EQ(b.code, 0) << b.out;
+  EXPECT_EQ(b.out, a.out);
+  std::filesystem::remove(out);
+
+  const std::string bundled = std::string(WHALE_SOURCE_DIR) + "/models/whale-r1-tiny";
+  const std::string out2 = tmp_gguf("bundled");
+  r = whale::testing::run_whale("quantize -m " + bundled + " --type q8_0 --out " + out2);
+  ASSERT_EQ(r.code, 0) << r.out;
+  {
+    const GgufFile f(out2);
+    EXPECT_TRUE(f.has("whale.tokenizer.pre_tokenizer"));
+  }
+  const std::string text2 = "--text 'What is 3517 - 864?'";
+  const auto t1 = whale::testing::run_whale("tokenize -m " + bundled + " " + text2);
+  const auto t2 = whale::testing::run_whale("tokenize -m " + out2 + " " + text2);
+  EXPECT_EQ(t1.code, 0);
+  EXPECT_EQ(t2.out, t1.out);
+  std::filesystem::remove(out2);
+}
+
+TEST(GgufQuantize, BadRequestsNameTheProblem) {
+  const std::string dir = std::string(WHALE_SOURCE_DIR) + "/tests/fixtures/models/v3";
+  auto r = whale::testing::run_whale("quantize -m " + dir + " --type q9_9 --out " + tmp_gguf("x"));
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.out.find("q9_9"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("q4_0"), std::string::npos) << r.out;  // the choices
+  r = whale::testing::run_whale("quantize -m " + kDir + "v3_q8_0.gguf --type q8_0 --out " +
+                                tmp_gguf("y"));
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.out.find("not a GGUF file"), std::string::npos) << r.out;
+}

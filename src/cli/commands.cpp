@@ -18,6 +18,8 @@
 #include <sstream>
 #include <thread>
 
+#include "formats/gguf.h"
+#include "formats/gguf_export.h"
 #include "formats/tokenizer.h"
 #include "kernels/cpu.h"
 #include "model/model.h"
@@ -128,6 +130,23 @@ int argmax(const float* v, int64_t n) {
 }
 
 // ------------------------------------------------------------------ info
+std::string g_quant_type, g_quant_out;
+
+int cmd_quantize() {
+  if (is_gguf_path(g.model_dir))
+    throw std::invalid_argument("quantize reads a Hugging Face model directory, not a GGUF file");
+  const GgmlType type = parse_quant_type(g_quant_type);
+  const auto t0 = std::chrono::steady_clock::now();
+  const QuantizeStats st = quantize_to_gguf(g.model_dir, type, g_quant_out);
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::fprintf(stderr,
+               "whale quantize: %s -> %s (%s): %lld tensors, %.1f MB of weights, %lld in F16 "
+               "(rows not whole blocks), %.1f s\n",
+               g.model_dir.c_str(), g_quant_out.c_str(), g_quant_type.c_str(),
+               (long long)st.tensors, double(st.bytes) / 1e6, (long long)st.fallback, s);
+  return 0;
+}
+
 int cmd_info() {
   Model::Options opt;
   opt.load = g.load_mode();
@@ -912,6 +931,15 @@ void register_commands(CLI::App& app) {
     add_model(s);
     s->add_option("--ids", g_ids, "comma-separated ids")->required();
     g_actions["detokenize"] = cmd_detokenize;
+  }
+  {
+    auto* s = app.add_subcommand(
+        "quantize", "write a Hugging Face model as a llama.cpp GGUF file (deepseek2), quantized");
+    add_model(s);
+    s->add_option("--type", g_quant_type, "f32, f16, bf16, q8_0, q4_0, q4_1, q5_0 or q5_1")
+        ->required();
+    s->add_option("--out", g_quant_out, "output GGUF file")->required();
+    g_actions["quantize"] = cmd_quantize;
   }
   {
     auto* s = app.add_subcommand("info", "print parameter counts and KV-cache size");

@@ -9,6 +9,8 @@
 //   tokenizer.ggml.pre         the pre-tokenizer by name: llama.cpp names the regex sets it knows
 //                              instead of storing them, so whale keeps the same table
 //   tokenizer.ggml.{bos,eos}_token_id, add_bos_token; tokenizer.chat_template
+#include "formats/gguf_tokenizer.h"
+
 #include <nlohmann/json.hpp>
 #include <stdexcept>
 
@@ -28,8 +30,9 @@ json split(const char* regex) {
           {"invert", false}};
 }
 
-// The pre-tokenizer llama.cpp's name stands for, as the Hugging Face files write it.
-json pre_tokenizer(const std::string& pre, const std::string& path) {
+}  // namespace
+
+json gguf_pre_tokenizer(const std::string& pre, const std::string& path) {
   const json byte_level = {
       {"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}};
   if (pre == "deepseek-v3") {  // DeepSeek-V3 / R1 (and the V3 tokenizer of whale's models)
@@ -52,7 +55,11 @@ json pre_tokenizer(const std::string& pre, const std::string& path) {
                            "' is not supported (whale knows deepseek-v3, gpt2, default)");
 }
 
-}  // namespace
+std::string gguf_pre_name(const json& pre_tokenizer) {
+  for (const char* name : {"deepseek-v3", "default"})
+    if (gguf_pre_tokenizer(name, "") == pre_tokenizer) return name;
+  return "";
+}
 
 Tokenizer Tokenizer::from_gguf(const std::string& path) {
   const GgufFile f(path);
@@ -100,10 +107,21 @@ Tokenizer Tokenizer::from_gguf(const std::string& path) {
       merges.push_back(m);
   const std::string pre =
       f.has("tokenizer.ggml.pre") ? f.get_string("tokenizer.ggml.pre") : std::string("default");
+  json pre_json;
+  if (f.has(kWhalePreTokenizerKey)) {
+    try {
+      pre_json = json::parse(f.get_string(kWhalePreTokenizerKey));
+    } catch (const json::exception& e) {
+      throw std::runtime_error(path + ": metadata '" + kWhalePreTokenizerKey +
+                               "' is not JSON: " + e.what());
+    }
+  } else {
+    pre_json = gguf_pre_tokenizer(pre, path);
+  }
   const json tok = {{"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", merges}}},
                     {"added_tokens", added},
                     {"normalizer", nullptr},
-                    {"pre_tokenizer", pre_tokenizer(pre, path)},
+                    {"pre_tokenizer", pre_json},
                     {"decoder", {{"type", "ByteLevel"}}}};
 
   json config = {{"clean_up_tokenization_spaces", false}};  // llama.cpp never cleans up

@@ -1,5 +1,7 @@
 #include "tensor/quant.h"
 
+#include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <stdexcept>
 #include <string>
@@ -319,6 +321,158 @@ GgmlType dtype_to_ggml(DType t) {
   for (const DTypePair& p : kDTypes)
     if (p.d == t) return p.g;
   throw std::invalid_argument("dtype " + std::string(dtype_name(t)) + " has no GGML type");
+}
+
+// ------------------------------------------------------------------ quantizing
+
+uint16_t f32_to_f16(float f) {
+  uint32_t x;
+  std::memcpy(&x, &f, 4);
+  const uint32_t sign = (x >> 16) & 0x8000u;
+  const uint32_t ax = x & 0x7fffffffu;
+  if (ax > 0x7f800000u) return uint16_t(sign | 0x7e00u | ((ax >> 13) & 0x3ffu));  // NaN
+  if (ax >= 0x477ff000u) return uint16_t(sign | 0x7c00u);  // rounds to >= 65520: infinity
+  if (ax < 0x38800000u) {  // below the smallest normal half (2^-14): subnormal or zero
+    if (ax < 0x33000000u) return uint16_t(sign);  // below half the smallest subnormal: +-0
+    const uint32_t e = ax >> 23, m = (ax & 0x7fffffu) | 0x800000u;
+    const uint32_t shift = 126 - e;  // value = m * 2^(e - 150); half subnormal unit 2^-24
+    uint32_t q = m >> shift;
+    const uint32_t rem = m & ((1u << shift) - 1), halfway = 1u << (shift - 1);
+    if (rem > halfway || (rem == halfway && (q & 1u))) q++;
+    return uint16_t(sign | q);
+  }
+  uint32_t h = ((ax >> 13) - (112u << 10));  // rebias exponent 127 -> 15
+  const uint32_t rem = ax & 0x1fffu;
+  if (rem > 0x1000u || (rem == 0x1000u && (h & 1u))) h++;
+  return uint16_t(sign | h);
+}
+
+namespace {
+
+void put_half(uint8_t* p, float v) {
+  const uint16_t h = f32_to_f16(v);
+  std::memcpy(p, &h, 2);
+}
+
+// The value of largest magnitude (its sign kept) and the min / max of a block of 32.
+float signed_absmax(const float* x) {
+  float amax = 0, m = 0;
+  for (int j = 0; j < QK; j++)
+    if (std::fabs(x[j]) > amax) {
+      amax = std::fabs(x[j]);
+      m = x[j];
+    }
+  return m;
+}
+
+// Low nibbles of values 0..15 and high nibbles of 16..31 into qs[16]; fifth bits into qh.
+void pack(const uint8_t* q, uint8_t* qs, uint32_t* qh) {
+  for (int j = 0; j < QK / 2; j++) {
+    qs[j] = uint8_t((q[j] & 0xf) | ((q[j + QK / 2] & 0xf) << 4));
+    if (qh) *qh |= uint32_t((q[j] >> 4) & 1) << j | uint32_t((q[j + QK / 2] >> 4) & 1) << (j + 16);
+  }
+}
+
+void quant_q8_0(const float* x, uint8_t* b) {
+  float amax = 0;
+  for (int j = 0; j < QK; j++) amax = std::max(amax, std::fabs(x[j]));
+  const float d = amax / 127.0f, id = d != 0 ? 1.0f / d : 0.0f;
+  put_half(b, d);
+  for (int j = 0; j < QK; j++) b[2 + j] = uint8_t(int8_t(std::roundf(x[j] * id)));
+}
+
+// Q4_0 (levels 16, offset 8) and Q5_0 (levels 32, offset 16): symmetric around the extreme value.
+void quant_sym(const float* x, uint8_t* b, int levels, bool five_bits) {
+  const float m = signed_absmax(x);
+  const float d = m / float(-levels / 2), id = d != 0 ? 1.0f / d : 0.0f;
+  put_half(b, d);
+  uint8_t q[QK];
+  for (int j = 0; j < QK; j++)
+    q[j] = uint8_t(std::min(levels - 1, int(int8_t(x[j] * id + float(levels / 2) + 0.5f))));
+  uint32_t qh = 0;
+  pack(q, b + (five_bits ? 6 : 2), five_bits ? &qh : nullptr);
+  if (five_bits) std::memcpy(b + 2, &qh, 4);
+}
+
+// Q4_1 (levels 16) and Q5_1 (levels 32): d and the minimum.
+void quant_affine(const float* x, uint8_t* b, int levels, bool five_bits) {
+  float lo = x[0], hi = x[0];
+  for (int j = 1; j < QK; j++) {
+    lo = std::min(lo, x[j]);
+    hi = std::max(hi, x[j]);
+  }
+  const float d = (hi - lo) / float(levels - 1), id = d != 0 ? 1.0f / d : 0.0f;
+  put_half(b, d);
+  put_half(b + 2, lo);
+  uint8_t q[QK];
+  for (int j = 0; j < QK; j++)
+    q[j] = uint8_t(std::min(levels - 1, int(int8_t((x[j] - lo) * id + 0.5f))));
+  uint32_t qh = 0;
+  pack(q, b + (five_bits ? 8 : 4), five_bits ? &qh : nullptr);
+  if (five_bits) std::memcpy(b + 4, &qh, 4);
+}
+
+}  // namespace
+
+bool quantizable(GgmlType type) {
+  switch (type) {
+    case GgmlType::F32:
+    case GgmlType::F16:
+    case GgmlType::BF16:
+    case GgmlType::Q8_0:
+    case GgmlType::Q4_0:
+    case GgmlType::Q4_1:
+    case GgmlType::Q5_0:
+    case GgmlType::Q5_1:
+      return true;
+    default:
+      return false;
+  }
+}
+
+void quantize_row(GgmlType type, const float* src, int64_t n, void* dst) {
+  if (!quantizable(type))
+    throw std::invalid_argument("quantize_row: whale cannot write type " +
+                                std::to_string(uint32_t(type)));
+  const GgmlTypeInfo* t = ggml_type_info(uint32_t(type));
+  if (n < 0 || n % t->block_size != 0)
+    throw std::invalid_argument("quantize_row: " + std::string(t->name) + " row of " +
+                                std::to_string(n) + " values is not a whole number of blocks");
+  uint8_t* out = static_cast<uint8_t*>(dst);
+  if (type == GgmlType::F32) {
+    std::memcpy(out, src, size_t(n) * 4);
+    return;
+  }
+  if (type == GgmlType::F16 || type == GgmlType::BF16) {
+    for (int64_t i = 0; i < n; i++) {
+      const uint16_t h = type == GgmlType::F16 ? f32_to_f16(src[i]) : f32_to_bf16(src[i]);
+      std::memcpy(out + 2 * i, &h, 2);
+    }
+    return;
+  }
+  for (int64_t i = 0; i < n / QK; i++) {
+    const float* x = src + i * QK;
+    uint8_t* b = out + i * t->block_bytes;
+    switch (type) {
+      case GgmlType::Q8_0:
+        quant_q8_0(x, b);
+        break;
+      case GgmlType::Q4_0:
+        quant_sym(x, b, 16, false);
+        break;
+      case GgmlType::Q5_0:
+        quant_sym(x, b, 32, true);
+        break;
+      case GgmlType::Q4_1:
+        quant_affine(x, b, 16, false);
+        break;
+      case GgmlType::Q5_1:
+        quant_affine(x, b, 32, true);
+        break;
+      default:
+        break;
+    }
+  }
 }
 
 }  // namespace whale

@@ -69,4 +69,19 @@ size_t ggml_row_bytes(GgmlType type, int64_t n);
 // std::invalid_argument for a type that is not dequantizable or a ragged n.
 void dequantize_row(GgmlType type, const void* src, int64_t n, float* dst);
 
+// Quantizes n values (n a multiple of 32) into `dst` (ggml_row_bytes(type, n) bytes) with
+// llama.cpp's reference rounding (quantize_row_*_ref), so that files match llama-quantize's:
+//   Q8_0  d = max|x| / 127, q = round(x / d)
+//   Q4_0  d = m / -8 with m the value of largest magnitude, q = min(15, trunc(x / d + 8.5))
+//   Q5_0  d = m / -16, q = min(31, trunc(x / d + 16.5))
+//   Q4_1  d = (max - min) / 15, q = min(15, trunc((x - min) / d + 0.5)), stored minimum min
+//   Q5_1  d = (max - min) / 31, q = min(31, trunc((x - min) / d + 0.5))
+// also F32, F16 and BF16 (round to nearest even). Throws std::invalid_argument for other types.
+void quantize_row(GgmlType type, const float* src, int64_t n, void* dst);
+// True for the types quantize_row writes.
+bool quantizable(GgmlType type);
+
+// IEEE half precision, round to nearest even (overflow to infinity, NaN kept).
+uint16_t f32_to_f16(float f);
+
 }  // namespace whale

@@ -12,6 +12,9 @@ scripts/gen_model.py (a HF checkpoint in a temporary folder). The reference is
 tests/reference/deepseek_ref.py (float64 PyTorch) run on the weights that gguf-py's own dequantize
 gives back from the file, so whale's logits on the file must equal it up to f32 rounding.
 
+Also writes tests/fixtures/gguf/quantize.gguf, gguf-py's quantization of fixed rows, against
+which whale's quantizers are checked byte for byte.
+
 Each case NAME writes NAME.gguf and NAME.json {"tokens", "greedy", "max_abs_logit", "logits" (file),
 "types" (tensor type counts)} with NAME.logits.bin float32 [tokens][vocab].
 """
@@ -236,8 +239,27 @@ def write_gguf(path, cfg, tensors, default, overrides):
     return stored, types
 
 
+def write_quantize_fixture(path):
+    """quantize.gguf: `src` (F32 rows: normal, tiny, zeros, one outlier, constant, signed ramp)
+    and `q.<TYPE>`: the same rows quantized by gguf-py (llama.cpp's reference rounding)."""
+    rng = np.random.default_rng(5)
+    rows = [rng.standard_normal(256), rng.standard_normal(256) * 1e-3, np.zeros(256),
+            np.where(np.arange(256) == 77, 40.0, rng.standard_normal(256) * 0.1),
+            np.full(256, -0.75), np.linspace(-3, 3, 256)]
+    src = np.stack(rows).astype(np.float32)
+    wr = gguf.GGUFWriter(path, "whale-test")
+    wr.add_tensor("src", src, raw_dtype=QT.F32)
+    for qt in (QT.Q8_0, QT.Q4_0, QT.Q4_1, QT.Q5_0, QT.Q5_1, QT.F16, QT.BF16):
+        wr.add_tensor("q." + qt.name, gguf.quants.quantize(src, qt), raw_dtype=qt)
+    wr.write_header_to_file()
+    wr.write_kv_data_to_file()
+    wr.write_tensors_to_file()
+    wr.close()
+
+
 def main():
     os.makedirs(OUT, exist_ok=True)
+    write_quantize_fixture(os.path.join(OUT, "..", "quantize.gguf"))
     torch.set_num_threads(1)
     for name, cfg, seed, split_kb, default, overrides in CASES:
         with tempfile.TemporaryDirectory() as tmp:
