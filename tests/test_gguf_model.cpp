@@ -448,3 +448,47 @@ TEST(GgufQuantize, BadRequestsNameTheProblem) {
   EXPECT_NE(r.code, 0);
   EXPECT_NE(r.out.find("not a GGUF file"), std::string::npos) << r.out;
 }
+
+// ------------------------------------------------------------------ whale perplexity
+
+// whale perplexity equals llama-perplexity's method run on the float64 PyTorch reference
+// (tests/reference/perplexity_ref.py) over the same ids, on the HF directory and on its GGUF.
+TEST(Perplexity, MatchesTheReferenceMethod) {
+  const std::string tiny = whale::testing::chat_tiny_model();
+  const std::string text_file = ::testing::TempDir() + "/ppl-" + std::to_string(::getpid());
+  std::ofstream(text_file) << "The whale is the largest animal that ever lived. It swims in every "
+                              "ocean, sings long songs, and eats tiny krill by the ton. Sailors "
+                              "once hunted it for oil; now people watch it from small boats.";
+  const auto ids = whale::testing::run_whale("tokenize --bos -m " + tiny + " --text \"$(cat " +
+                                             text_file + ")\"");
+  ASSERT_EQ(ids.code, 0) << ids.out;
+  std::vector<int32_t> v = json::parse(ids.out).get<std::vector<int32_t>>();
+  std::string csv;
+  for (int32_t x : v) csv += (csv.empty() ? "" : ",") + std::to_string(x);
+  const Tokenizer tok = Tokenizer::load(tiny);
+  ASSERT_TRUE(tok.add_bos());
+  const auto want = whale::testing::sh("/usr/bin/python3 " + std::string(WHALE_SOURCE_DIR) +
+                                       "/tests/reference/perplexity_ref.py " + tiny + " 16 " +
+                                       std::to_string(tok.bos_id()) + " " + csv);
+  ASSERT_EQ(want.code, 0) << want.out;
+  const json w = json::parse(want.out.substr(want.out.rfind('{')));
+  const std::string gguf = tmp_gguf("ppl");
+  ASSERT_EQ(whale::testing::run_whale("quantize -m " + tiny + " --type f32 --out " + gguf).code, 0);
+  for (const std::string& m : {tiny, gguf}) {
+    const auto r =
+        whale::testing::run_whale("perplexity --json -t 1 --ctx 16 -m " + m + " -f " + text_file);
+    ASSERT_EQ(r.code, 0) << r.out;
+    const json g = json::parse(r.out.substr(r.out.rfind('{')));
+    EXPECT_EQ(g["scored"], w["scored"]) << m;
+    EXPECT_EQ(g["chunks"], int64_t(v.size()) / 16) << m;
+    EXPECT_NEAR(g["ppl"].get<double>(), w["ppl"].get<double>(), 1e-4 * w["ppl"].get<double>()) << m;
+    EXPECT_NEAR(g["error"].get<double>(), w["error"].get<double>(),
+                1e-3 * w["error"].get<double>() + 1e-9)
+        << m;
+  }
+  std::filesystem::remove(gguf);
+  const auto short_text =
+      whale::testing::run_whale("perplexity --ctx 4096 -m " + tiny + " -f " + text_file);
+  EXPECT_NE(short_text.code, 0);
+  EXPECT_NE(short_text.out.find("fewer than one chunk"), std::string::npos) << short_text.out;
+}

@@ -29,6 +29,7 @@
 #include "reason/grpo_trainer.h"
 #include "reason/task.h"
 #include "run/chat.h"
+#include "run/perplexity.h"
 #include "run/session.h"
 #include "run/think_display.h"
 #include "serve/engine.h"
@@ -131,6 +132,42 @@ int argmax(const float* v, int64_t n) {
 
 // ------------------------------------------------------------------ info
 std::string g_quant_type, g_quant_out;
+
+std::string g_ppl_file;
+int64_t g_ppl_ctx = 512, g_ppl_chunks = 0;
+bool g_ppl_json = false;
+
+int cmd_perplexity() {
+  apply_threads();
+  std::ifstream f(g_ppl_file, std::ios::binary);
+  if (!f) throw std::runtime_error(g_ppl_file + ": cannot open");
+  std::stringstream ss;
+  ss << f.rdbuf();
+  Tokenizer tok = Tokenizer::load(g.model_dir);
+  auto m = load_model();
+  const std::vector<int32_t> ids = tok.encode(ss.str(), tok.add_bos());
+  const int32_t bos = tok.add_bos() ? tok.bos_id() : -1;
+  const auto t0 = std::chrono::steady_clock::now();
+  const PerplexityResult r =
+      perplexity(*m, ids, g_ppl_ctx, bos, g_ppl_chunks, [&](int64_t c, const PerplexityResult& p) {
+        std::fprintf(stderr, "[%lld]%.4f,", (long long)c + 1, p.ppl());
+        std::fflush(stderr);
+      });
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::fprintf(stderr, "\n");
+  if (g_ppl_json) {
+    json j = {{"model", g.model_dir}, {"file", g_ppl_file}, {"tokens", ids.size()},
+              {"ctx", g_ppl_ctx},     {"chunks", r.chunks}, {"scored", r.scored},
+              {"ppl", r.ppl()},       {"error", r.error()}, {"seconds", s}};
+    std::printf("%s\n", j.dump().c_str());
+  } else {
+    std::printf(
+        "Final estimate: PPL = %.4f +/- %.5f (%lld chunks of %lld, %lld tokens scored, "
+        "%.1f s)\n",
+        r.ppl(), r.error(), (long long)r.chunks, (long long)g_ppl_ctx, (long long)r.scored, s);
+  }
+  return 0;
+}
 
 int cmd_quantize() {
   if (is_gguf_path(g.model_dir))
@@ -940,6 +977,17 @@ void register_commands(CLI::App& app) {
         ->required();
     s->add_option("--out", g_quant_out, "output GGUF file")->required();
     g_actions["quantize"] = cmd_quantize;
+  }
+  {
+    auto* s =
+        app.add_subcommand("perplexity", "perplexity of a text file, by llama-perplexity's method");
+    add_model(s);
+    add_threads(s);
+    s->add_option("-f,--file", g_ppl_file, "text file")->required();
+    s->add_option("--ctx", g_ppl_ctx, "tokens per chunk (the second half of each is scored)");
+    s->add_option("--chunks", g_ppl_chunks, "chunks at most (0: all)");
+    s->add_flag("--json", g_ppl_json, "one JSON line instead of the text summary");
+    g_actions["perplexity"] = cmd_perplexity;
   }
   {
     auto* s = app.add_subcommand("info", "print parameter counts and KV-cache size");
