@@ -9,7 +9,7 @@
 #
 # Environment: WHALE (binary, default build/whale), OUT (work folder), SEED, THREADS, DEST (final
 # model folder, default models/whale-r1-tiny), BROWN (Brown corpus folder for the out-of-domain
-# examples); for experiments also N_ADD N_MUL N_CD PRE_STEPS SFT_STEPS GRPO_TASK GRPO_STEPS GRPO_MB
+# examples); for experiments also N_ADD N_MUL N_CD PRE_STEPS SFT_STEPS GRPO_TASK GRPO_STEPS GRPO_LR GRPO_MB
 # EVAL_N EVAL_K_N. The hyper-parameters are below, with the reasons in models/whale-r1-tiny/README.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,9 +28,10 @@ N_ADD=${N_ADD:-36000} N_MUL=${N_MUL:-50000} N_CD=${N_CD:-94000} OTHER_SHARE=0.03
 PRE_STEPS=${PRE_STEPS:-7200} PRE_BATCH=8 PRE_SEQ=512 PRE_LR=2e-3
 # SFT: the same traces with the loss on the assistant's reply only, lower learning rate.
 SFT_N=40000 SFT_STEPS=${SFT_STEPS:-600} SFT_LR=5e-4
-# GRPO on countdown, the family furthest from solved.
-GRPO_TASK=${GRPO_TASK:-countdown} GRPO_STEPS=${GRPO_STEPS:-100} GRPO_PROMPTS=16 GRPO_GROUP=8
-GRPO_LR=3e-5 GRPO_BETA=0.02 GRPO_TEMP=1.0 GRPO_MAX_TOKENS=320
+# GRPO on countdown, the family furthest from solved, mixed with add_sub, the one closest to its
+# target (a mixture keeps add_sub's rare failures in view while countdown moves).
+GRPO_TASK=${GRPO_TASK:-add_sub,countdown} GRPO_STEPS=${GRPO_STEPS:-300} GRPO_PROMPTS=16 GRPO_GROUP=8
+GRPO_LR=${GRPO_LR:-6e-5} GRPO_BETA=0.02 GRPO_TEMP=1.0 GRPO_MAX_TOKENS=320
 # Sequences per GRPO forward/backward, sorted by length (0: all at once).
 GRPO_MB=${GRPO_MB:-32}
 # Evaluation: 1000 held-out problems per family greedy (pass@1), and pass@8 (8 samples at
