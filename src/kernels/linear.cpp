@@ -8,9 +8,11 @@
 
 #include <algorithm>
 #include <array>
+#include <cstdint>
 #include <vector>
 
 #include "kernels/cpu.h"
+#include "kernels/qlinear.h"
 #include "tensor/quant.h"
 
 namespace whale {
@@ -148,6 +150,15 @@ const LinearKernels& active_kernels(DType t) {
 
 namespace {
 
+// Rows [r0, r1) of one job: the int8 kernel where its activations were quantized, else the
+// weight type's kernel.
+void run_rows(const LinearJob& job, const QuantizedActs& qx, int64_t r0, int64_t r1) {
+  if (qx.q)
+    active_qlinear()(qx, job.w, r0, r1, job.y);
+  else
+    active_kernels(job.w.dtype).linear_rows(job.x, job.n, job.w, r0, r1, job.y);
+}
+
 // A position in the concatenation of all jobs' rows.
 struct RowPos {
   size_t job;
@@ -160,7 +171,7 @@ struct RowPos {
 // dynamically: each thread streams one long region.)
 class RowSplitter {
  public:
-  explicit RowSplitter(std::span<const LinearJob> jobs) : jobs_(jobs) {
+  RowSplitter(std::span<const LinearJob> jobs, const QuantizedActs* qx) : jobs_(jobs), qx_(qx) {
     start_.resize(jobs.size() + 1, 0);
     for (size_t j = 0; j < jobs.size(); j++)
       start_[j + 1] = start_[j] + jobs[j].w.rows * row_cost(jobs[j]);
@@ -172,7 +183,7 @@ class RowSplitter {
     for (size_t j = a.job; j < jobs_.size() && j <= b.job; j++) {
       const LinearJob& job = jobs_[j];
       const int64_t r0 = j == a.job ? a.row : 0, r1 = j == b.job ? b.row : job.w.rows;
-      if (r0 < r1) active_kernels(job.w.dtype).linear_rows(job.x, job.n, job.w, r0, r1, job.y);
+      if (r0 < r1) run_rows(job, qx_[j], r0, r1);
     }
   }
 
@@ -195,20 +206,68 @@ class RowSplitter {
   }
 
   std::span<const LinearJob> jobs_;
+  const QuantizedActs* qx_;
   std::vector<int64_t> start_;  // cumulative cost at each job's first row
 };
+
+// Quantizes the activations of the jobs that take the int8 kernels (qlinear.h) into per-thread
+// buffers, once per distinct input: jobs that read the same x (a layer input feeding several
+// projections, an expert's gate and up) share it. qx[j].q is null for the other jobs.
+void quantize_job_inputs(std::span<const LinearJob> jobs, std::vector<QuantizedActs>& qx) {
+  thread_local std::vector<int8_t> q;
+  thread_local std::vector<float> d;
+  thread_local std::vector<int32_t> s;
+  qx.assign(jobs.size(), QuantizedActs{});
+  if (!int8_activations_enabled()) return;
+  size_t nq = 0, nd = 0;
+  std::vector<size_t> at(jobs.size(), SIZE_MAX);  // offsets into q (d and s: at / 32)
+  for (size_t j = 0; j < jobs.size(); j++) {
+    const LinearJob& job = jobs[j];
+    if (!int8_dtype(job.w.dtype) || job.w.cols % 32 != 0) continue;
+    size_t same = SIZE_MAX;
+    for (size_t i = 0; i < j && same == SIZE_MAX; i++)
+      if (at[i] != SIZE_MAX && jobs[i].x == job.x && jobs[i].n == job.n &&
+          jobs[i].w.cols == job.w.cols)
+        same = at[i];
+    if (same != SIZE_MAX) {
+      at[j] = same;
+      continue;
+    }
+    at[j] = nq;
+    nq += size_t(job.n * job.w.cols);
+    nd += size_t(job.n * job.w.cols / 32);
+  }
+  if (nq == 0) return;
+  if (q.size() < nq) q.resize(nq);
+  if (d.size() < nd) {
+    d.resize(nd);
+    s.resize(nd);
+  }
+  for (size_t j = 0; j < jobs.size(); j++) {
+    if (at[j] == SIZE_MAX) continue;
+    const LinearJob& job = jobs[j];
+    QuantizedActs& a = qx[j];
+    a = {q.data() + at[j], d.data() + at[j] / 32, s.data() + at[j] / 32, job.n, job.w.cols};
+    bool first = true;
+    for (size_t i = 0; i < j; i++) first = first && at[i] != at[j];
+    if (first)
+      quantize_activations(job.x, job.n, job.w.cols, q.data() + at[j], d.data() + at[j] / 32,
+                           s.data() + at[j] / 32);
+  }
+}
 
 // Runs jobs whose dtype has kernels and whose shapes are non-empty.
 void run_jobs(std::span<const LinearJob> jobs) {
   int64_t work = 0;
   for (const LinearJob& j : jobs) work += j.n * j.w.rows * j.w.cols;
   const int nt = omp_in_parallel() ? 1 : threads_for(work);
+  thread_local std::vector<QuantizedActs> qx;
+  quantize_job_inputs(jobs, qx);
   if (nt <= 1) {
-    for (const LinearJob& j : jobs)
-      active_kernels(j.w.dtype).linear_rows(j.x, j.n, j.w, 0, j.w.rows, j.y);
+    for (size_t j = 0; j < jobs.size(); j++) run_rows(jobs[j], qx[j], 0, jobs[j].w.rows);
     return;
   }
-  const RowSplitter split(jobs);
+  const RowSplitter split(jobs, qx.data());
 #pragma omp parallel num_threads(nt)
   split.run_part(omp_get_thread_num(), omp_get_num_threads());
 }

@@ -1,0 +1,151 @@
+// Activation quantization, the block layouts as unsigned integers, and the portable int8 kernel.
+#include "kernels/qlinear.h"
+
+#include <atomic>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <string_view>
+
+#include "kernels/cpu.h"
+#include "tensor/dtype.h"
+
+namespace whale {
+
+namespace {
+
+std::atomic<bool>& int8_slot() {
+  static std::atomic<bool> slot{[] {
+    const char* env = std::getenv("WHALE_INT8");
+    return !(env && std::string_view(env) == "0");
+  }()};
+  return slot;
+}
+
+float half_at(const uint8_t* p) {
+  uint16_t h;
+  std::memcpy(&h, p, 2);
+  return f16_to_f32(h);
+}
+
+}  // namespace
+
+bool int8_activations_enabled() {
+  return int8_slot().load(std::memory_order_relaxed);
+}
+
+void set_int8_activations(bool on) {
+  int8_slot().store(on, std::memory_order_relaxed);
+}
+
+bool int8_dtype(DType t) {
+  return t == DType::Q8_0 || t == DType::Q4_0 || t == DType::Q4_1 || t == DType::Q5_0 ||
+         t == DType::Q5_1;
+}
+
+void quantize_activations(const float* x, int64_t n, int64_t K, int8_t* q, float* d, int32_t* s) {
+  const int64_t nb = K / 32;
+  for (int64_t t = 0; t < n; t++)
+    for (int64_t b = 0; b < nb; b++) {
+      const float* xb = x + t * K + 32 * b;
+      float amax = 0.0f;
+      for (int j = 0; j < 32; j++) amax = std::fmax(amax, std::fabs(xb[j]));
+      const float dx = amax / 127.0f, id = dx != 0.0f ? 1.0f / dx : 0.0f;
+      int32_t sum = 0;
+      int8_t* qb = q + t * K + 32 * b;
+      for (int j = 0; j < 32; j++) {
+        // Round half to even, as the vector conversions do (|x * id| <= 127 up to rounding).
+        const float v = std::nearbyint(xb[j] * id);
+        qb[j] = int8_t(std::fmax(-127.0f, std::fmin(127.0f, v)));
+        sum += qb[j];
+      }
+      d[t * nb + b] = dx;
+      s[t * nb + b] = sum;
+    }
+}
+
+namespace detail {
+
+void unpack_block(DType t, const uint8_t* b, UnpackedBlock* out) {
+  out->m = 0.0f;
+  out->off = 0;
+  out->dw = half_at(b);
+  switch (t) {
+    case DType::Q8_0:
+      for (int j = 0; j < 32; j++) out->u[j] = uint8_t(b[2 + j] ^ 0x80);
+      out->off = 128;
+      return;
+    case DType::Q4_0:
+    case DType::Q4_1: {
+      const uint8_t* qs = b + (t == DType::Q4_0 ? 2 : 4);
+      if (t == DType::Q4_1) out->m = half_at(b + 2);
+      for (int j = 0; j < 16; j++) {
+        out->u[j] = qs[j] & 15;
+        out->u[j + 16] = qs[j] >> 4;
+      }
+      out->off = t == DType::Q4_0 ? 8 : 0;
+      return;
+    }
+    case DType::Q5_0:
+    case DType::Q5_1: {
+      const int h = t == DType::Q5_0 ? 2 : 4;  // where qh starts
+      if (t == DType::Q5_1) out->m = half_at(b + 2);
+      uint32_t qh;
+      std::memcpy(&qh, b + h, 4);
+      const uint8_t* qs = b + h + 4;
+      for (int j = 0; j < 16; j++) {
+        out->u[j] = uint8_t((qs[j] & 15) | ((qh >> j) & 1) << 4);
+        out->u[j + 16] = uint8_t((qs[j] >> 4) | ((qh >> (j + 16)) & 1) << 4);
+      }
+      out->off = t == DType::Q5_0 ? 16 : 0;
+      return;
+    }
+    default:
+      std::memset(out->u, 0, sizeof out->u);
+  }
+}
+
+namespace {
+
+void scalar_qlinear_rows(const QuantizedActs& x, const WeightRef& w, int64_t r0, int64_t r1,
+                         float* y) {
+  const int64_t nb = x.blocks();
+  const size_t row_bytes = dtype_row_bytes(w.dtype, w.cols);
+  const size_t block_bytes = row_bytes / size_t(nb);
+  for (int64_t r = r0; r < r1; r++) {
+    const uint8_t* row = static_cast<const uint8_t*>(w.data) + size_t(r) * row_bytes;
+    for (int64_t t = 0; t < x.n; t++) {
+      float acc = 0.0f;
+      for (int64_t b = 0; b < nb; b++) {
+        UnpackedBlock u;
+        unpack_block(w.dtype, row + size_t(b) * block_bytes, &u);
+        const int8_t* xq = x.q + t * x.K + 32 * b;
+        int32_t dot = 0;
+        for (int j = 0; j < 32; j++) dot += int32_t(u.u[j]) * xq[j];
+        const int32_t xs = x.s[t * nb + b];
+        acc += x.d[t * nb + b] * (u.dw * float(dot - u.off * xs) + u.m * float(xs));
+      }
+      y[t * w.rows + r] = acc;
+    }
+  }
+}
+
+}  // namespace
+
+const QLinearRows kQLinearScalar = scalar_qlinear_rows;
+
+QLinearRows active_qlinear() {
+  switch (active_isa()) {
+    case Isa::Avx512:
+      return kQLinearAvx512;
+    case Isa::Avx2:
+      return kQLinearAvx2;
+    case Isa::Scalar:
+      break;
+  }
+  return kQLinearScalar;
+}
+
+}  // namespace detail
+
+}  // namespace whale

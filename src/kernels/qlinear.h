@@ -1,0 +1,74 @@
+// Integer dot-product kernels for GGML's 32-value block types (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1).
+//
+// As in llama.cpp, the activations are quantized too: each token's row of K values is cut into
+// blocks of 32, and block b becomes 32 int8 values xq with one f32 scale dx = max|x| / 127,
+// xq = x / dx rounded to the nearest integer (llama.cpp's Q8_0 rule, except that halves round to
+// even here, as the vector conversions do). A weight block is stored
+// as small unsigned integers u (0..255) with an f16 scale dw, an offset `off` and, for the _1
+// types, a minimum m:
+//   Q8_0  w = dw * (u - 128)   (u = q + 128: the int8 value with its top bit flipped)
+//   Q4_0  w = dw * (u - 8)     Q5_0  w = dw * (u - 16)
+//   Q4_1  w = dw * u + m       Q5_1  w = dw * u + m
+// so the dot product of one weight block with one activation block is
+//   dx * (dw * (sum_j u_j xq_j - off * sum_j xq_j) + m * sum_j xq_j)
+// where sum_j u_j xq_j is an exact integer (unsigned 8-bit times signed 8-bit: one AVX-512 VNNI
+// vpdpbusd per 64 bytes; AVX2 has vpmaddubsw) and sum_j xq_j is computed once per activation
+// block. Only the f32 accumulation across blocks differs between the instruction sets.
+//
+// What this costs in accuracy is the activation rounding: each x is moved by at most dx / 2
+// (relative error <= 1/254 of the block's largest value).
+#pragma once
+
+#include <cstdint>
+
+#include "kernels/linear.h"
+
+namespace whale {
+
+// Whether linear()/linear_many() compute products with these weight types through the int8
+// kernels (default: yes, unless the environment sets WHALE_INT8=0). When off, the weights are
+// dequantized to f32 and the activations used as they are (slower, no activation rounding).
+bool int8_activations_enabled();
+void set_int8_activations(bool on);
+
+// True for the weight types the int8 kernels handle.
+bool int8_dtype(DType t);
+
+// Activations quantized in 32-value blocks, token-major: for token t and block b (K / 32 blocks),
+// the values q[t * K + 32 b + j], the scale d[t * nb + b] and the sum s[t * nb + b] of the 32
+// values.
+struct QuantizedActs {
+  const int8_t* q = nullptr;
+  const float* d = nullptr;
+  const int32_t* s = nullptr;
+  int64_t n = 0, K = 0;  // tokens, values per token (a multiple of 32)
+  int64_t blocks() const { return K / 32; }
+};
+
+// Quantizes x [n][K] (K a multiple of 32) into q [n][K], d and s [n][K / 32].
+void quantize_activations(const float* x, int64_t n, int64_t K, int8_t* q, float* d, int32_t* s);
+
+namespace detail {
+
+// One instruction set's int8 kernel: rows [r0, r1) of y = linear(x, n, w) from the quantized
+// activations, y[t * w.rows + r], on the calling thread.
+using QLinearRows = void (*)(const QuantizedActs& x, const WeightRef& w, int64_t r0, int64_t r1,
+                             float* y);
+extern const QLinearRows kQLinearScalar;
+extern const QLinearRows kQLinearAvx2;    // qlinear_avx2.cpp
+extern const QLinearRows kQLinearAvx512;  // qlinear_avx512.cpp (VNNI)
+// The table of the active instruction set (kernels/cpu.h).
+QLinearRows active_qlinear();
+
+// Per weight block: the unsigned values u[32], the scale dw, the minimum m and the offset.
+// The plain reference the kernels follow (and the scalar kernel).
+struct UnpackedBlock {
+  uint8_t u[32];
+  float dw = 0, m = 0;
+  int32_t off = 0;
+};
+void unpack_block(DType t, const uint8_t* block, UnpackedBlock* out);
+
+}  // namespace detail
+
+}  // namespace whale

@@ -1,0 +1,172 @@
+// AVX2 int8 kernels for the 32-value block types (read qlinear.h first).
+//
+// One weight block (32 values) per ymm. AVX2 has no vpdpbusd: vpmaddubsw multiplies unsigned by
+// signed bytes into saturating 16-bit pair sums and vpmaddwd with ones widens them to 32 bits.
+// The 4- and 5-bit values (< 32) cannot saturate; Q8_0 uses the signed weights directly with the
+// usual sign trick (|w| times x with w's sign, at most 2 * 128 * 127 < 2^15) and no offset.
+// No standard-library templates here (see linear_avx512.cpp).
+
+#include "kernels/qlinear.h"
+#include "kernels/simd.h"
+
+namespace whale::detail {
+namespace {
+
+inline float half_at(const uint8_t* p) {
+  uint16_t h;
+  __builtin_memcpy(&h, p, 2);
+  return _cvtsh_ss(h);
+}
+
+inline uint32_t u32_at(const uint8_t* p) {
+  uint32_t v;
+  __builtin_memcpy(&v, p, 4);
+  return v;
+}
+
+inline float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+// 16 bytes of nibbles as 32 bytes: low nibbles (values 0..15), then high ones (16..31).
+inline __m256i nibbles(const uint8_t* qs) {
+  const __m128i v = _mm_loadu_si128((const __m128i*)qs);
+  const __m128i m = _mm_set1_epi8(15);
+  return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(v, 4), m), _mm_and_si128(v, m));
+}
+
+// Byte j = 16 where bit j of qh is set, else 0.
+inline __m256i fifth_bits(uint32_t qh) {
+  const __m256i spread = _mm256_setr_epi64x(0, 0x0101010101010101, 0x0202020202020202,
+                                            0x0303030303030303);  // byte j <- byte j / 8
+  __m256i v = _mm256_shuffle_epi8(_mm256_set1_epi32(int(qh)), spread);
+  v = _mm256_or_si256(v, _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe));  // all but bit j % 8
+  v = _mm256_cmpeq_epi8(v, _mm256_set1_epi64x(-1));
+  return _mm256_and_si256(v, _mm256_set1_epi8(16));
+}
+
+// u8 x s8 dot products of 32 bytes, as 8 int32 lanes.
+inline __m256i dot_u8s8(__m256i u, __m256i s) {
+  return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
+}
+
+// Each type: block bytes, offset, minimum, and dot(block, xq) as 8 int32 lanes of
+// sum_j u_j xq_j (Q8_0: sum_j q_j xq_j, offset 0).
+struct Q8_0 {
+  static constexpr int kBytes = 34, kOff = 0;
+  static constexpr bool kMin = false;
+  static __m256i weights(const uint8_t* p) { return _mm256_loadu_si256((const __m256i*)(p + 2)); }
+  static __m256i dot(__m256i w, __m256i x) {
+    return dot_u8s8(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w));
+  }
+};
+
+struct Q4_0 {
+  static constexpr int kBytes = 18, kOff = 8;
+  static constexpr bool kMin = false;
+  static __m256i weights(const uint8_t* p) { return nibbles(p + 2); }
+  static __m256i dot(__m256i u, __m256i x) { return dot_u8s8(u, x); }
+};
+
+struct Q4_1 {
+  static constexpr int kBytes = 20, kOff = 0;
+  static constexpr bool kMin = true;
+  static __m256i weights(const uint8_t* p) { return nibbles(p + 4); }
+  static __m256i dot(__m256i u, __m256i x) { return dot_u8s8(u, x); }
+};
+
+struct Q5_0 {
+  static constexpr int kBytes = 22, kOff = 16;
+  static constexpr bool kMin = false;
+  static __m256i weights(const uint8_t* p) {
+    return _mm256_or_si256(nibbles(p + 6), fifth_bits(u32_at(p + 2)));
+  }
+  static __m256i dot(__m256i u, __m256i x) { return dot_u8s8(u, x); }
+};
+
+struct Q5_1 {
+  static constexpr int kBytes = 24, kOff = 0;
+  static constexpr bool kMin = true;
+  static __m256i weights(const uint8_t* p) {
+    return _mm256_or_si256(nibbles(p + 8), fifth_bits(u32_at(p + 4)));
+  }
+  static __m256i dot(__m256i u, __m256i x) { return dot_u8s8(u, x); }
+};
+
+template <class Q, int N>
+void row_tokens(const uint8_t* row, int64_t nb, const QuantizedActs& x, int64_t t0, float* y,
+                int64_t ldy) {
+  __m256 acc[N];
+  float corr[N];
+  for (int t = 0; t < N; t++) {
+    acc[t] = _mm256_setzero_ps();
+    corr[t] = 0.0f;
+  }
+  for (int64_t b = 0; b < nb; b++) {
+    const uint8_t* p = row + b * Q::kBytes;
+    const __m256i u = Q::weights(p);
+    const float dw = half_at(p);
+    float c = -float(Q::kOff) * dw;
+    if constexpr (Q::kMin) c += half_at(p + 2);
+    for (int t = 0; t < N; t++) {
+      const int64_t tb = (t0 + t) * nb + b;
+      const __m256i xv = _mm256_loadu_si256((const __m256i*)(x.q + (t0 + t) * x.K + 32 * b));
+      const __m256 s = _mm256_set1_ps(dw * x.d[tb]);
+      acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(Q::dot(u, xv)), s, acc[t]);
+      if constexpr (Q::kOff != 0 || Q::kMin) corr[t] += x.d[tb] * c * float(x.s[tb]);
+    }
+  }
+  for (int t = 0; t < N; t++) y[t * ldy] = hsum(acc[t]) + corr[t];
+}
+
+template <class Q>
+void rows_q(const QuantizedActs& x, const WeightRef& w, int64_t r0, int64_t r1, float* y) {
+  const int64_t nb = x.blocks();
+  const size_t row_bytes = size_t(nb) * Q::kBytes;
+  const auto* base = static_cast<const uint8_t*>(w.data);
+  for (int64_t r = r0; r < r1; r++) {
+    const uint8_t* row = base + size_t(r) * row_bytes;
+    int64_t t = 0;
+    for (; t + 4 <= x.n; t += 4) row_tokens<Q, 4>(row, nb, x, t, y + t * w.rows + r, w.rows);
+    switch (x.n - t) {
+      case 3:
+        row_tokens<Q, 3>(row, nb, x, t, y + t * w.rows + r, w.rows);
+        break;
+      case 2:
+        row_tokens<Q, 2>(row, nb, x, t, y + t * w.rows + r, w.rows);
+        break;
+      case 1:
+        row_tokens<Q, 1>(row, nb, x, t, y + t * w.rows + r, w.rows);
+        break;
+      default:
+        break;
+    }
+  }
+}
+
+void qlinear_rows_avx2(const QuantizedActs& x, const WeightRef& w, int64_t r0, int64_t r1,
+                       float* y) {
+  switch (w.dtype) {
+    case DType::Q8_0:
+      return rows_q<Q8_0>(x, w, r0, r1, y);
+    case DType::Q4_0:
+      return rows_q<Q4_0>(x, w, r0, r1, y);
+    case DType::Q4_1:
+      return rows_q<Q4_1>(x, w, r0, r1, y);
+    case DType::Q5_0:
+      return rows_q<Q5_0>(x, w, r0, r1, y);
+    case DType::Q5_1:
+      return rows_q<Q5_1>(x, w, r0, r1, y);
+    default:
+      return kQLinearScalar(x, w, r0, r1, y);
+  }
+}
+
+}  // namespace
+
+const QLinearRows kQLinearAvx2 = qlinear_rows_avx2;
+
+}  // namespace whale::detail

@@ -1,0 +1,260 @@
+// The int8 kernels for GGML's 32-value block types (kernels/qlinear.h) on every instruction-set
+// path this CPU runs: activation quantization against its definition, products against a plain
+// float64 loop over the dequantized weights (tensor/quant.h's reference dequantizers) and the
+// dequantized activations, and the cost of activation rounding against its bound.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "kernels/cpu.h"
+#include "kernels/linear.h"
+#include "kernels/qlinear.h"
+#include "tensor/quant.h"
+
+namespace whale {
+namespace {
+
+class IsaScope {
+ public:
+  explicit IsaScope(Isa isa) : saved_(active_isa()) { set_isa(isa); }
+  ~IsaScope() { set_isa(saved_); }
+
+ private:
+  Isa saved_;
+};
+
+class Int8Scope {
+ public:
+  explicit Int8Scope(bool on) : saved_(int8_activations_enabled()) { set_int8_activations(on); }
+  ~Int8Scope() { set_int8_activations(saved_); }
+
+ private:
+  bool saved_;
+};
+
+const DType kTypes[] = {DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1};
+
+std::vector<Isa> supported_isas() {
+  std::vector<Isa> v;
+  for (Isa isa : {Isa::Scalar, Isa::Avx2, Isa::Avx512})
+    if (isa_supported(isa)) v.push_back(isa);
+  return v;
+}
+
+// A [rows x cols] matrix of type t: quantized from normal values, or (raw) random bytes in
+// every quant field with sane f16 scales, which reaches codes the quantizers never write (the
+// int8 -128 of Q8_0).
+std::vector<uint8_t> make_matrix(DType t, int64_t rows, int64_t cols, bool raw, std::mt19937& rng) {
+  const size_t row_bytes = dtype_row_bytes(t, cols);
+  std::vector<uint8_t> m(row_bytes * size_t(rows));
+  std::normal_distribution<float> nd;
+  if (!raw) {
+    std::vector<float> v(static_cast<size_t>(cols));
+    for (int64_t r = 0; r < rows; r++) {
+      for (float& x : v) x = nd(rng);
+      quantize_row(dtype_to_ggml(t), v.data(), cols, m.data() + size_t(r) * row_bytes);
+    }
+    return m;
+  }
+  for (uint8_t& b : m) b = uint8_t(rng());
+  const size_t bb = row_bytes / size_t(cols / 32);
+  const bool has_min = t == DType::Q4_1 || t == DType::Q5_1;
+  for (size_t at = 0; at < m.size(); at += bb) {
+    const uint16_t d = f32_to_f16(0.01f + 0.02f * float(rng() % 100) / 100.0f);
+    std::memcpy(&m[at], &d, 2);
+    if (has_min) {
+      const uint16_t mn = f32_to_f16(-0.2f + 0.004f * float(rng() % 100));
+      std::memcpy(&m[at + 2], &mn, 2);
+    }
+  }
+  return m;
+}
+
+WeightRef ref_of(DType t, int64_t rows, int64_t cols, const std::vector<uint8_t>& m) {
+  WeightRef w;
+  w.dtype = t;
+  w.rows = rows;
+  w.cols = cols;
+  w.data = m.data();
+  return w;
+}
+
+TEST(QuantizeActivations, FollowsTheDefinition) {
+  std::mt19937 rng(3);
+  std::normal_distribution<float> nd;
+  const int64_t n = 3, K = 96;
+  std::vector<float> x(size_t(n * K));
+  for (float& v : x) v = nd(rng) * 3.0f;
+  for (int j = 0; j < 32; j++) x[size_t(32 + j)] = 0.0f;  // an all-zero block
+  x[70] = 2.5f;                                           // block 2 of token 0: one large value
+  std::vector<int8_t> q(x.size());
+  std::vector<float> d(size_t(n * K / 32));
+  std::vector<int32_t> s(d.size());
+  quantize_activations(x.data(), n, K, q.data(), d.data(), s.data());
+  for (int64_t b = 0; b < n * K / 32; b++) {
+    float amax = 0;
+    int32_t sum = 0, qmax = 0;
+    for (int j = 0; j < 32; j++) {
+      const float xv = x[size_t(32 * b + j)];
+      const int8_t qv = q[size_t(32 * b + j)];
+      amax = std::max(amax, std::fabs(xv));
+      sum += qv;
+      qmax = std::max(qmax, std::abs(int32_t(qv)));
+      ASSERT_LE(std::abs(int32_t(qv)), 127);
+      ASSERT_LE(std::fabs(xv - d[size_t(b)] * qv), d[size_t(b)] * 0.5f * (1 + 1e-5f) + 1e-30f);
+    }
+    EXPECT_EQ(d[size_t(b)], amax / 127.0f) << "block " << b;
+    EXPECT_EQ(s[size_t(b)], sum) << "block " << b;
+    if (amax > 0) {
+      EXPECT_EQ(qmax, 127) << "block " << b;
+    }
+  }
+  EXPECT_EQ(d[1], 0.0f);
+}
+
+// y[t][r] in float64 from the dequantized weights and the dequantized activations, plus
+// sum |w| |x| (the scale of the f32 rounding of the kernels' accumulation).
+void reference(DType t, const std::vector<uint8_t>& m, int64_t rows, int64_t K,
+               const std::vector<float>& x, int64_t n, std::vector<double>* y,
+               std::vector<double>* mag) {
+  std::vector<int8_t> q(size_t(n * K));
+  std::vector<float> d(size_t(n * K / 32));
+  std::vector<int32_t> s(d.size());
+  quantize_activations(x.data(), n, K, q.data(), d.data(), s.data());
+  std::vector<float> wr(static_cast<size_t>(K));
+  y->assign(size_t(n * rows), 0.0);
+  mag->assign(size_t(n * rows), 0.0);
+  for (int64_t r = 0; r < rows; r++) {
+    dequantize_row(dtype_to_ggml(t), m.data() + size_t(r) * dtype_row_bytes(t, K), K, wr.data());
+    for (int64_t tk = 0; tk < n; tk++) {
+      double acc = 0, a = 0;
+      for (int64_t c = 0; c < K; c++) {
+        const double xv = double(d[size_t((tk * K + c) / 32)]) * q[size_t(tk * K + c)];
+        acc += double(wr[size_t(c)]) * xv;
+        a += std::fabs(double(wr[size_t(c)]) * xv);
+      }
+      (*y)[size_t(tk * rows + r)] = acc;
+      (*mag)[size_t(tk * rows + r)] = a;
+    }
+  }
+}
+
+TEST(Int8Kernels, MatchTheFloat64LoopOnEveryTypeAndPath) {
+  Int8Scope on(true);
+  std::mt19937 rng(11);
+  std::normal_distribution<float> nd;
+  int checked = 0;
+  for (Isa isa : supported_isas()) {
+    IsaScope scope(isa);
+    for (DType t : kTypes)
+      for (bool raw : {false, true})
+        for (int64_t K : {32, 64, 96, 320, 1024})
+          for (int64_t rows : {1, 7, 33, 100}) {
+            const auto m = make_matrix(t, rows, K, raw, rng);
+            const WeightRef w = ref_of(t, rows, K, m);
+            for (int64_t n : {1, 2, 3, 4, 5, 9}) {
+              std::vector<float> x(size_t(n * K));
+              for (float& v : x) v = nd(rng);
+              std::vector<float> y(size_t(n * rows));
+              linear(x.data(), n, w, y.data());
+              std::vector<double> want, mag;
+              reference(t, m, rows, K, x, n, &want, &mag);
+              for (size_t i = 0; i < y.size(); i++)
+                ASSERT_NEAR(y[i], want[i], 2e-6 * mag[i] + 1e-30)
+                    << isa_name(isa) << " " << dtype_name(t) << (raw ? " raw" : "") << " K=" << K
+                    << " rows=" << rows << " n=" << n << " i=" << i;
+              checked++;
+            }
+          }
+  }
+  EXPECT_GT(checked, 1000);
+}
+
+// Against exact f32 activations the only difference is the activation rounding: each value moves
+// by at most half its block's scale, so |y - y_f32| <= sum_c |w_c| dx(c) / 2 (plus f32 rounding).
+// The typical error is far below that bound; the test also checks it stays under 1% of the
+// output's scale on normal data.
+TEST(Int8Kernels, ErrorIsTheActivationRoundingOnly) {
+  Int8Scope on(true);
+  std::mt19937 rng(5);
+  std::normal_distribution<float> nd;
+  const int64_t rows = 64, K = 512, n = 4;
+  for (DType t : kTypes) {
+    const auto m = make_matrix(t, rows, K, false, rng);
+    const WeightRef w = ref_of(t, rows, K, m);
+    std::vector<float> x(size_t(n * K));
+    for (float& v : x) v = nd(rng);
+    std::vector<float> y(size_t(n * rows)), yf(y.size());
+    linear(x.data(), n, w, y.data());
+    ref::linear(x.data(), n, w, yf.data());
+    std::vector<float> wr(static_cast<size_t>(K));
+    double err2 = 0, ref2 = 0;
+    for (int64_t r = 0; r < rows; r++) {
+      dequantize_row(dtype_to_ggml(t), m.data() + size_t(r) * dtype_row_bytes(t, K), K, wr.data());
+      for (int64_t tk = 0; tk < n; tk++) {
+        double bound = 0, scale = 0;
+        for (int64_t b = 0; b < K / 32; b++) {
+          float amax = 0;
+          for (int j = 0; j < 32; j++)
+            amax = std::max(amax, std::fabs(x[size_t(tk * K + 32 * b + j)]));
+          for (int j = 0; j < 32; j++) {
+            bound += std::fabs(wr[size_t(32 * b + j)]) * amax / 127.0 / 2;
+            scale += std::fabs(wr[size_t(32 * b + j)] * x[size_t(tk * K + 32 * b + j)]);
+          }
+        }
+        const size_t i = size_t(tk * rows + r);
+        ASSERT_LE(std::fabs(y[i] - yf[i]), bound + 1e-5 * scale) << dtype_name(t);
+        err2 += double(y[i] - yf[i]) * (y[i] - yf[i]);
+        ref2 += double(yf[i]) * yf[i];
+      }
+    }
+    EXPECT_LT(std::sqrt(err2 / ref2), 0.01) << dtype_name(t);
+    std::printf("[%s] rms error of int8 activations / rms output = %.2e\n", dtype_name(t).data(),
+                std::sqrt(err2 / ref2));
+  }
+}
+
+// linear_many quantizes an input read by several jobs once; each output equals linear()'s. With
+// the int8 path off the block types are dequantized and match the f32 reference loop.
+TEST(Int8Kernels, SharedInputsAndTheExactPath) {
+  std::mt19937 rng(9);
+  std::normal_distribution<float> nd;
+  const int64_t K = 256, n = 3;
+  const auto a = make_matrix(DType::Q4_0, 40, K, false, rng);
+  const auto b = make_matrix(DType::Q8_0, 24, K, false, rng);
+  const WeightRef wa = ref_of(DType::Q4_0, 40, K, a), wb = ref_of(DType::Q8_0, 24, K, b);
+  std::vector<float> x(size_t(n * K)), x2(x.size());
+  for (float& v : x) v = nd(rng);
+  for (float& v : x2) v = nd(rng);
+  std::vector<float> ya(size_t(n * 40)), yb(size_t(n * 24)), yc(ya.size());
+  {
+    Int8Scope on(true);
+    const LinearJob jobs[] = {
+        {x.data(), n, wa, ya.data()}, {x.data(), n, wb, yb.data()}, {x2.data(), n, wa, yc.data()}};
+    linear_many(jobs);
+    std::vector<float> s(ya.size());
+    linear(x.data(), n, wa, s.data());
+    EXPECT_EQ(s, ya);
+    s.resize(yb.size());
+    linear(x.data(), n, wb, s.data());
+    EXPECT_EQ(s, yb);
+    s.resize(yc.size());
+    linear(x2.data(), n, wa, s.data());
+    EXPECT_EQ(s, yc);
+  }
+  {
+    Int8Scope off(false);
+    std::vector<float> y(ya.size()), yr(ya.size());
+    linear(x.data(), n, wa, y.data());
+    ref::linear(x.data(), n, wa, yr.data());
+    for (size_t i = 0; i < y.size(); i++) ASSERT_NEAR(y[i], yr[i], 1e-4f * (1 + std::fabs(yr[i])));
+  }
+}
+
+}  // namespace
+}  // namespace whale
