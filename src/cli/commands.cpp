@@ -14,6 +14,7 @@
 #include <iostream>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <thread>
@@ -286,6 +287,26 @@ struct BenchRun {
   double prefill_tok_s, decode_tok_s;
 };
 
+// --spec mtp: one sequence through a Session (run's decoding loop), greedy, no eos stop: the
+// decode figure is generated tokens / decode time, with the drafts' acceptance.
+std::string g_bench_spec = "none";
+int64_t g_bench_drafted = 0, g_bench_accepted = 0;
+
+BenchRun bench_spec(const Model& m, const Tokenizer& tok) {
+  const ModelConfig& c = m.config();
+  std::vector<int32_t> prompt(static_cast<size_t>(g_bench_p));
+  for (int i = 0; i < g_bench_p; i++) prompt[size_t(i)] = int32_t((i * 7919 + 13) % c.vocab_size);
+  Session session(m, g_bench_p + g_bench_n + 2);
+  GenerateOptions opt;
+  opt.max_tokens = g_bench_n;
+  opt.stop_at_eos = false;
+  opt.spec_mtp = g_bench_spec == "mtp";
+  const GenerateResult r = session.generate(prompt, tok, opt);
+  g_bench_drafted = r.drafted;
+  g_bench_accepted = r.accepted;
+  return {double(g_bench_p) / r.prefill_seconds, double(r.ids.size()) / r.decode_seconds};
+}
+
 // B sequences (different prompts) prefilled together, then decoded together, one token each per
 // forward pass, as the server's continuous batching does.
 BenchRun bench_once(const Model& m, int64_t B) {
@@ -331,11 +352,19 @@ int cmd_bench() {
   auto m =
       Model::load(g.model_dir, Model::Options{isatty(STDERR_FILENO) != 0, true, g.load_mode()});
   const ModelStats s = m->stats();
+  std::optional<Tokenizer> tok;
+  if (g_bench_spec == "mtp") {
+    if (!m->has_mtp())
+      throw std::invalid_argument("--spec mtp: " + g.model_dir + " has no MTP module");
+    if (g_bench_batch.size() != 1 || g_bench_batch[0] != 1)
+      throw std::invalid_argument("--spec mtp: one sequence only (--batch 1)");
+    tok.emplace(Tokenizer::load(g.model_dir));
+  }
   std::vector<std::vector<double>> decode(g_bench_batch.size());
   for (int r = 0; r < g_bench_rounds; r++)
     for (size_t k = 0; k < g_bench_batch.size(); k++) {
       const int64_t B = g_bench_batch[k];
-      const BenchRun run = bench_once(*m, B);
+      const BenchRun run = tok ? bench_spec(*m, *tok) : bench_once(*m, B);
       decode[k].push_back(run.decode_tok_s);
       json j = {{"model", g.model_dir},
                 {"params", s.params},
@@ -349,9 +378,14 @@ int cmd_bench() {
                 {"weights", m->checkpoint().load_mode() == LoadMode::Ram ? "ram" : "mmap"},
                 {"prefill_tok_s", run.prefill_tok_s},
                 {"decode_tok_s", run.decode_tok_s},
+                {"spec", g_bench_spec},
                 // weight bytes one token reads x tokens/s: meaningful for one sequence only
                 {"decode_weight_gb_s",
                  B == 1 ? json(run.decode_tok_s * double(s.weight_bytes) / 1e9) : json()}};
+      if (tok) {
+        j["drafted"] = g_bench_drafted;
+        j["accepted"] = g_bench_accepted;
+      }
       std::printf("%s\n", j.dump().c_str());
       std::fflush(stdout);
     }
@@ -397,6 +431,7 @@ std::string g_prompt, g_system;
 GenerateOptions g_gen;
 bool g_chat_template = false, g_no_stats = false, g_hide_thinking = false;
 int64_t g_ctx = 4096;
+std::string g_spec = "none";
 
 void add_sampling(CLI::App* s) {
   s->add_option("-n,--max-tokens", g_gen.max_tokens, "tokens to generate at most");
@@ -407,6 +442,20 @@ void add_sampling(CLI::App* s) {
   s->add_option("--seed", g_gen.sampling.seed, "random seed (same seed, same output)");
   s->add_option("--stop", g_gen.stop, "stop string (repeatable)");
   s->add_option("--ctx", g_ctx, "context length (tokens)");
+  s->add_option("--spec", g_spec,
+                "speculative decoding: mtp (the checkpoint's MTP module drafts one token ahead; "
+                "same output) or none")
+      ->check(CLI::IsMember({"none", "mtp"}));
+}
+
+// --spec mtp on a model without an MTP module is an error, not a silent no-op.
+void apply_spec(const Model& m) {
+  g_gen.spec_mtp = g_spec == "mtp";
+  if (g_gen.spec_mtp && !m.has_mtp())
+    throw std::invalid_argument("--spec mtp: " + g.model_dir +
+                                " has no MTP module (num_nextn_predict_layers = " +
+                                std::to_string(m.config().num_nextn_predict_layers) +
+                                "; GGUF files drop it, as llama.cpp's converter does)");
 }
 
 void print_stats(const GenerateResult& r) {
@@ -419,6 +468,9 @@ void print_stats(const GenerateResult& r) {
       r.prefill_seconds > 0 ? double(r.prompt_tokens - r.cached_tokens) / r.prefill_seconds : 0.0,
       r.ids.size(), r.decode_seconds > 0 ? double(r.ids.size()) / r.decode_seconds : 0.0,
       r.finish_reason.c_str());
+  if (r.drafted > 0)
+    std::fprintf(stderr, "[MTP drafts accepted %lld of %lld (%.0f%%)]\n", (long long)r.accepted,
+                 (long long)r.drafted, 100.0 * double(r.accepted) / double(r.drafted));
 }
 
 bool print_piece(std::string_view s) {
@@ -444,6 +496,7 @@ int cmd_run() {
   apply_threads();
   Tokenizer tok = Tokenizer::load(g.model_dir);
   auto m = load_model();
+  apply_spec(*m);
   std::vector<int32_t> prompt;
   ThinkDisplay display(ThinkDisplay::Mode::Raw, false, [](std::string_view s) { print_piece(s); });
   if (g_chat_template) {
@@ -472,6 +525,7 @@ int cmd_chat() {
   apply_threads();
   Tokenizer tok = Tokenizer::load(g.model_dir);
   auto m = load_model();
+  apply_spec(*m);
   const ChatStyle style = detect_chat_style(tok.chat_template());
   Session session(*m, std::min<int64_t>(g_ctx, m->config().max_position_embeddings));
   std::vector<ChatMessage> msgs;
@@ -1028,6 +1082,10 @@ void register_commands(CLI::App& app) {
         ->check(CLI::Range(1, 256));
     s->add_option("--rounds", g_bench_rounds, "repeat the batch sizes, interleaved; medians")
         ->check(CLI::Range(1, 100));
+    s->add_option("--spec", g_bench_spec,
+                  "mtp: decode through run's loop with MTP speculative decoding (greedy, "
+                  "one sequence); reports the drafts' acceptance")
+        ->check(CLI::IsMember({"none", "mtp"}));
     g_actions["bench"] = cmd_bench;
   }
 }

@@ -32,21 +32,8 @@ std::unique_ptr<Model> Model::load(const std::string& dir, const Options& opt) {
   else
     m->lm_head_ = load_linear(ck, "lm_head", c.vocab_size, c.hidden_size);
 
-  for (int64_t i = 0; i < c.num_hidden_layers; i++) {
-    const std::string p = "model.layers." + std::to_string(i);
-    DecoderLayer L;
-    L.input_layernorm = {load_vector(ck, p + ".input_layernorm.weight", c.hidden_size),
-                         float(c.rms_norm_eps)};
-    L.post_attention_layernorm = {
-        load_vector(ck, p + ".post_attention_layernorm.weight", c.hidden_size),
-        float(c.rms_norm_eps)};
-    L.self_attn = std::make_unique<MLA>(c, ck, p + ".self_attn", i, &m->rope_);
-    if (c.is_moe_layer(i))
-      L.moe = std::make_unique<MoE>(c, ck, p + ".mlp");
-    else
-      L.mlp.emplace(ck, p + ".mlp", c.hidden_size, c.intermediate_size);
-    m->layers_.push_back(std::move(L));
-  }
+  for (int64_t i = 0; i < c.num_hidden_layers; i++)
+    m->layers_.push_back(m->load_layer("model.layers." + std::to_string(i), i, i));
 
   // Multi-token-prediction modules (model.layers.{num_hidden_layers + k}.*) are recognised and kept
   // in the mapping for speculative decoding; the main forward does not use them.
@@ -57,11 +44,100 @@ std::unique_ptr<Model> Model::load(const std::string& dir, const Options& opt) {
     if (idx >= c.num_hidden_layers && idx < c.num_hidden_layers + c.num_nextn_predict_layers)
       m->mtp_tensors_.push_back(name);
   }
+  // The first MTP module, when all of its tensors are there (enough for speculative decoding).
+  const std::string mp = "model.layers." + std::to_string(c.num_hidden_layers);
+  if (c.num_nextn_predict_layers > 0 && ck.has(mp + ".eh_proj.weight")) {
+    auto mtp = std::make_unique<MtpModule>();
+    const int64_t D = c.hidden_size;
+    mtp->embed_tokens = ck.has(mp + ".embed_tokens.weight")
+                            ? load_linear(ck, mp + ".embed_tokens", c.vocab_size, D)
+                            : m->embed_tokens_;
+    mtp->head = ck.has(mp + ".shared_head.head.weight")
+                    ? load_linear(ck, mp + ".shared_head.head", c.vocab_size, D)
+                    : m->lm_head_;
+    mtp->eh_proj = load_linear(ck, mp + ".eh_proj", D, 2 * D);
+    const float eps = float(c.rms_norm_eps);
+    mtp->enorm = {load_vector(ck, mp + ".enorm.weight", D), eps};
+    mtp->hnorm = {load_vector(ck, mp + ".hnorm.weight", D), eps};
+    mtp->shared_head_norm = {load_vector(ck, mp + ".shared_head.norm.weight", D), eps};
+    // Its attention uses layer 0 of its own one-layer cache.
+    m->mtp_config_ = c;
+    m->mtp_config_.num_hidden_layers = 1;
+    mtp->block = m->load_layer(mp, c.num_hidden_layers, 0);
+    m->mtp_ = std::move(mtp);
+  }
   return m;
+}
+
+DecoderLayer Model::load_layer(const std::string& p, int64_t layer, int64_t cache_layer) const {
+  const ModelConfig& c = c_;
+  const Checkpoint& ck = *ck_;
+  DecoderLayer L;
+  L.input_layernorm = {load_vector(ck, p + ".input_layernorm.weight", c.hidden_size),
+                       float(c.rms_norm_eps)};
+  L.post_attention_layernorm = {
+      load_vector(ck, p + ".post_attention_layernorm.weight", c.hidden_size),
+      float(c.rms_norm_eps)};
+  L.self_attn = std::make_unique<MLA>(c, ck, p + ".self_attn", cache_layer, &rope_);
+  if (c.is_moe_layer(layer))
+    L.moe = std::make_unique<MoE>(c, ck, p + ".mlp");
+  else
+    L.mlp.emplace(ck, p + ".mlp", c.hidden_size, c.intermediate_size);
+  return L;
 }
 
 KVCache Model::new_cache(int64_t max_len) const {
   return KVCache(c_, max_len > 0 ? max_len : c_.max_position_embeddings);
+}
+
+KVCache Model::new_mtp_cache(int64_t max_len) const {
+  if (!mtp_) throw std::logic_error("new_mtp_cache: the model has no MTP module");
+  return KVCache(mtp_config_, max_len > 0 ? max_len : c_.max_position_embeddings);
+}
+
+// h += MLA(input_layernorm(h)); h += FFN(post_attention_layernorm(h)).
+void Model::layer_forward(const DecoderLayer& L, std::vector<float>& h, int64_t N,
+                          std::span<const AttnSegment> segs, AttnMode mode, std::vector<float>& xn,
+                          std::vector<float>& f, std::vector<float>& scratch) {
+  const int64_t total = int64_t(h.size());
+  L.input_layernorm.forward(h.data(), N, xn.data());
+  L.self_attn->forward(xn.data(), N, segs, f.data(), mode);
+  for (int64_t i = 0; i < total; i++) h[size_t(i)] += f[size_t(i)];
+  L.post_attention_layernorm.forward(h.data(), N, xn.data());
+  if (L.moe)
+    L.moe->forward(xn.data(), N, f.data());
+  else
+    L.mlp->forward(xn.data(), N, f.data(), scratch);
+  for (int64_t i = 0; i < total; i++) h[size_t(i)] += f[size_t(i)];
+}
+
+std::vector<float> Model::mtp_forward(KVCache& cache, const float* hidden,
+                                      std::span<const int32_t> next_tokens) const {
+  if (!mtp_) throw std::logic_error("mtp_forward: the model has no MTP module");
+  const int64_t D = c_.hidden_size, V = c_.vocab_size, N = int64_t(next_tokens.size());
+  if (N == 0) throw std::invalid_argument("mtp_forward: no positions");
+  for (int32_t t : next_tokens)
+    if (t < 0 || t >= V)
+      throw std::out_of_range("token id " + std::to_string(t) + " outside the vocabulary (" +
+                              std::to_string(V) + ")");
+  cache.reserve(cache.len() + N);
+  // cat = [enorm(embed(t_{i+1})) ; hnorm(h_i)] per row, then eh_proj.
+  std::vector<float> cat(static_cast<size_t>(N * 2 * D)), e(static_cast<size_t>(D));
+  for (int64_t j = 0; j < N; j++) {
+    weight_row(mtp_->embed_tokens, next_tokens[size_t(j)], e.data());
+    mtp_->enorm.forward(e.data(), 1, cat.data() + j * 2 * D);
+    mtp_->hnorm.forward(hidden + j * D, 1, cat.data() + j * 2 * D + D);
+  }
+  std::vector<float> h(size_t(N * D)), xn(h.size()), f(h.size()), scratch;
+  linear(cat.data(), N, mtp_->eh_proj, h.data());
+  const AttnSegment seg{&cache, 0, N};
+  layer_forward(mtp_->block, h, N, std::span<const AttnSegment>(&seg, 1), AttnMode::Auto, xn, f,
+                scratch);
+  cache.set_len(cache.len() + N);
+  std::vector<float> last(static_cast<size_t>(D)), logits(static_cast<size_t>(V));
+  mtp_->shared_head_norm.forward(h.data() + (N - 1) * D, 1, last.data());
+  linear(last.data(), 1, mtp_->head, logits.data());
+  return logits;
 }
 
 std::vector<float> Model::forward(KVCache& cache, std::span<const int32_t> tokens, bool all_logits,
@@ -93,18 +169,12 @@ std::vector<float> Model::forward(std::span<const SeqInput> batch, AttnMode mode
     for (int32_t t : s.tokens) weight_row(embed_tokens_, t, h.data() + (row++) * D);
 
   std::vector<float> scratch;
-  for (const DecoderLayer& L : layers_) {
-    L.input_layernorm.forward(h.data(), N, xn.data());
-    L.self_attn->forward(xn.data(), N, segs, f.data(), mode);
-    for (int64_t i = 0; i < N * D; i++) h[size_t(i)] += f[size_t(i)];
-    L.post_attention_layernorm.forward(h.data(), N, xn.data());
-    if (L.moe)
-      L.moe->forward(xn.data(), N, f.data());
-    else
-      L.mlp->forward(xn.data(), N, f.data(), scratch);
-    for (int64_t i = 0; i < N * D; i++) h[size_t(i)] += f[size_t(i)];
-  }
+  for (const DecoderLayer& L : layers_) layer_forward(L, h, N, segs, mode, xn, f, scratch);
   for (const AttnSegment& s : segs) s.cache->set_len(s.cache->len() + s.n);
+  for (size_t b = 0; b < batch.size(); b++)
+    if (batch[b].hidden)
+      batch[b].hidden->assign(h.begin() + segs[b].start * D,
+                              h.begin() + (segs[b].start + segs[b].n) * D);
 
   // Final norm and head, only on the rows whose logits are wanted.
   std::vector<int64_t> rows;

@@ -42,6 +42,22 @@ struct SeqInput {
   KVCache* cache;
   std::span<const int32_t> tokens;
   bool all_logits = false;  // logits for every new token, else only the last
+  // When set, receives the last layer's hidden states h (before the final norm) of every new
+  // token, [tokens][hidden]: the MTP module's input.
+  std::vector<float>* hidden = nullptr;
+};
+
+// DeepSeek-V3's multi-token-prediction module of depth 1 (model.layers.{num_hidden_layers}.*).
+// At position i it combines the main model's last hidden state h_i with the embedding of the
+// next token t_{i+1} and predicts t_{i+2}:
+//   m_i = eh_proj([enorm(embed(t_{i+1})) ; hnorm(h_i)])      (the embedding half first)
+//   m_i = decoder block(m_i)                                  (its own MLA cache, position i)
+//   logits = head(shared_head.norm(m_i))
+// Used as the draft model of speculative decoding (run/session.h).
+struct MtpModule {
+  WeightRef embed_tokens, eh_proj, head;  // eh_proj: [hidden x 2 hidden]
+  RMSNorm enorm, hnorm, shared_head_norm;
+  DecoderLayer block;
 };
 
 struct ModelStats {
@@ -76,6 +92,17 @@ class Model {
 
   KVCache new_cache(int64_t max_len = 0) const;  // 0: max_position_embeddings
 
+  // Whether the file holds a complete MTP module (GGUF files do not: llama.cpp drops it).
+  bool has_mtp() const { return mtp_ != nullptr; }
+  // The MTP module's cache (one layer).
+  KVCache new_mtp_cache(int64_t max_len = 0) const;
+  // Runs the MTP module on positions [cache.len(), cache.len() + n): row j combines hidden[j]
+  // (h of main position cache.len() + j) with next_tokens[j] (the token after it). Appends to the
+  // cache and returns the logits of the last row [vocab] (the draft for the token after
+  // next_tokens' last one).
+  std::vector<float> mtp_forward(KVCache& cache, const float* hidden,
+                                 std::span<const int32_t> next_tokens) const;
+
  private:
   Model() = default;
   ModelConfig c_;
@@ -85,6 +112,14 @@ class Model {
   RMSNorm norm_;
   std::vector<DecoderLayer> layers_;
   std::vector<std::string> mtp_tensors_;
+  std::unique_ptr<MtpModule> mtp_;
+  ModelConfig mtp_config_;  // c_ with one layer: the shape of the MTP cache
+
+  DecoderLayer load_layer(const std::string& prefix, int64_t layer, int64_t cache_layer) const;
+  static void layer_forward(const DecoderLayer& L, std::vector<float>& h, int64_t N,
+                            std::span<const AttnSegment> segs, AttnMode mode,
+                            std::vector<float>& xn, std::vector<float>& f,
+                            std::vector<float>& scratch);
 };
 
 }  // namespace whale
