@@ -9,7 +9,8 @@
 #
 # Environment: WHALE (binary, default build/whale), OUT (work folder), SEED, THREADS, DEST (final
 # model folder, default models/whale-r1-tiny), BROWN (Brown corpus folder for the out-of-domain
-# examples); for experiments also N_ADD N_MUL N_CD PRE_STEPS SFT_STEPS GRPO_TASK GRPO_STEPS GRPO_LR GRPO_MB
+# examples); for experiments also N_ADD N_MUL N_CD PRE_STEPS SFT_STEPS GRPO1_TASK GRPO1_STEPS
+# GRPO1_LR GRPO_TASK GRPO_STEPS GRPO_LR GRPO_MB
 # EVAL_N EVAL_K_N. The hyper-parameters are below, with the reasons in models/whale-r1-tiny/README.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,10 +29,13 @@ N_ADD=${N_ADD:-36000} N_MUL=${N_MUL:-50000} N_CD=${N_CD:-94000} OTHER_SHARE=0.03
 PRE_STEPS=${PRE_STEPS:-7200} PRE_BATCH=8 PRE_SEQ=512 PRE_LR=2e-3
 # SFT: the same traces with the loss on the assistant's reply only, lower learning rate.
 SFT_N=40000 SFT_STEPS=${SFT_STEPS:-600} SFT_LR=5e-4
-# GRPO on countdown, the family furthest from solved, mixed with add_sub, the one closest to its
-# target (a mixture keeps add_sub's rare failures in view while countdown moves).
-GRPO_TASK=${GRPO_TASK:-add_sub,countdown} GRPO_STEPS=${GRPO_STEPS:-300} GRPO_PROMPTS=16 GRPO_GROUP=8
-GRPO_LR=${GRPO_LR:-6e-5} GRPO_BETA=0.02 GRPO_TEMP=1.0 GRPO_MAX_TOKENS=320
+# GRPO in two phases (docs/reasoning-recipe.md, Experiment 6): countdown alone, the family
+# furthest from solved (every step's groups are about countdown, fewer are skipped); then the
+# mixture add_sub + countdown at a lower rate, which lifts add_sub's rare failures while countdown
+# holds. Phase 2 starts from phase 1's model and keeps the same KL coefficient to it.
+GRPO1_TASK=${GRPO1_TASK:-countdown} GRPO1_STEPS=${GRPO1_STEPS:-200} GRPO1_LR=${GRPO1_LR:-1e-4}
+GRPO_TASK=${GRPO_TASK:-add_sub,countdown} GRPO_STEPS=${GRPO_STEPS:-100} GRPO_LR=${GRPO_LR:-6e-5}
+GRPO_PROMPTS=16 GRPO_GROUP=8 GRPO_BETA=0.02 GRPO_TEMP=1.0 GRPO_MAX_TOKENS=320
 # Sequences per GRPO forward/backward, sorted by length (0: all at once).
 GRPO_MB=${GRPO_MB:-32}
 # Evaluation: 1000 held-out problems per family greedy (pass@1), and pass@8 (8 samples at
@@ -123,13 +127,18 @@ stage_eval_sft() {
   end eval-sft
 }
 
-stage_grpo() {
-  begin grpo
-  "$WHALE" grpo --init "$OUT/sft/model" --task "$GRPO_TASK" --out "$OUT/grpo" \
-    --steps "$GRPO_STEPS" --prompts $GRPO_PROMPTS --group $GRPO_GROUP --lr $GRPO_LR \
+grpo() {  # init out task steps lr
+  "$WHALE" grpo --init "$1" --out "$2" --task "$3" --steps "$4" --lr "$5" \
+    --prompts $GRPO_PROMPTS --group $GRPO_GROUP \
     --beta $GRPO_BETA --temp $GRPO_TEMP --max-tokens $GRPO_MAX_TOKENS --micro-batch "$GRPO_MB" \
     --seed "$SEED" --threads "$THREADS" --save-every 10 --no-progress \
-    $([ -f "$OUT/grpo/model/config.json" ] && echo --resume)
+    $([ -f "$2/model/config.json" ] && echo --resume)
+}
+
+stage_grpo() {
+  begin grpo
+  grpo "$OUT/sft/model" "$OUT/grpo1" "$GRPO1_TASK" "$GRPO1_STEPS" "$GRPO1_LR"
+  grpo "$OUT/grpo1/model" "$OUT/grpo" "$GRPO_TASK" "$GRPO_STEPS" "$GRPO_LR"
   end grpo
 }
 
@@ -145,7 +154,8 @@ stage_bundle() {
   cp "$OUT/grpo/model/config.json" "$OUT/grpo/model/model.safetensors" \
     "$OUT/grpo/model/tokenizer.json" "$OUT/grpo/model/tokenizer_config.json" "$DEST/"
   cp "$OUT/pretrain/loss.png" "$DEST/pretrain-loss.png"
-  cp "$OUT/grpo/reward.png" "$DEST/grpo-reward.png"
+  cp "$OUT/grpo1/reward.png" "$DEST/grpo-reward.png"
+  cp "$OUT/grpo/reward.png" "$DEST/grpo-reward-2.png"
   sha256sum "$DEST/model.safetensors"
   ls -l "$DEST"
   end bundle

@@ -40,12 +40,12 @@ std::string run_default(const std::string& prompt) {
 TEST(BundledModel, RunWithoutModelSolvesHeldOutProblems) {
   ASSERT_TRUE(std::filesystem::exists(kBundled + "/config.json"));
   // Per family: problems, and how many the model must solve (its held-out greedy accuracy is
-  // about 97% / 80% / 40+%, README; the margins keep the test about the model, not luck).
+  // 97.6% / 99.2% / 56.4%, README; the margins keep the test about the model, not luck).
   struct Case {
     const char* family;
     int n, need;
   };
-  for (const Case c : {Case{"add_sub", 6, 5}, Case{"mul", 6, 3}, Case{"countdown", 6, 1}}) {
+  for (const Case c : {Case{"add_sub", 6, 5}, Case{"mul", 6, 5}, Case{"countdown", 6, 2}}) {
     const std::unique_ptr<reason::Task> task = reason::make_task(c.family);
     int right = 0, formatted = 0;
     for (int i = 0; i < c.n; i++) {
