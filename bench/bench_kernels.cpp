@@ -23,6 +23,7 @@
 
 #include "kernels/cpu.h"
 #include "kernels/linear.h"
+#include "tensor/quant.h"
 
 namespace whale {
 namespace {
@@ -62,14 +63,14 @@ struct Weights {
     w.dtype = dtype;
     w.rows = rows;
     w.cols = cols;
-    w.data = bytes.data() + i * rows * cols * dtype_size(dtype);
+    w.data = bytes.data() + i * matrix_bytes();
     if (dtype == DType::F8_E4M3) {
       w.scale_inv = scales.data();
       w.scale_cols = (cols + 127) / 128;
     }
     return w;
   }
-  int64_t matrix_bytes() const { return rows * cols * int64_t(dtype_size(dtype)); }
+  int64_t matrix_bytes() const { return rows * int64_t(dtype_row_bytes(dtype, cols)); }
 };
 
 // Cached per (dtype, shape, copies): building 512 MiB of weights takes a while.
@@ -87,6 +88,23 @@ const Weights& weights(DType dtype, int64_t rows, int64_t cols, int64_t copies) 
   w.rows = rows;
   w.cols = cols;
   w.copies = copies;
+  if (dtype_is_quantized(dtype)) {  // GGML blocks: 64 quantized N(0, 1) rows, tiled
+    std::mt19937 rng(1);
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    const size_t rb = dtype_row_bytes(dtype, cols);
+    std::vector<float> v(static_cast<size_t>(cols));
+    std::vector<uint8_t> pattern(64 * rb);
+    for (size_t r = 0; r < 64; r++) {
+      for (float& x : v) x = normal(rng);
+      quantize_row(dtype_to_ggml(dtype), v.data(), cols, pattern.data() + r * rb);
+    }
+    const int64_t total = w.matrix_bytes() * copies;
+    w.bytes.resize(size_t(total));
+    for (int64_t off = 0; off < total; off += int64_t(pattern.size()))
+      std::memcpy(&w.bytes[size_t(off)], pattern.data(),
+                  size_t(std::min<int64_t>(int64_t(pattern.size()), total - off)));
+    return w;
+  }
   const size_t es = dtype_size(dtype);
   // A 64 KiB pattern of N(0, 1) values in the dtype, tiled.
   std::mt19937 rng(1);
@@ -150,7 +168,7 @@ std::vector<float> activations(int64_t n) {
 void run_gemv(benchmark::State& state, DType dtype, int64_t rows, int64_t cols, int64_t n, Isa isa,
               int threads, bool transposed) {
   if (!isa_supported(isa)) return state.SkipWithError("ISA not supported");
-  const int64_t one = rows * cols * int64_t(dtype_size(dtype));
+  const int64_t one = rows * int64_t(dtype_row_bytes(dtype, cols));
   const int64_t copies = std::max<int64_t>(2, (512 * kMiB + one - 1) / one);
   const Weights& w = weights(dtype, rows, cols, copies);
   const int64_t in = transposed ? rows : cols, out = transposed ? cols : rows;
@@ -250,6 +268,29 @@ const bool registered = [] {
                 [=](benchmark::State& s) { run_gemm(s, d, rows, cols, n, isa, threads); })
                 ->UseRealTime()
                 ->Unit(benchmark::kMillisecond);
+          }
+  // GGML block types through the int8 kernels (kernels/qlinear.h): decode and prefill.
+  // (Named by hand: dtype_name of a block type reads a table that may not be initialised yet
+  // while these registrations run during static initialisation.)
+  for (auto [d, dn] : {std::pair<DType, const char*>{DType::Q8_0, "Q8_0"}, {DType::Q4_0, "Q4_0"}})
+    for (auto [rows, cols] : shapes)
+      for (int64_t n : {1, 4, 16, 512})
+        for (Isa isa : {Isa::Avx512, Isa::Avx2})
+          for (int threads : {1, 2}) {
+            if (n >= 16 && (rows == 7168 || threads == 1)) continue;
+            benchmark::RegisterBenchmark(
+                (std::string(n <= 4 ? "GEMV/" : "GEMM/") + dn + "/" + std::to_string(rows) + "x" +
+                 std::to_string(cols) + "/n" + std::to_string(n) + "/" +
+                 std::string(isa_name(isa)) + "/threads:" + std::to_string(threads))
+                    .c_str(),
+                [=](benchmark::State& s) {
+                  if (n <= 4)
+                    run_gemv(s, d, rows, cols, n, isa, threads, false);
+                  else
+                    run_gemm(s, d, rows, cols, n, isa, threads);
+                })
+                ->UseRealTime()
+                ->Unit(n <= 4 ? benchmark::kMicrosecond : benchmark::kMillisecond);
           }
   // Batched decoding: 8 tokens against 1024-column weights (the 1B V3-shape model's lm_head,
   // o_proj, down-projections), where the activations stay in L1.

@@ -1,7 +1,9 @@
 // The int8 kernels for GGML's 32-value block types (kernels/qlinear.h) on every instruction-set
 // path this CPU runs: activation quantization against its definition, products against a plain
 // float64 loop over the dequantized weights (tensor/quant.h's reference dequantizers) and the
-// dequantized activations, and the cost of activation rounding against its bound.
+// dequantized activations, and the cost of activation rounding against its bound. On AVX-512,
+// more than kInt8MaxTokens tokens take the dequantizing GEMM instead, checked against the same
+// loop with the f32 activations.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -121,7 +123,7 @@ TEST(QuantizeActivations, FollowsTheDefinition) {
 // sum |w| |x| (the scale of the f32 rounding of the kernels' accumulation).
 void reference(DType t, const std::vector<uint8_t>& m, int64_t rows, int64_t K,
                const std::vector<float>& x, int64_t n, std::vector<double>* y,
-               std::vector<double>* mag) {
+               std::vector<double>* mag, bool int8 = true) {
   std::vector<int8_t> q(size_t(n * K));
   std::vector<float> d(size_t(n * K / 32));
   std::vector<int32_t> s(d.size());
@@ -134,7 +136,8 @@ void reference(DType t, const std::vector<uint8_t>& m, int64_t rows, int64_t K,
     for (int64_t tk = 0; tk < n; tk++) {
       double acc = 0, a = 0;
       for (int64_t c = 0; c < K; c++) {
-        const double xv = double(d[size_t((tk * K + c) / 32)]) * q[size_t(tk * K + c)];
+        const double xv = int8 ? double(d[size_t((tk * K + c) / 32)]) * q[size_t(tk * K + c)]
+                               : double(x[size_t(tk * K + c)]);
         acc += double(wr[size_t(c)]) * xv;
         a += std::fabs(double(wr[size_t(c)]) * xv);
       }
@@ -162,8 +165,11 @@ TEST(Int8Kernels, MatchTheFloat64LoopOnEveryTypeAndPath) {
               for (float& v : x) v = nd(rng);
               std::vector<float> y(size_t(n * rows));
               linear(x.data(), n, w, y.data());
+              // More than kInt8MaxTokens tokens on AVX-512: the dequantizing GEMM, exact f32
+              // activations.
+              const bool int8 = !(isa == Isa::Avx512 && n > detail::kInt8MaxTokens);
               std::vector<double> want, mag;
-              reference(t, m, rows, K, x, n, &want, &mag);
+              reference(t, m, rows, K, x, n, &want, &mag, int8);
               for (size_t i = 0; i < y.size(); i++)
                 ASSERT_NEAR(y[i], want[i], 2e-6 * mag[i] + 1e-30)
                     << isa_name(isa) << " " << dtype_name(t) << (raw ? " raw" : "") << " K=" << K

@@ -150,11 +150,20 @@ const LinearKernels& active_kernels(DType t) {
 
 namespace {
 
+// Whether a job on a GGML block type takes the dequantizing AVX-512 GEMM (prefill).
+bool blocks_gemm(const LinearJob& job) {
+  return dtype_is_quantized(job.w.dtype) && job.n > kInt8MaxTokens && active_isa() == Isa::Avx512 &&
+         ggml_type_info(uint32_t(dtype_to_ggml(job.w.dtype))) &&
+         ggml_type_info(uint32_t(dtype_to_ggml(job.w.dtype)))->dequantizable;
+}
+
 // Rows [r0, r1) of one job: the int8 kernel where its activations were quantized, else the
 // weight type's kernel.
 void run_rows(const LinearJob& job, const QuantizedActs& qx, int64_t r0, int64_t r1) {
   if (qx.q)
     active_qlinear()(qx, job.w, r0, r1, job.y);
+  else if (blocks_gemm(job))
+    gemm_blocks_avx512(job.x, job.n, job.w, r0, r1, job.y);
   else
     active_kernels(job.w.dtype).linear_rows(job.x, job.n, job.w, r0, r1, job.y);
 }
@@ -215,15 +224,15 @@ class RowSplitter {
 // projections, an expert's gate and up) share it. qx[j].q is null for the other jobs.
 void quantize_job_inputs(std::span<const LinearJob> jobs, std::vector<QuantizedActs>& qx) {
   thread_local std::vector<int8_t> q;
-  thread_local std::vector<float> d;
-  thread_local std::vector<int32_t> s;
+  thread_local std::vector<float> d, d2, ds2;
+  thread_local std::vector<int32_t> s, ns2;
   qx.assign(jobs.size(), QuantizedActs{});
   if (!int8_activations_enabled()) return;
   size_t nq = 0, nd = 0;
   std::vector<size_t> at(jobs.size(), SIZE_MAX);  // offsets into q (d and s: at / 32)
   for (size_t j = 0; j < jobs.size(); j++) {
     const LinearJob& job = jobs[j];
-    if (!int8_dtype(job.w.dtype) || job.w.cols % 32 != 0) continue;
+    if (!int8_dtype(job.w.dtype) || job.w.cols % 32 != 0 || blocks_gemm(job)) continue;
     size_t same = SIZE_MAX;
     for (size_t i = 0; i < j && same == SIZE_MAX; i++)
       if (at[i] != SIZE_MAX && jobs[i].x == job.x && jobs[i].n == job.n &&
@@ -242,17 +251,29 @@ void quantize_job_inputs(std::span<const LinearJob> jobs, std::vector<QuantizedA
   if (d.size() < nd) {
     d.resize(nd);
     s.resize(nd);
+    d2.resize(nd * 8);  // 16 lanes per pair of blocks
+    ns2.resize(nd * 8);
+    ds2.resize(nd * 8);
   }
   for (size_t j = 0; j < jobs.size(); j++) {
     if (at[j] == SIZE_MAX) continue;
     const LinearJob& job = jobs[j];
     QuantizedActs& a = qx[j];
     a = {q.data() + at[j], d.data() + at[j] / 32, s.data() + at[j] / 32, job.n, job.w.cols};
+    if (job.w.cols % 64 == 0) {
+      a.d2 = d2.data() + at[j] / 4;
+      a.ns2 = ns2.data() + at[j] / 4;
+      a.ds2 = ds2.data() + at[j] / 4;
+    }
     bool first = true;
     for (size_t i = 0; i < j; i++) first = first && at[i] != at[j];
-    if (first)
+    if (first) {
       quantize_activations(job.x, job.n, job.w.cols, q.data() + at[j], d.data() + at[j] / 32,
                            s.data() + at[j] / 32);
+      if (a.d2)
+        expand_activation_pairs(a, d2.data() + at[j] / 4, ns2.data() + at[j] / 4,
+                                ds2.data() + at[j] / 4);
+    }
   }
 }
 

@@ -81,6 +81,13 @@ struct LinearKernels {
 extern const LinearKernels kLinearScalar;
 extern const LinearKernels kLinearAvx2;    // linear_avx2.cpp
 extern const LinearKernels kLinearAvx512;  // linear_avx512.cpp
+// Rows [r0, r1) of linear() for a GGML block type (any dequantizable one) with n > 4 tokens on
+// AVX-512: the prefill GEMM on f32 panels dequantized once per tile (exact f32 activations).
+void gemm_blocks_avx512(const float* x, int64_t n, const WeightRef& w, int64_t r0, int64_t r1,
+                        float* y);
+// Up to this many tokens the 32-value block types take the int8 kernels (qlinear.h); with more,
+// on AVX-512, the dequantizing GEMM, several times faster there.
+constexpr int64_t kInt8MaxTokens = 4;
 
 // A per-thread f32 work buffer of at least n floats, 64-byte aligned, reused across calls.
 // `slot` (0..3) selects independent buffers. Lives in linear.cpp so that the ISA-specific files

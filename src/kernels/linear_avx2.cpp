@@ -5,11 +5,11 @@
 // AVX2 has no byte/word masked loads, so partial vectors go through a small zero-padded buffer.
 // No standard-library templates here (see linear_avx512.cpp).
 
-#include "kernels/simd.h"
 #include <omp.h>
 
 #include "kernels/cpu.h"
 #include "kernels/linear.h"
+#include "kernels/simd.h"
 
 namespace whale::detail {
 namespace {

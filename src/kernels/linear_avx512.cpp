@@ -34,6 +34,7 @@
 #include "kernels/cpu.h"
 #include "kernels/linear.h"
 #include "kernels/simd.h"
+#include "tensor/quant.h"
 
 namespace whale::detail {
 namespace {
@@ -734,6 +735,41 @@ void pack_group(const WeightRef& w, int64_t r0, int64_t nr, int64_t k0, int64_t 
   }
 }
 
+// The same packing for GGML block types (prefill on GGUF weights): each of up to 16 rows'
+// kc values is dequantized by tensor/quant.h's reference code into a buffer, then transposed.
+// k0 is a multiple of kKC (256) and the row length a multiple of the block size, so every
+// panel holds whole blocks.
+void pack_group_blocks(const WeightRef& w, int64_t r0, int64_t nr, int64_t k0, int64_t kc,
+                       float* wp) {
+  const auto* base = static_cast<const uint8_t*>(w.data);
+  const size_t row_bytes = dtype_row_bytes(w.dtype, w.cols), skip = dtype_row_bytes(w.dtype, k0);
+  const GgmlType type = dtype_to_ggml(w.dtype);
+  alignas(64) float rows[16][kKC];
+  for (int64_t h = 0; h < kNR; h += 16) {
+    const int64_t hn = imax(0, imin(16, nr - h));
+    for (int64_t i = 0; i < hn; i++)
+      dequantize_row(type, base + size_t(r0 + h + i) * row_bytes + skip, kc, rows[i]);
+    for (int64_t c = 0; c < kc; c += 16) {
+      __m512 m[16];
+      for (int64_t i = 0; i < 16; i++)
+        m[i] = i < hn ? _mm512_load_ps(rows[i] + c) : _mm512_setzero_ps();
+      transpose16(m);
+      for (int64_t j = 0; j < 16; j++) _mm512_store_ps(wp + (c + j) * kNR + h, m[j]);
+    }
+  }
+}
+
+// Which packing a weight type uses.
+struct BlocksW {};
+template <class W>
+void pack(const WeightRef& w, int64_t r0, int64_t nr, int64_t k0, int64_t kc, float* wp) {
+  pack_group<W>(w, r0, nr, k0, kc, wp);
+}
+template <>
+void pack<BlocksW>(const WeightRef& w, int64_t r0, int64_t nr, int64_t k0, int64_t kc, float* wp) {
+  pack_group_blocks(w, r0, nr, k0, kc, wp);
+}
+
 // y[t * ldy + i] (+)= sum_c x[t * ldx + c] * wp[c * 32 + i] for t < MT, i < nr.
 template <int MT>
 void micro(const float* x, int64_t ldx, const float* wp, int64_t kc, float* y, int64_t ldy,
@@ -776,7 +812,7 @@ void gemm(const float* x, int64_t n, const WeightRef& w, int64_t ra, int64_t rb,
     for (int64_t k0 = 0; k0 < K; k0 += kKC) {
       const int64_t kc = imin(kKC, K - k0);
       for (int64_t g = 0; g < rt; g += kNR)
-        pack_group<W>(w, r0 + g, imin(kNR, rt - g), k0, kc, wp + g * kKC);
+        pack<W>(w, r0 + g, imin(kNR, rt - g), k0, kc, wp + g * kKC);
       for (int64_t t0 = 0; t0 < n; t0 += kMT) {
         const int64_t mt = imin(kMT, n - t0);
         for (int64_t g = 0; g < rt; g += kNR)
@@ -981,5 +1017,10 @@ void weight_row_avx512(const WeightRef& w, int64_t r, float* dst) {
 }  // namespace
 
 const LinearKernels kLinearAvx512 = {linear_rows_avx512, linear_t_avx512, weight_row_avx512};
+
+void gemm_blocks_avx512(const float* x, int64_t n, const WeightRef& w, int64_t r0, int64_t r1,
+                        float* y) {
+  gemm<BlocksW>(x, n, w, r0, r1, y);
+}
 
 }  // namespace whale::detail

@@ -1,10 +1,9 @@
 // AVX2 + FMA vector ops. 8-lane vectors; partial vectors go through a zero-padded buffer.
 // No standard-library templates here (see linear_avx512.cpp).
-#include "kernels/simd.h"
-
 #include <cmath>
 
 #include "kernels/ops.h"
+#include "kernels/simd.h"
 
 namespace whale::detail {
 namespace {

@@ -1,10 +1,9 @@
 // AVX-512 vector ops. Full 16-lane vectors, masked loads/stores for the tail.
 // No standard-library templates here (see linear_avx512.cpp).
-#include "kernels/simd.h"
-
 #include <cmath>
 
 #include "kernels/ops.h"
+#include "kernels/simd.h"
 
 namespace whale::detail {
 namespace {

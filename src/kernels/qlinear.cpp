@@ -64,6 +64,20 @@ void quantize_activations(const float* x, int64_t n, int64_t K, int8_t* q, float
     }
 }
 
+void expand_activation_pairs(const QuantizedActs& a, float* d2, int32_t* ns2, float* ds2) {
+  const int64_t nb = a.blocks(), np = nb / 2;
+  for (int64_t t = 0; t < a.n; t++)
+    for (int64_t p = 0; p < np; p++) {
+      const int64_t i = (t * np + p) * 16, b = t * nb + 2 * p;
+      for (int j = 0; j < 16; j++) {
+        const int64_t bj = b + j / 8;
+        d2[i + j] = a.d[bj];
+        ns2[i + j] = j % 8 == 0 ? -a.s[bj] : 0;
+        ds2[i + j] = j % 8 == 0 ? a.d[bj] * float(a.s[bj]) : 0.0f;
+      }
+    }
+}
+
 namespace detail {
 
 void unpack_block(DType t, const uint8_t* b, UnpackedBlock* out) {

@@ -43,10 +43,20 @@ struct QuantizedActs {
   const int32_t* s = nullptr;
   int64_t n = 0, K = 0;  // tokens, values per token (a multiple of 32)
   int64_t blocks() const { return K / 32; }
+  // For the AVX-512 kernel (K a multiple of 64), per token and pair of blocks (b, b + 1), 16
+  // lanes ready to use (expand_activation_pairs): d2 = [d_b x 8, d_b+1 x 8]; ns2 = -s_b in
+  // lane 0 and -s_b+1 in lane 8, else 0 (an integer accumulator's start, shifted left by
+  // log2(offset)); ds2 = d_b s_b in lane 0 and d_b+1 s_b+1 in lane 8, else 0 (for the minimum).
+  // [n][K / 64][16] each; null when absent.
+  const float* d2 = nullptr;
+  const int32_t* ns2 = nullptr;
+  const float* ds2 = nullptr;
 };
 
 // Quantizes x [n][K] (K a multiple of 32) into q [n][K], d and s [n][K / 32].
 void quantize_activations(const float* x, int64_t n, int64_t K, int8_t* q, float* d, int32_t* s);
+// Fills a.d2, a.ns2, a.ds2's storage ([n][K / 64][16] each, K a multiple of 64) from a.d, a.s.
+void expand_activation_pairs(const QuantizedActs& a, float* d2, int32_t* ns2, float* ds2);
 
 namespace detail {
 
