@@ -735,20 +735,51 @@ void pack_group(const WeightRef& w, int64_t r0, int64_t nr, int64_t k0, int64_t 
   }
 }
 
+// n values (whole blocks) of a GGML row as f32: Q8_0 and Q4_0 widened here (the same products
+// d * q as tensor/quant.h's reference, so the same values), the other types by the reference.
+void dequantize_blocks(DType t, const uint8_t* p, int64_t n, float* out) {
+  if (t == DType::Q8_0) {
+    for (int64_t b = 0; b < n / 32; b++, p += 34, out += 32) {
+      uint16_t h;
+      __builtin_memcpy(&h, p, 2);
+      const __m512 d = _mm512_set1_ps(_cvtsh_ss(h));
+      const __m128i q0 = _mm_loadu_si128((const __m128i*)(p + 2));
+      const __m128i q1 = _mm_loadu_si128((const __m128i*)(p + 18));
+      _mm512_store_ps(out, _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q0))));
+      _mm512_store_ps(out + 16, _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q1))));
+    }
+  } else if (t == DType::Q4_0) {
+    const __m128i m = _mm_set1_epi8(15);
+    const __m512i eight = _mm512_set1_epi32(8);
+    for (int64_t b = 0; b < n / 32; b++, p += 18, out += 32) {
+      uint16_t h;
+      __builtin_memcpy(&h, p, 2);
+      const __m512 d = _mm512_set1_ps(_cvtsh_ss(h));
+      const __m128i v = _mm_loadu_si128((const __m128i*)(p + 2));
+      const __m128i lo = _mm_and_si128(v, m), hi = _mm_and_si128(_mm_srli_epi16(v, 4), m);
+      const __m512i l = _mm512_sub_epi32(_mm512_cvtepu8_epi32(lo), eight);
+      const __m512i u = _mm512_sub_epi32(_mm512_cvtepu8_epi32(hi), eight);
+      _mm512_store_ps(out, _mm512_mul_ps(d, _mm512_cvtepi32_ps(l)));
+      _mm512_store_ps(out + 16, _mm512_mul_ps(d, _mm512_cvtepi32_ps(u)));
+    }
+  } else {
+    dequantize_row(dtype_to_ggml(t), p, n, out);
+  }
+}
+
 // The same packing for GGML block types (prefill on GGUF weights): each of up to 16 rows'
-// kc values is dequantized by tensor/quant.h's reference code into a buffer, then transposed.
+// kc values is dequantized into a buffer (dequantize_blocks), then transposed.
 // k0 is a multiple of kKC (256) and the row length a multiple of the block size, so every
 // panel holds whole blocks.
 void pack_group_blocks(const WeightRef& w, int64_t r0, int64_t nr, int64_t k0, int64_t kc,
                        float* wp) {
   const auto* base = static_cast<const uint8_t*>(w.data);
   const size_t row_bytes = dtype_row_bytes(w.dtype, w.cols), skip = dtype_row_bytes(w.dtype, k0);
-  const GgmlType type = dtype_to_ggml(w.dtype);
   alignas(64) float rows[16][kKC];
   for (int64_t h = 0; h < kNR; h += 16) {
     const int64_t hn = imax(0, imin(16, nr - h));
     for (int64_t i = 0; i < hn; i++)
-      dequantize_row(type, base + size_t(r0 + h + i) * row_bytes + skip, kc, rows[i]);
+      dequantize_blocks(w.dtype, base + size_t(r0 + h + i) * row_bytes + skip, kc, rows[i]);
     for (int64_t c = 0; c < kc; c += 16) {
       __m512 m[16];
       for (int64_t i = 0; i < 16; i++)
