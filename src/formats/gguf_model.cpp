@@ -243,6 +243,13 @@ GgufModel load_gguf_model(const std::string& path, LoadMode mode) {
       t.nbytes = buf.size() * sizeof(float);
       t.file = path;
       views.push_back(std::move(t));
+      // The halves as stored, under names no Hugging Face checkpoint has (model/mla.h).
+      TensorView k = view_of(*kb, a + "k_b_proj.weight", path);
+      k.shape = {c.num_attention_heads * c.kv_lora_rank, c.qk_nope_head_dim};
+      views.push_back(std::move(k));
+      TensorView v = view_of(*vb, a + "v_b_proj.weight", path);
+      v.shape = {c.num_attention_heads * c.v_head_dim, c.kv_lora_rank};
+      views.push_back(std::move(v));
     }
     const std::string mlp = p + "mlp.";
     add(b + "ffn_gate.weight", mlp + "gate_proj.weight");

@@ -37,10 +37,19 @@ MLA::MLA(const ModelConfig& c, const Checkpoint& ck, const std::string& prefix, 
   kv_b_proj_ = load_linear(ck, prefix + ".kv_b_proj", H * (c.qk_nope_head_dim + c.v_head_dim),
                            c.kv_lora_rank);
   o_proj_ = load_linear(ck, prefix + ".o_proj", D, H * c.v_head_dim);
+  // GGUF files with llama.cpp's split attn_k_b / attn_v_b also offer those halves as stored
+  // (formats/gguf_model.h): absorbed decoding reads them instead of the f32 kv_b_proj rebuilt
+  // from them, so a 4-bit file's decode reads 4-bit bytes there too.
+  if (ck.has(prefix + ".k_b_proj.weight")) {
+    k_b_proj_ = load_linear(ck, prefix + ".k_b_proj", H * c.kv_lora_rank, c.qk_nope_head_dim);
+    v_b_proj_ = load_linear(ck, prefix + ".v_b_proj", H * c.v_head_dim, c.kv_lora_rank);
+  }
 }
 
 size_t MLA::bytes() const {
-  size_t n = weight_bytes(kv_a_proj_with_mqa_) + weight_bytes(kv_b_proj_) + weight_bytes(o_proj_);
+  const size_t kv_b =
+      k_b_proj_.data ? weight_bytes(k_b_proj_) + weight_bytes(v_b_proj_) : weight_bytes(kv_b_proj_);
+  size_t n = weight_bytes(kv_a_proj_with_mqa_) + kv_b + weight_bytes(o_proj_);
   if (c_.q_lora_rank > 0) return n + weight_bytes(q_a_proj_) + weight_bytes(q_b_proj_);
   return n + weight_bytes(q_proj_);
 }
@@ -200,7 +209,10 @@ void MLA::attend_absorbed(std::span<const AttnSegment> segs, const float* q, flo
       const float* qm = q + toks[size_t(m)].row * H * dq + h * dq;
       std::copy(qm, qm + nope, sc.a.data() + m * nope);
     }
-    linear_t(sc.a.data(), M, kv_b_proj_.slice_rows(h * dkv, nope), sc.b.data());  // [M][R]
+    if (k_b_proj_.data)  // W_UK_h^T stored as such: [R x nope]
+      linear(sc.a.data(), M, k_b_proj_.slice_rows(h * R, R), sc.b.data());
+    else
+      linear_t(sc.a.data(), M, kv_b_proj_.slice_rows(h * dkv, nope), sc.b.data());  // [M][R]
     for (int64_t m = 0; m < M; m++)
       std::copy(sc.b.data() + m * R, sc.b.data() + (m + 1) * R, qlat.data() + (m * H + h) * R);
   });
@@ -240,7 +252,9 @@ void MLA::attend_absorbed(std::span<const AttnSegment> segs, const float* q, flo
     for (int64_t m = 0; m < M; m++)
       std::copy(ctx.data() + (m * H + h) * R, ctx.data() + (m * H + h + 1) * R,
                 sc.a.data() + m * R);
-    linear(sc.a.data(), M, kv_b_proj_.slice_rows(h * dkv + nope, dv), sc.b.data());  // [M][dv]
+    const WeightRef w_uv = v_b_proj_.data ? v_b_proj_.slice_rows(h * dv, dv)
+                                          : kv_b_proj_.slice_rows(h * dkv + nope, dv);
+    linear(sc.a.data(), M, w_uv, sc.b.data());  // [M][dv]
     for (int64_t m = 0; m < M; m++)
       std::copy(sc.b.data() + m * dv, sc.b.data() + (m + 1) * dv,
                 out + toks[size_t(m)].row * H * dv + h * dv);

@@ -64,7 +64,11 @@ class MLA {
   WeightRef kv_a_proj_with_mqa_;  // [kv_lora_rank + qk_rope_head_dim x hidden]
   RMSNorm kv_a_layernorm_;
   WeightRef kv_b_proj_;  // [heads * (qk_nope_head_dim + v_head_dim) x kv_lora_rank]
-  WeightRef o_proj_;     // [hidden x heads * v_head_dim]
+  // GGUF only (data null otherwise): W_UK^T per head [heads * kv_lora_rank x qk_nope_head_dim]
+  // and W_UV [heads * v_head_dim x kv_lora_rank] in the file's type (llama.cpp's attn_k_b,
+  // attn_v_b), for the absorbed form.
+  WeightRef k_b_proj_, v_b_proj_;
+  WeightRef o_proj_;  // [hidden x heads * v_head_dim]
 };
 
 }  // namespace whale
