@@ -347,6 +347,95 @@ TEST(GgufQuantize, RowsMatchLlamaCppReferenceQuantizers) {
   }
 }
 
+// The k-quant writers against llama.cpp's own C quantizers (ggml_quantize_chunk without an
+// importance matrix, tests/reference/kquant_fixture.py): normal, tiny, zero, outlier, constant,
+// ramp, positive and heavy-tailed rows of two super-blocks each. The search for each sub-block's
+// scale and offset is a float computation in a fixed order, so the bytes should be the same; a
+// code may differ where a product lands within float rounding of a half (llama.cpp's build may
+// fuse multiply-adds), so at most one value in 200 may differ, and whale's squared error must not
+// exceed llama.cpp's by more than 0.1%.
+TEST(GgufQuantize, KQuantRowsMatchLlamaCpp) {
+  const GgufFile f(std::string(WHALE_SOURCE_DIR) + "/tests/fixtures/gguf/kquant.gguf");
+  const GgufTensor* src = f.find_tensor("src");
+  ASSERT_NE(src, nullptr);
+  const int64_t rows = src->ne[1], cols = src->ne[0];
+  const float* x = reinterpret_cast<const float*>(src->data);
+  for (GgmlType t : {GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K}) {
+    const std::string name = std::string(ggml_type_info(uint32_t(t))->name);
+    ASSERT_TRUE(quantizable(t)) << name;
+    const GgufTensor* q = f.find_tensor("q." + name);
+    ASSERT_NE(q, nullptr) << name;
+    const size_t rb = ggml_row_bytes(t, cols);
+    std::vector<uint8_t> got(rb * size_t(rows));
+    for (int64_t r = 0; r < rows; r++) quantize_row(t, x + r * cols, cols, got.data() + r * rb);
+    size_t differ = 0;
+    for (size_t i = 0; i < got.size(); i++) differ += got[i] != q->data[i];
+    std::vector<float> a(size_t(rows * cols)), b(a.size());
+    for (int64_t r = 0; r < rows; r++) {
+      dequantize_row(t, got.data() + r * rb, cols, a.data() + r * cols);
+      dequantize_row(t, q->data + r * rb, cols, b.data() + r * cols);
+    }
+    size_t values_differ = 0;
+    double err_whale = 0, err_llama = 0;
+    for (size_t i = 0; i < a.size(); i++) {
+      values_differ += a[i] != b[i];
+      err_whale += (double(a[i]) - x[i]) * (double(a[i]) - x[i]);
+      err_llama += (double(b[i]) - x[i]) * (double(b[i]) - x[i]);
+    }
+    std::printf(
+        "[%s] %zu of %zu bytes and %zu of %zu values differ from llama.cpp; squared error "
+        "%.6g vs %.6g\n",
+        name.c_str(), differ, got.size(), values_differ, a.size(), err_whale, err_llama);
+    EXPECT_EQ(differ, 0u) << name;  // the same search and rounding: the same bytes
+    EXPECT_EQ(values_differ, 0u) << name;
+    EXPECT_LE(err_whale, err_llama * 1.001 + 1e-12) << name;
+    // The zero row stays exactly zero; the constant row is reproduced to f16 precision.
+    for (int64_t c = 0; c < cols; c++) {
+      ASSERT_EQ(a[size_t(2 * cols + c)], 0.0f) << name;
+      ASSERT_NEAR(a[size_t(4 * cols + c)], -0.75f, 2e-3) << name;
+    }
+  }
+}
+
+// Which tensors get which type: llama-quantize's rules for q4_k_m / q5_k_m (llama.cpp's
+// llama_tensor_get_type: use_more_bits layers of ffn_down in Q6_K, output.weight in Q6_K) and its
+// fallbacks for rows that are not whole 256-value super-blocks.
+TEST(GgufQuantize, KMixRecipesFollowLlamaQuantize) {
+  const QuantRecipe m4 = parse_quant_type("q4_k_m"), m5 = parse_quant_type("q5_k_m"),
+                    q4 = parse_quant_type("q4_0"), q8 = parse_quant_type("q8_0"),
+                    k6 = parse_quant_type("q6_k");
+  EXPECT_EQ(m4.type, GgmlType::Q4_K);
+  EXPECT_EQ(m4.file_type, 15u);
+  EXPECT_EQ(m5.file_type, 17u);
+  // 12 layers: use_more_bits is true for layers 0, 3, 6, 9, 10, 11.
+  std::string more;
+  for (int i = 0; i < 12; i++) {
+    const std::string n = "blk." + std::to_string(i) + ".ffn_down_exps.weight";
+    if (quant_tensor_type(m4, n, 2048, 12, 64) == GgmlType::Q6_K) more += std::to_string(i) + " ";
+    EXPECT_EQ(
+        quant_tensor_type(m4, "blk." + std::to_string(i) + ".ffn_up_exps.weight", 2048, 12, 64),
+        GgmlType::Q4_K);
+  }
+  EXPECT_EQ(more, "0 3 6 9 10 11 ");
+  EXPECT_EQ(quant_tensor_type(m5, "blk.3.ffn_down_shexp.weight", 2048, 12, 64), GgmlType::Q6_K);
+  EXPECT_EQ(quant_tensor_type(m5, "blk.4.ffn_down_shexp.weight", 2048, 12, 64), GgmlType::Q5_K);
+  EXPECT_EQ(quant_tensor_type(parse_quant_type("q4_k"), "blk.0.ffn_down.weight", 2048, 12, 64),
+            GgmlType::Q4_K);  // the pure type: no mix
+  EXPECT_EQ(quant_tensor_type(m4, "output.weight", 2048, 12, 64), GgmlType::Q6_K);
+  EXPECT_EQ(quant_tensor_type(q4, "output.weight", 2048, 12, 64), GgmlType::Q6_K);
+  EXPECT_EQ(quant_tensor_type(q4, "output.weight", 2080, 12, 64), GgmlType::Q8_0);  // 2080 % 256
+  EXPECT_EQ(quant_tensor_type(m4, "output.weight", 2080, 12, 64), GgmlType::Q8_0);
+  EXPECT_EQ(quant_tensor_type(q8, "output.weight", 2048, 12, 64), GgmlType::Q8_0);
+  // Fallbacks: rows of 128 (MLA's qk_nope in attn_k_b) are not whole super-blocks.
+  EXPECT_EQ(quant_tensor_type(m4, "blk.1.attn_k_b.weight", 128, 12, 64), GgmlType::Q5_0);
+  EXPECT_EQ(quant_tensor_type(m5, "blk.1.attn_k_b.weight", 128, 12, 64), GgmlType::Q5_1);
+  EXPECT_EQ(quant_tensor_type(k6, "blk.1.attn_k_b.weight", 128, 12, 64), GgmlType::Q8_0);
+  EXPECT_EQ(quant_tensor_type(m4, "blk.1.attn_k_b.weight", 24, 12, 64), GgmlType::F16);
+  // Eight routed experts: q4_k_m's attn_output in Q5_K.
+  EXPECT_EQ(quant_tensor_type(m4, "blk.1.attn_output.weight", 2048, 12, 8), GgmlType::Q5_K);
+  EXPECT_EQ(quant_tensor_type(m4, "blk.1.attn_output.weight", 2048, 12, 64), GgmlType::Q4_K);
+}
+
 TEST(GgufQuantize, HalfPrecisionRoundsToNearestEven) {
   for (uint32_t h = 0; h < 0x10000; h++) {  // every half survives the round trip
     const float f = f16_to_f32(uint16_t(h));
@@ -469,6 +558,71 @@ TEST(GgufQuantize, BadRequestsNameTheProblem) {
                                 tmp_gguf("y"));
   EXPECT_NE(r.code, 0);
   EXPECT_NE(r.out.find("not a GGUF file"), std::string::npos) << r.out;
+}
+
+// A model whose matrices are whole super-blocks (tests/configs/kquant-256.json) through
+// `whale quantize` in the K types: the file holds the types the recipe names, loads, and its
+// logits approach the BF16 checkpoint's in the order of bits (q4_0 > q4_k_m > q5_k_m > q6_k).
+TEST(GgufQuantize, KQuantModelsLoadAndErrorsShrinkWithBits) {
+  namespace fs = std::filesystem;
+  const std::string root = WHALE_SOURCE_DIR;
+  const std::string dir = ::testing::TempDir() + "/kquant-model-" + std::to_string(::getpid());
+  const auto g = whale::testing::sh("/usr/bin/python3 " + root + "/scripts/gen_model.py --config " +
+                                    root + "/tests/configs/kquant-256.json --out " + dir +
+                                    " --dtype bf16 --seed 3 > /dev/null");
+  ASSERT_EQ(g.code, 0) << g.out;
+  std::vector<int32_t> tokens;
+  for (int i = 0; i < 24; i++) tokens.push_back(int32_t((i * 37 + 11) % 512));
+  auto ref_model = Model::load(dir);
+  KVCache rc = ref_model->new_cache();
+  const std::vector<float> want = ref_model->forward(rc, tokens, true);
+  double max_ref = 0;
+  for (float v : want) max_ref = std::max(max_ref, double(std::fabs(v)));
+  Int8Off exact;
+  double prev = 1e30;
+  for (const std::string type : {"q4_0", "q4_k_m", "q5_k_m", "q6_k"}) {
+    const std::string out = tmp_gguf("k-" + type);
+    const auto r =
+        whale::testing::run_whale("quantize -m " + dir + " --type " + type + " --out " + out);
+    ASSERT_EQ(r.code, 0) << r.out;
+    {
+      const GgufFile f(out);
+      auto type_of = [&](const std::string& n) {
+        const GgufTensor* t = f.find_tensor(n);
+        return t ? std::string(ggml_type_info(uint32_t(t->type))->name) : std::string("missing");
+      };
+      EXPECT_EQ(type_of("output.weight"), "Q6_K") << type;
+      if (type == "q4_k_m") {
+        EXPECT_EQ(type_of("blk.1.ffn_up_exps.weight"), "Q4_K");
+        EXPECT_EQ(type_of("blk.1.ffn_down_exps.weight"), "Q4_K");
+        EXPECT_EQ(type_of("blk.2.ffn_down_exps.weight"), "Q6_K");  // use_more_bits(2, 4)
+        EXPECT_EQ(type_of("blk.3.ffn_down_shexp.weight"), "Q6_K");
+        EXPECT_EQ(type_of("blk.0.attn_q_a.weight"), "Q4_K");
+        EXPECT_EQ(type_of("blk.0.attn_k_b.weight"), "Q5_0");  // rows of 32: the fallback
+        EXPECT_EQ(type_of("blk.0.attn_v_b.weight"), "Q4_K");
+        EXPECT_EQ(type_of("blk.1.ffn_gate_inp.weight"), "F32");
+        EXPECT_EQ(f.get_int("general.file_type"), 15);
+      }
+    }
+    auto m = Model::load(out);
+    KVCache cache = m->new_cache();
+    const std::vector<float> got = m->forward(cache, tokens, true);
+    ASSERT_EQ(got.size(), want.size());
+    double sq = 0;
+    for (size_t i = 0; i < want.size(); i++) sq += (got[i] - want[i]) * (got[i] - want[i]);
+    const double rms = std::sqrt(sq / double(want.size())) / max_ref;
+    std::printf("[%s] rms logit error / max |logit| = %.3e\n", type.c_str(), rms);
+    EXPECT_LT(rms, prev) << type;
+    // measured on this random model: 0.137, 0.089, 0.079, 0.017
+    const double bound = type == "q4_0"     ? 0.2
+                         : type == "q4_k_m" ? 0.12
+                         : type == "q5_k_m" ? 0.1
+                                            : 0.03;
+    EXPECT_LT(rms, bound) << type;
+    prev = rms;
+    fs::remove(out);
+  }
+  fs::remove_all(dir);
 }
 
 // ------------------------------------------------------------------ whale perplexity

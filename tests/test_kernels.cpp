@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "isa_scope.h"
 #include "kernels/cpu.h"
 #include "kernels/linear.h"
 #include "kernels/ops.h"
@@ -16,16 +17,6 @@ namespace whale {
 namespace {
 
 const Isa kAllIsas[] = {Isa::Scalar, Isa::Avx2, Isa::Avx512};
-
-// Selects an instruction set for the duration of a test.
-class IsaScope {
- public:
-  explicit IsaScope(Isa isa) : saved_(active_isa()) { set_isa(isa); }
-  ~IsaScope() { set_isa(saved_); }
-
- private:
-  Isa saved_;
-};
 
 std::string IsaParamName(const testing::TestParamInfo<Isa>& info) {
   return std::string(isa_name(info.param));

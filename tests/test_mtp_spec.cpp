@@ -8,6 +8,7 @@
 //    and a two-turn chat (the cache's prefix reuse); the drafts are mostly accepted.
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cmath>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -19,6 +20,7 @@
 #include "reason/task.h"
 #include "run/chat.h"
 #include "run/session.h"
+#include "serve/engine.h"
 #include "test_util.h"
 #include "train/model_train.h"
 #include "train/weights_io.h"
@@ -160,4 +162,80 @@ TEST(MtpSpec, CommandLine) {
   const auto bad2 = run_whale("run -m " + kModel + " -p hi --spec medusa");
   EXPECT_NE(bad2.code, 0);
   EXPECT_NE(bad2.out.find("medusa"), std::string::npos) << bad2.out;
+}
+
+// The serving engine with --spec mtp: every slot drafts with the MTP module and feeds [next, draft]
+// in the batch. Across three slots, chunked prompts (8 tokens a step, so the MTP cache follows the
+// prompt chunk by chunk), greedy and seeded sampling, second turns that reuse a slot's prefix, and
+// a context that runs out, each job's text, finish reason and token count equal those of the same
+// engine without speculation.
+TEST(MtpSpec, ServingEngineGivesTheSameText) {
+  using namespace whale::serve;
+  using namespace std::chrono_literals;
+  auto m = Model::load(kModel);
+  const Tokenizer tok = Tokenizer::load(kModel);
+  std::vector<std::vector<ChatMessage>> convs;
+  for (const char* family : {"add_sub", "mul", "countdown"}) {
+    const auto task = reason::make_task(family);
+    for (uint64_t i = 0; i < 2; i++)
+      convs.push_back({{"user", task->generate(6, i, reason::Split::Eval).prompt, ""}});
+  }
+  convs.push_back({{"user", "Tell me about whales.", ""}});
+  struct Out {
+    std::string text, finish;
+    int64_t tokens;
+  };
+  auto serve_all = [&](bool spec, int64_t ctx, EngineStats* stats) {
+    EngineOptions eo;
+    eo.parallel = 3;
+    eo.ctx = ctx;
+    eo.prefill_chunk = 8;
+    eo.spec_mtp = spec;
+    Engine engine(*m, tok, eo);
+    std::vector<Out> outs;
+    for (int turn = 0; turn < 2; turn++) {
+      std::vector<std::shared_ptr<Job>> jobs;
+      for (size_t c = 0; c < convs.size(); c++) {
+        std::vector<ChatMessage> msgs = convs[c];
+        if (turn == 1) {  // the first answer and a follow-up: the slot's prefix is reused
+          msgs.push_back({"assistant", outs[c].text, ""});
+          msgs.push_back({"user", "And what is 7 + 8?", ""});
+        }
+        auto j = std::make_shared<Job>();
+        j->prompt = tok.encode(render_chat(msgs, ChatStyle::R1, tok.bos_token()));
+        j->opt.max_tokens = 120;
+        j->opt.sampling.temperature = c % 2 ? 0.8f : 0.0f;
+        j->opt.sampling.seed = 17 + c;
+        EXPECT_TRUE(engine.submit(j));
+        jobs.push_back(j);
+      }
+      for (auto& j : jobs) {
+        std::string text, piece;
+        while (j->wait_text(piece, 50ms)) text += piece;
+        outs.push_back({text, j->finish_reason, j->completion_tokens});
+      }
+    }
+    if (stats) *stats = engine.stats();
+    return outs;
+  };
+  for (int64_t ctx : {1024, 80}) {  // 80: the longer prompts run out of context
+    EngineStats st;
+    const std::vector<Out> plain = serve_all(false, ctx, nullptr);
+    const std::vector<Out> spec = serve_all(true, ctx, &st);
+    ASSERT_EQ(spec.size(), plain.size());
+    int lengths = 0;
+    for (size_t i = 0; i < plain.size(); i++) {
+      EXPECT_EQ(spec[i].text, plain[i].text) << "job " << i << " ctx " << ctx;
+      EXPECT_EQ(spec[i].finish, plain[i].finish) << "job " << i << " ctx " << ctx;
+      EXPECT_EQ(spec[i].tokens, plain[i].tokens) << "job " << i << " ctx " << ctx;
+      lengths += plain[i].finish == "length";
+    }
+    std::printf("ctx %lld: MTP drafts accepted %lld of %lld, %d jobs ended by length\n",
+                (long long)ctx, (long long)st.accepted, (long long)st.drafted, lengths);
+    EXPECT_GT(st.drafted, ctx == 1024 ? 300 : 20);
+    EXPECT_GT(double(st.accepted), 0.5 * double(st.drafted));
+    if (ctx == 80) {
+      EXPECT_GT(lengths, 0);
+    }
+  }
 }

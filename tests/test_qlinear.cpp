@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "isa_scope.h"
 #include "kernels/cpu.h"
 #include "kernels/linear.h"
 #include "kernels/qlinear.h"
@@ -20,15 +21,6 @@
 
 namespace whale {
 namespace {
-
-class IsaScope {
- public:
-  explicit IsaScope(Isa isa) : saved_(active_isa()) { set_isa(isa); }
-  ~IsaScope() { set_isa(saved_); }
-
- private:
-  Isa saved_;
-};
 
 class Int8Scope {
  public:

@@ -173,9 +173,9 @@ int cmd_perplexity() {
 int cmd_quantize() {
   if (is_gguf_path(g.model_dir))
     throw std::invalid_argument("quantize reads a Hugging Face model directory, not a GGUF file");
-  const GgmlType type = parse_quant_type(g_quant_type);
+  const QuantRecipe recipe = parse_quant_type(g_quant_type);
   const auto t0 = std::chrono::steady_clock::now();
-  const QuantizeStats st = quantize_to_gguf(g.model_dir, type, g_quant_out);
+  const QuantizeStats st = quantize_to_gguf(g.model_dir, recipe, g_quant_out);
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   std::fprintf(stderr,
                "whale quantize: %s -> %s (%s): %lld tensors, %.1f MB of weights, %lld in F16 "
@@ -592,6 +592,8 @@ int cmd_serve() {
   auto m = load_model();
   g_engine.ctx = std::min<int64_t>(g_serve_ctx, m->config().max_position_embeddings);
   g_engine.cache_bytes = g_cache_mb << 20;
+  apply_spec(*m);
+  g_engine.spec_mtp = g_gen.spec_mtp;
   if (g_server.model_id.empty()) {
     std::string d = g.model_dir;
     while (d.size() > 1 && d.back() == '/') d.pop_back();
@@ -607,11 +609,11 @@ int cmd_serve() {
     server.stop();
   });
   std::fprintf(stderr,
-               "whale serve: model %s, %d slots x %lld tokens, %s chat format\n"
+               "whale serve: model %s, %d slots x %lld tokens, %s chat format%s\n"
                "whale serve: listening on http://%s:%d\n",
                g_server.model_id.c_str(), g_engine.parallel, (long long)g_engine.ctx,
                detect_chat_style(tok.chat_template()) == ChatStyle::R1 ? "R1" : "V3",
-               g_server.host.c_str(), port);
+               g_engine.spec_mtp ? ", MTP speculative decoding" : "", g_server.host.c_str(), port);
   server.listen();
   engine.stop();
   pthread_kill(watcher.native_handle(), SIGTERM);  // wakes the watcher if the server stopped itself
@@ -983,6 +985,10 @@ void register_commands(CLI::App& app) {
     s->add_option("--http-threads", g_server.http_threads, "HTTP worker threads")
         ->check(CLI::Range(1, 4096));
     s->add_option("--model-id", g_server.model_id, "model name in /v1/models (default: dir name)");
+    s->add_option("--spec", g_spec,
+                  "speculative decoding in every slot: mtp (the checkpoint's MTP module drafts "
+                  "one token ahead; same output) or none")
+        ->check(CLI::IsMember({"none", "mtp"}));
     g_actions["serve"] = cmd_serve;
   }
   {
@@ -1027,7 +1033,9 @@ void register_commands(CLI::App& app) {
     auto* s = app.add_subcommand(
         "quantize", "write a Hugging Face model as a llama.cpp GGUF file (deepseek2), quantized");
     add_model(s);
-    s->add_option("--type", g_quant_type, "f32, f16, bf16, q8_0, q4_0, q4_1, q5_0 or q5_1")
+    s->add_option(
+         "--type", g_quant_type,
+         "f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q5_k, q6_k, q4_k_m or q5_k_m")
         ->required();
     s->add_option("--out", g_quant_out, "output GGUF file")->required();
     g_actions["quantize"] = cmd_quantize;

@@ -1,5 +1,6 @@
 #include "formats/gguf_export.h"
 
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -18,22 +19,17 @@ namespace {
 
 using json = nlohmann::json;
 
-struct TypeName {
-  const char* name;
-  GgmlType type;
-  uint32_t file_type;  // llama.cpp's general.file_type (LLAMA_FTYPE_*)
+// --type names, their main type, whether llama.cpp's _M mix applies, and general.file_type
+// (LLAMA_FTYPE_*; the pure K types are filed under the nearest llama.cpp name).
+constexpr QuantRecipe kRecipes[] = {
+    {"f32", GgmlType::F32, false, 0},     {"f16", GgmlType::F16, false, 1},
+    {"bf16", GgmlType::BF16, false, 32},  {"q8_0", GgmlType::Q8_0, false, 7},
+    {"q4_0", GgmlType::Q4_0, false, 2},   {"q4_1", GgmlType::Q4_1, false, 3},
+    {"q5_0", GgmlType::Q5_0, false, 8},   {"q5_1", GgmlType::Q5_1, false, 9},
+    {"q4_k", GgmlType::Q4_K, false, 14},  {"q5_k", GgmlType::Q5_K, false, 16},
+    {"q6_k", GgmlType::Q6_K, false, 18},  {"q4_k_m", GgmlType::Q4_K, true, 15},
+    {"q5_k_m", GgmlType::Q5_K, true, 17},
 };
-constexpr TypeName kTypes[] = {
-    {"f32", GgmlType::F32, 0},   {"f16", GgmlType::F16, 1},   {"bf16", GgmlType::BF16, 32},
-    {"q8_0", GgmlType::Q8_0, 7}, {"q4_0", GgmlType::Q4_0, 2}, {"q4_1", GgmlType::Q4_1, 3},
-    {"q5_0", GgmlType::Q5_0, 8}, {"q5_1", GgmlType::Q5_1, 9},
-};
-
-uint32_t file_type(GgmlType t) {
-  for (const TypeName& n : kTypes)
-    if (n.type == t) return n.file_type;
-  return 0;
-}
 
 // tokenizer.json / tokenizer_config.json -> tokenizer.ggml.* (as llama.cpp's converter writes
 // them: the vocabulary padded to the model's with "[PAD{i}]" tokens of type UNUSED).
@@ -163,18 +159,18 @@ void add_hparams(GgufWriter& w, const ModelConfig& c, const std::string& dir) {
 // Adds tensors; `type` for matrices (with the exceptions in gguf_export.h).
 class Exporter {
  public:
-  Exporter(GgufWriter& w, const Checkpoint& ck, GgmlType type, QuantizeStats& st)
-      : w_(w), ck_(ck), type_(type), st_(st) {}
+  Exporter(GgufWriter& w, const Checkpoint& ck, const QuantRecipe& r, const ModelConfig& c,
+           QuantizeStats& st)
+      : w_(w),
+        ck_(ck),
+        recipe_(r),
+        n_layer_(c.num_hidden_layers),
+        n_expert_(c.n_routed_experts),
+        st_(st) {}
 
   GgmlType matrix_type(const std::string& gname, int64_t cols) const {
-    GgmlType t = type_;
-    const bool low_bits =
-        t == GgmlType::Q4_0 || t == GgmlType::Q4_1 || t == GgmlType::Q5_0 || t == GgmlType::Q5_1;
-    if (gname == "output.weight" && low_bits) t = GgmlType::Q8_0;
-    if (cols % ggml_type_info(uint32_t(t))->block_size != 0) {
-      st_.fallback++;
-      t = GgmlType::F16;
-    }
+    const GgmlType t = quant_tensor_type(recipe_, gname, cols, n_layer_, n_expert_);
+    if (t == GgmlType::F16 && recipe_.type != GgmlType::F16) st_.fallback++;
     return t;
   }
 
@@ -256,31 +252,66 @@ class Exporter {
 
   GgufWriter& w_;
   const Checkpoint& ck_;
-  GgmlType type_;
+  const QuantRecipe& recipe_;
+  int64_t n_layer_, n_expert_;
   QuantizeStats& st_;
 };
 
 }  // namespace
 
-GgmlType parse_quant_type(const std::string& name) {
+QuantRecipe parse_quant_type(const std::string& name) {
   std::string all;
-  for (const TypeName& n : kTypes) {
-    if (name == n.name) return n.type;
-    all += std::string(all.empty() ? "" : ", ") + n.name;
+  for (const QuantRecipe& r : kRecipes) {
+    if (name == r.name) return r;
+    all += std::string(all.empty() ? "" : ", ") + r.name;
   }
   throw std::invalid_argument("--type '" + name + "' is not one whale writes (" + all + ")");
 }
 
-QuantizeStats quantize_to_gguf(const std::string& dir, GgmlType type, const std::string& out) {
+GgmlType quant_tensor_type(const QuantRecipe& r, const std::string& gname, int64_t cols,
+                           int64_t n_layer, int64_t n_expert) {
+  GgmlType t = r.type;
+  const bool quantized = t != GgmlType::F32 && t != GgmlType::F16 && t != GgmlType::BF16;
+  if (!quantized) return t;
+  int layer = -1;
+  std::sscanf(gname.c_str(), "blk.%d.", &layer);
+  // llama.cpp's use_more_bits: the first and last eighth of the layers and every third between.
+  const auto more_bits = [&](int64_t i) {
+    return i < n_layer / 8 || i >= 7 * n_layer / 8 || (i - n_layer / 8) % 3 == 2;
+  };
+  if (gname == "output.weight") {
+    if (cols % ggml_type_info(uint32_t(t))->block_size != 0)
+      t = GgmlType::Q8_0;
+    else if (t != GgmlType::Q8_0)
+      t = GgmlType::Q6_K;
+  } else if (r.k_mix && gname.find("ffn_down") != std::string::npos && layer >= 0 &&
+             more_bits(layer)) {
+    t = GgmlType::Q6_K;
+  } else if (r.k_mix && r.type == GgmlType::Q4_K && n_expert == 8 &&
+             gname.find("attn_output.weight") != std::string::npos) {
+    t = GgmlType::Q5_K;
+  }
+  if (cols % ggml_type_info(uint32_t(t))->block_size != 0) {  // llama.cpp's fallbacks
+    t = t == GgmlType::Q4_K   ? GgmlType::Q5_0
+        : t == GgmlType::Q5_K ? GgmlType::Q5_1
+        : t == GgmlType::Q6_K ? GgmlType::Q8_0
+                              : t;
+    if (cols % ggml_type_info(uint32_t(t))->block_size != 0) t = GgmlType::F16;
+  }
+  return t;
+}
+
+QuantizeStats quantize_to_gguf(const std::string& dir, const QuantRecipe& recipe,
+                               const std::string& out) {
   const ModelConfig c = ModelConfig::load(dir);
   const Checkpoint ck(dir, LoadMode::Mmap);
   GgufWriter w;
   add_hparams(w, c, dir);
-  w.set_u32("general.file_type", file_type(type));
+  w.set_u32("general.file_type", recipe.file_type);
   add_tokenizer(w, dir, c.vocab_size);
 
   QuantizeStats st;
-  Exporter x(w, ck, type, st);
+  Exporter x(w, ck, recipe, c, st);
   const int64_t D = c.hidden_size, H = c.num_attention_heads;
   x.matrix("token_embd.weight", "model.embed_tokens", c.vocab_size, D);
   for (int64_t i = 0; i < c.num_hidden_layers; i++) {

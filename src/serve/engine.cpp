@@ -74,6 +74,13 @@ struct Engine::Slot {
   std::optional<StopMatcher> stops;
   JsonState json;
   std::vector<int32_t> ids;  // generated
+  // Speculative decoding (as run/session.h): the MTP cache holds positions [0, mtp->len());
+  // pend_h the main model's hidden states of positions [mtp->len(), cache.len()) and pend_t the
+  // tokens after all of them but the last. `pair` is this step's [last, draft] input.
+  std::unique_ptr<KVCache> mtp;
+  std::vector<float> pend_h, hidden;
+  std::vector<int32_t> pend_t;
+  int32_t pair[2] = {-1, -1};
 
   bool prefilling() const { return job && prompt_pos < job->prompt.size(); }
 };
@@ -85,8 +92,13 @@ Engine::Engine(const Model& model, const Tokenizer& tok, EngineOptions opt)
   if (opt_.parallel < 1) throw std::invalid_argument("--parallel must be at least 1");
   if (opt_.ctx < 2) throw std::invalid_argument("--ctx must be at least 2");
   if (opt_.prefill_chunk < 1) throw std::invalid_argument("prefill chunk must be at least 1");
-  for (int i = 0; i < opt_.parallel; i++)
+  if (opt_.spec_mtp && !model_.has_mtp())
+    throw std::invalid_argument("--spec mtp: the model has no MTP module");
+  for (int i = 0; i < opt_.parallel; i++) {
     slots_.push_back(std::make_unique<Slot>(model_, opt_.ctx));
+    if (opt_.spec_mtp)
+      slots_.back()->mtp = std::make_unique<KVCache>(model_.new_mtp_cache(opt_.ctx));
+  }
   stats_.slots = opt_.parallel;
   thread_ = std::thread([this] { loop(); });
 }
@@ -176,11 +188,21 @@ void Engine::admit(const std::shared_ptr<Job>& job) {
   // The slot's content beyond the common prefix is about to be overwritten: keep it in the store,
   // then take the store's best prefix if it beats the slot's.
   if (s.tokens.size() > best_n && int64_t(s.tokens.size()) >= opt_.min_store_tokens) store_save(s);
-  if (auto [entry, stored_n] = store_find(job->prompt); stored_n > best_n) {
+  // (Not under --spec mtp: a stored prefix has no MTP entries, which would have to be rebuilt
+  // from the main model's hidden states, i.e. by running the prefix again.)
+  if (auto [entry, stored_n] = store_find(job->prompt); !s.mtp && stored_n > best_n) {
     store_load(s, *entry, stored_n);
     best_n = stored_n;
   }
-  const size_t reuse = std::min(best_n, job->prompt.size() - 1);  // run at least one token
+  size_t reuse = std::min(best_n, job->prompt.size() - 1);  // run at least one token
+  if (s.mtp) {
+    // MTP position i needs h_i and token i + 1: positions below reuse - 1 stay valid, and the
+    // main model reruns from the first position whose hidden state is not at hand.
+    reuse = std::min<size_t>(reuse > 0 ? reuse - 1 : 0, size_t(s.mtp->len()));
+    s.mtp->set_len(int64_t(reuse));
+    s.pend_h.clear();
+    s.pend_t.clear();
+  }
   s.cache.set_len(int64_t(reuse));
   s.tokens.resize(reuse);
   s.prompt_pos = reuse;
@@ -223,7 +245,15 @@ void Engine::step() {
       finish(*s, "cancelled");
       continue;
     }
-    batch.push_back({&s->cache, std::span<const int32_t>(&s->last, 1), false});
+    if (s->mtp) {
+      // [last, draft] when two more tokens fit the context, else [last] alone.
+      s->pair[0] = s->last;
+      s->pair[1] = draft(*s);
+      const size_t n = s->cache.len() + 2 < opt_.ctx ? 2 : 1;
+      batch.push_back({&s->cache, std::span<const int32_t>(s->pair, n), n == 2, &s->hidden});
+    } else {
+      batch.push_back({&s->cache, std::span<const int32_t>(&s->last, 1), false});
+    }
     who.push_back(s.get());
     chunk.push_back(0);
   }
@@ -237,7 +267,8 @@ void Engine::step() {
     if (budget <= 0) break;
     const size_t n = std::min<size_t>(s->job->prompt.size() - s->prompt_pos, size_t(budget));
     budget -= int64_t(n);
-    batch.push_back({&s->cache, std::span(s->job->prompt).subspan(s->prompt_pos, n), false});
+    batch.push_back({&s->cache, std::span(s->job->prompt).subspan(s->prompt_pos, n), false,
+                     s->mtp ? &s->hidden : nullptr});
     who.push_back(s.get());
     chunk.push_back(n);
   }
@@ -256,15 +287,27 @@ void Engine::step() {
   }
   const size_t V = size_t(model_.config().vocab_size);
   int64_t prefilled = 0, decoded = 0;
+  size_t row = 0;  // logits row of input i
   for (size_t i = 0; i < who.size(); i++) {
     Slot& s = *who[i];
+    const size_t rows = batch[i].all_logits ? batch[i].tokens.size() : 1;
+    const std::span<float> out = std::span(logits).subspan(row * V, rows * V);
+    row += rows;
+    if (chunk[i] == 0 && s.mtp) {
+      const int64_t before = int64_t(s.ids.size());
+      s.tokens.push_back(s.pair[0]);
+      take_spec(s, out, s.hidden, rows == 2);
+      decoded += int64_t(s.ids.size()) - before;
+      continue;
+    }
     s.tokens.insert(s.tokens.end(), batch[i].tokens.begin(), batch[i].tokens.end());
     if (chunk[i] > 0) {
       s.prompt_pos += chunk[i];
       prefilled += int64_t(chunk[i]);
+      if (s.mtp) mtp_prefill(s, s.hidden, chunk[i]);
       if (s.prefilling()) continue;  // more of the prompt next step
     }
-    if (next_token(s, std::span(logits).subspan(i * V, V))) decoded++;
+    if (next_token(s, out.subspan(0, V))) decoded++;
   }
   std::lock_guard lk(mu_);
   stats_.steps++;
@@ -317,6 +360,55 @@ bool Engine::next_token(Slot& s, std::span<float> logits) {
     return false;
   }
   s.last = next;
+  return true;
+}
+
+// ------------------------------------------------------------------ speculative decoding
+
+void Engine::mtp_prefill(Slot& s, const std::vector<float>& hidden, size_t n) {
+  const size_t D = size_t(model_.config().hidden_size);
+  s.pend_h.insert(s.pend_h.end(), hidden.begin(), hidden.begin() + std::ptrdiff_t(n * D));
+  // Every pending position but the cache's last now has its next token in s.tokens.
+  const size_t first = size_t(s.mtp->len()), known = s.tokens.size() - 1 - first;
+  if (known == 0) return;
+  model_.mtp_forward(*s.mtp, s.pend_h.data(), std::span(s.tokens).subspan(first + 1, known));
+  s.pend_h.erase(s.pend_h.begin(), s.pend_h.begin() + std::ptrdiff_t(known * D));
+}
+
+int32_t Engine::draft(Slot& s) {
+  s.pend_t.push_back(s.last);
+  const std::vector<float> dl = model_.mtp_forward(*s.mtp, s.pend_h.data(), s.pend_t);
+  return int32_t(std::max_element(dl.begin(), dl.end()) - dl.begin());
+}
+
+// After the pass over [last, draft] (or [last] alone when `drafted` is false): row 0 gives the
+// token after `last`; when the sampler picks the draft, the draft is taken and row 1 gives the
+// next one, else the draft leaves the cache. Mirrors Session::decode_speculative.
+bool Engine::take_spec(Slot& s, std::span<float> logits, const std::vector<float>& hidden,
+                       bool drafted) {
+  const size_t V = size_t(model_.config().vocab_size), D = size_t(model_.config().hidden_size);
+  const int32_t dr = s.pair[1];
+  // The draft leaves the cache unless it is taken, so that the slot's tokens, the context check
+  // and a finished slot's reusable prefix are those of plain decoding.
+  if (drafted) s.cache.set_len(s.cache.len() - 1);
+  {
+    std::lock_guard lk(mu_);
+    stats_.drafted += drafted;
+  }
+  if (!next_token(s, logits.subspan(0, V))) return false;
+  if (drafted && s.last == dr) {
+    {
+      std::lock_guard lk(mu_);
+      stats_.accepted++;
+    }
+    s.cache.set_len(s.cache.len() + 1);  // its keys and values are still there
+    s.tokens.push_back(dr);
+    s.pend_h.assign(hidden.begin(), hidden.begin() + std::ptrdiff_t(2 * D));
+    s.pend_t.assign(1, dr);
+    return next_token(s, logits.subspan(V, V));
+  }
+  s.pend_h.assign(hidden.begin(), hidden.begin() + std::ptrdiff_t(D));
+  s.pend_t.clear();
   return true;
 }
 

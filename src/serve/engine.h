@@ -46,6 +46,10 @@ struct EngineOptions {
   int max_queue = 256;              // waiting jobs beyond this are refused
   int64_t prefill_chunk = 512;      // prompt tokens per step over all prefilling slots
   int64_t min_store_tokens = 16;    // shorter sequences are not worth storing
+  // MTP speculative decoding (see GenerateOptions::spec_mtp): each decoding slot feeds the MTP
+  // module's draft with its next token, two tokens in the batch, and keeps the draft when the
+  // sampler picks it. The model must have an MTP module.
+  bool spec_mtp = false;
 };
 
 // One generation request as the engine sees it. The HTTP side fills the inputs, submits, then
@@ -90,6 +94,7 @@ class Job {
 struct EngineStats {
   int64_t jobs = 0, prompt_tokens = 0, prefill_tokens = 0, completion_tokens = 0;
   int64_t cache_hit_tokens = 0, cache_hit_jobs = 0, steps = 0;
+  int64_t drafted = 0, accepted = 0;  // speculative decoding: drafts checked, drafts taken
   int queue_depth = 0, active_slots = 0, slots = 0;
   size_t store_bytes = 0, store_entries = 0;
   double busy_seconds = 0;
@@ -121,6 +126,12 @@ class Engine {
   void loop();
   void admit(const std::shared_ptr<Job>& job);
   void step();
+  // Speculative decoding: the draft for slot s's next token (runs the MTP module on its pending
+  // positions); after the batch, keeps or drops it. Returns whether the slot goes on.
+  int32_t draft(Slot& s);
+  bool take_spec(Slot& s, std::span<float> logits, const std::vector<float>& hidden, bool drafted);
+  // The MTP cache after a prefill chunk of n tokens whose hidden states are `hidden`.
+  void mtp_prefill(Slot& s, const std::vector<float>& hidden, size_t n);
   // Samples and streams one token for a slot whose prompt is complete; false when it finished.
   bool next_token(Slot& s, std::span<float> logits);
   void finish(Slot& s, const std::string& reason);

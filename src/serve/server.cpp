@@ -402,6 +402,10 @@ std::string Server::metrics() const {
   value("whale_engine_steps_total", double(e.steps));
   metric("whale_engine_busy_seconds_total", "counter", "Seconds spent in forward passes.");
   value("whale_engine_busy_seconds_total", e.busy_seconds);
+  metric("whale_spec_drafted_total", "counter", "MTP drafts checked (--spec mtp).");
+  value("whale_spec_drafted_total", double(e.drafted));
+  metric("whale_spec_accepted_total", "counter", "MTP drafts accepted (--spec mtp).");
+  value("whale_spec_accepted_total", double(e.accepted));
   return out;
 }
 

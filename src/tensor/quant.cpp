@@ -412,6 +412,222 @@ void quant_affine(const float* x, uint8_t* b, int levels, bool five_bits) {
   if (five_bits) std::memcpy(b + 4, &qh, 4);
 }
 
+// ---- k-quants (llama.cpp's quantize_row_q{4,5,6}_K_ref without an importance matrix)
+
+// Round to nearest, ties to even (llama.cpp's nearest_int under the default rounding mode).
+int round_even(float v) {
+  return int(std::nearbyintf(v));
+}
+
+// Fits the n values x as  scale * L + m  with codes L in 0..nmax and an offset m <= 0, minimising
+// the error weighted by w. The first fit spans [min(x, 0), max(x)]; then nstep + 1 grids of
+// (nmax + rmin + rdelta * is) steps over that span are tried, each followed by the weighted least-
+// squares scale and offset for its codes (offset clamped to 0), and the best fit is kept. Returns
+// the scale; *neg_m = -m, the non-negative "minimum" the K formats store.
+float fit_scale_offset(int n, int nmax, const float* x, const float* w, uint8_t* L, float* neg_m,
+                       float rmin, float rdelta, int nstep) {
+  float lo = x[0], hi = x[0], sum_w = w[0], sum_x = w[0] * x[0];
+  for (int i = 1; i < n; i++) {
+    lo = std::min(lo, x[i]);
+    hi = std::max(hi, x[i]);
+    sum_w += w[i];
+    sum_x += w[i] * x[i];
+  }
+  if (lo > 0) lo = 0;
+  if (hi == lo) {
+    for (int i = 0; i < n; i++) L[i] = 0;
+    *neg_m = -lo;
+    return 0;
+  }
+  float iscale = float(nmax) / (hi - lo), scale = 1 / iscale, best = 0;
+  for (int i = 0; i < n; i++) {
+    L[i] = uint8_t(std::clamp(round_even(iscale * (x[i] - lo)), 0, nmax));
+    const float diff = scale * L[i] + lo - x[i];
+    best += w[i] * (diff * diff);
+  }
+  uint8_t trial[32];
+  for (int is = 0; is <= nstep; is++) {
+    iscale = (rmin + rdelta * float(is) + float(nmax)) / (hi - lo);
+    float sum_l = 0, sum_l2 = 0, sum_xl = 0;
+    for (int i = 0; i < n; i++) {
+      const int l = std::clamp(round_even(iscale * (x[i] - lo)), 0, nmax);
+      trial[i] = uint8_t(l);
+      sum_l += w[i] * float(l);
+      sum_l2 += w[i] * float(l) * float(l);
+      sum_xl += w[i] * float(l) * x[i];
+    }
+    const float det = sum_w * sum_l2 - sum_l * sum_l;
+    if (!(det > 0)) continue;
+    float s = (sum_w * sum_xl - sum_x * sum_l) / det;
+    float m = (sum_l2 * sum_x - sum_l * sum_xl) / det;
+    if (m > 0) {
+      m = 0;
+      s = sum_xl / sum_l2;
+    }
+    float err = 0;
+    for (int i = 0; i < n; i++) {
+      const float diff = s * trial[i] + m - x[i];
+      err += w[i] * (diff * diff);
+    }
+    if (err < best) {
+      std::memcpy(L, trial, size_t(n));
+      best = err;
+      scale = s;
+      lo = m;
+    }
+  }
+  *neg_m = -lo;
+  return scale;
+}
+
+// Q4_K (nmax 15) and Q5_K (nmax 31): per sub-block of 32 a fitted scale and offset, weighted by
+// sqrt(mean x^2) + |x|; both quantized to 6 bits against the block's largest (d, dmin in f16,
+// packed as scale_min_k4 reads them); then each code re-rounded against the stored scales.
+// Writes d, dmin and scales[12] to b[0..16) and the 256 codes to L.
+void quant_k_scales(const float* x, uint8_t* b, int nmax, float rmin, int nstep, uint8_t* L) {
+  float scale[8], neg_min[8], w[32], max_scale = 0, max_min = 0;
+  for (int j = 0; j < 8; j++) {
+    const float* xj = x + 32 * j;
+    float sum_x2 = 0;
+    for (int l = 0; l < 32; l++) sum_x2 += xj[l] * xj[l];
+    const float av = std::sqrt(sum_x2 / 32);
+    for (int l = 0; l < 32; l++) w[l] = av + std::fabs(xj[l]);
+    scale[j] = fit_scale_offset(32, nmax, xj, w, L + 32 * j, &neg_min[j], rmin, 0.1f, nstep);
+    max_scale = std::max(max_scale, scale[j]);
+    max_min = std::max(max_min, neg_min[j]);
+  }
+  const float inv_scale = max_scale > 0 ? 63.f / max_scale : 0.f;
+  const float inv_min = max_min > 0 ? 63.f / max_min : 0.f;
+  uint8_t* sc = b + 4;
+  for (int j = 0; j < 8; j++) {
+    const uint8_t ls = uint8_t(std::min(63, round_even(inv_scale * scale[j])));
+    const uint8_t lm = uint8_t(std::min(63, round_even(inv_min * neg_min[j])));
+    if (j < 4) {
+      sc[j] = ls;
+      sc[j + 4] = lm;
+    } else {
+      sc[j + 4] = uint8_t((ls & 15) | (lm & 15) << 4);
+      sc[j - 4] |= uint8_t((ls >> 4) << 6);
+      sc[j] |= uint8_t((lm >> 4) << 6);
+    }
+  }
+  put_half(b, max_scale / 63.f);
+  put_half(b + 2, max_min / 63.f);
+  const float d = half(b), dmin = half(b + 2);
+  for (int j = 0; j < 8; j++) {
+    int s, m;
+    scale_min_k4(sc, j, &s, &m);
+    const float dl = d * float(s);
+    if (dl == 0) continue;
+    const float ml = dmin * float(m);
+    for (int l = 0; l < 32; l++)
+      L[32 * j + l] = uint8_t(std::clamp(round_even((x[32 * j + l] + ml) / dl), 0, nmax));
+  }
+}
+
+void quant_q4_k(const float* x, uint8_t* b) {
+  uint8_t L[QK_K];
+  quant_k_scales(x, b, 15, -1.0f, 20, L);
+  uint8_t* qs = b + 16;
+  for (int j = 0; j < QK_K; j += 64, qs += 32)
+    for (int l = 0; l < 32; l++) qs[l] = uint8_t(L[j + l] | L[j + l + 32] << 4);
+}
+
+void quant_q5_k(const float* x, uint8_t* b) {
+  uint8_t L[QK_K];
+  quant_k_scales(x, b, 31, -0.5f, 15, L);
+  uint8_t* qh = b + 16;
+  uint8_t* qs = b + 48;
+  std::memset(qh, 0, 32);
+  for (int j = 0; j < 8; j += 2, qs += 32)  // sub-blocks j and j + 1 share qs; bit j / j+1 of qh
+    for (int l = 0; l < 32; l++) {
+      const int lo = L[32 * j + l], hi = L[32 * (j + 1) + l];
+      qh[l] |= uint8_t((lo >> 4) << j | (hi >> 4) << (j + 1));
+      qs[l] = uint8_t((lo & 15) | (hi & 15) << 4);
+    }
+}
+
+// Q6_K's per-16 scale: codes in -32..31 against the value of largest magnitude, then 18 stretched
+// grids (nmax +- 0.1 k) each with its x^2-weighted least-squares scale; the best kept. Returns the
+// scale (0 for an all-zero group).
+float fit_scale_q6(const float* x, int8_t* L) {
+  constexpr int nmax = 32;
+  float amax = 0, mx = 0;
+  for (int i = 0; i < 16; i++)
+    if (std::fabs(x[i]) > amax) {
+      amax = std::fabs(x[i]);
+      mx = x[i];
+    }
+  if (amax < 1e-15f) {
+    for (int i = 0; i < 16; i++) L[i] = 0;
+    return 0;
+  }
+  auto code = [](float v) { return std::clamp(round_even(v), -nmax, nmax - 1); };
+  float iscale = -float(nmax) / mx, sum_lx = 0, sum_l2 = 0;
+  for (int i = 0; i < 16; i++) {
+    const int l = code(iscale * x[i]);
+    L[i] = int8_t(l + nmax);
+    const float w = x[i] * x[i];
+    sum_lx += w * x[i] * float(l);
+    sum_l2 += w * float(l) * float(l);
+  }
+  float scale = sum_l2 != 0 ? sum_lx / sum_l2 : 0.0f, best = scale * sum_lx;
+  for (int is = -9; is <= 9; is++) {
+    if (is == 0) continue;
+    iscale = -(float(nmax) + 0.1f * float(is)) / mx;
+    sum_lx = sum_l2 = 0;
+    for (int i = 0; i < 16; i++) {
+      const int l = code(iscale * x[i]);
+      const float w = x[i] * x[i];
+      sum_lx += w * x[i] * float(l);
+      sum_l2 += w * float(l) * float(l);
+    }
+    if (sum_l2 > 0 && sum_lx * sum_lx > best * sum_l2) {
+      for (int i = 0; i < 16; i++) L[i] = int8_t(code(iscale * x[i]) + nmax);
+      scale = sum_lx / sum_l2;
+      best = scale * sum_lx;
+    }
+  }
+  return scale;
+}
+
+// Q6_K: the 16 group scales quantized to int8 against the one of largest magnitude (d = its
+// value / -128), then every code re-rounded against its stored scale; layout as dequant_q6_k.
+void quant_q6_k(const float* x, uint8_t* b) {
+  int8_t L[QK_K];
+  float scale[16], max_scale = 0, max_abs = 0;
+  for (int g = 0; g < 16; g++) {
+    scale[g] = fit_scale_q6(x + 16 * g, L + 16 * g);
+    if (std::fabs(scale[g]) > max_abs) {
+      max_abs = std::fabs(scale[g]);
+      max_scale = scale[g];
+    }
+  }
+  std::memset(b, 0, 210);
+  if (max_abs < 1e-15f) return;  // all zero: d = 0
+  int8_t* sc = reinterpret_cast<int8_t*>(b + 192);
+  const float iscale = -128.f / max_scale;
+  put_half(b + 208, 1 / iscale);
+  for (int g = 0; g < 16; g++) sc[g] = int8_t(std::min(127, round_even(iscale * scale[g])));
+  const float d = half(b + 208);
+  for (int g = 0; g < 16; g++) {
+    const float dg = d * float(sc[g]);
+    if (dg == 0) continue;
+    for (int i = 0; i < 16; i++)
+      L[16 * g + i] = int8_t(std::clamp(round_even(x[16 * g + i] / dg), -32, 31) + 32);
+  }
+  uint8_t* ql = b;
+  uint8_t* qh = b + 128;
+  for (int h = 0; h < 2; h++)  // value 128 h + 32 s + l, as dequant_q6_k reads it
+    for (int l = 0; l < 32; l++) {
+      const int q0 = L[128 * h + l], q1 = L[128 * h + 32 + l], q2 = L[128 * h + 64 + l],
+                q3 = L[128 * h + 96 + l];
+      ql[64 * h + l] = uint8_t((q0 & 15) | (q2 & 15) << 4);
+      ql[64 * h + 32 + l] = uint8_t((q1 & 15) | (q3 & 15) << 4);
+      qh[32 * h + l] = uint8_t((q0 >> 4) | (q1 >> 4) << 2 | (q2 >> 4) << 4 | (q3 >> 4) << 6);
+    }
+}
+
 }  // namespace
 
 bool quantizable(GgmlType type) {
@@ -424,6 +640,9 @@ bool quantizable(GgmlType type) {
     case GgmlType::Q4_1:
     case GgmlType::Q5_0:
     case GgmlType::Q5_1:
+    case GgmlType::Q4_K:
+    case GgmlType::Q5_K:
+    case GgmlType::Q6_K:
       return true;
     default:
       return false;
@@ -448,6 +667,13 @@ void quantize_row(GgmlType type, const float* src, int64_t n, void* dst) {
       const uint16_t h = type == GgmlType::F16 ? f32_to_f16(src[i]) : f32_to_bf16(src[i]);
       std::memcpy(out + 2 * i, &h, 2);
     }
+    return;
+  }
+  if (t->block_size == QK_K) {
+    void (*quant)(const float*, uint8_t*) = type == GgmlType::Q4_K   ? quant_q4_k
+                                            : type == GgmlType::Q5_K ? quant_q5_k
+                                                                     : quant_q6_k;
+    for (int64_t i = 0; i < n / QK_K; i++) quant(src + i * QK_K, out + i * t->block_bytes);
     return;
   }
   for (int64_t i = 0; i < n / QK; i++) {
