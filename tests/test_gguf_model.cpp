@@ -317,6 +317,21 @@ TEST(GgufKernels, QuantizedWeightsMatchTheReferenceLoops) {
 // gguf.quants, tests/fixtures/gguf/quantize.gguf): normal, tiny, zero, outlier, constant and ramp
 // rows. A 4/5-bit code may differ by one where x / d lands within float rounding of a half
 // (float vs numpy's arithmetic order); the scales must be identical and such codes rare.
+// Quantizes rows x cols floats row by row with whale's writer; and back to floats.
+static std::vector<uint8_t> quantize_rows(GgmlType t, const float* x, int64_t rows, int64_t cols) {
+  const size_t rb = ggml_row_bytes(t, cols);
+  std::vector<uint8_t> q(rb * size_t(rows));
+  for (int64_t r = 0; r < rows; r++) quantize_row(t, x + r * cols, cols, q.data() + r * rb);
+  return q;
+}
+static std::vector<float> dequantize_rows(GgmlType t, const uint8_t* q, int64_t rows,
+                                          int64_t cols) {
+  const size_t rb = ggml_row_bytes(t, cols);
+  std::vector<float> y(size_t(rows * cols));
+  for (int64_t r = 0; r < rows; r++) dequantize_row(t, q + r * rb, cols, y.data() + r * cols);
+  return y;
+}
+
 TEST(GgufQuantize, RowsMatchLlamaCppReferenceQuantizers) {
   const GgufFile f(std::string(WHALE_SOURCE_DIR) + "/tests/fixtures/gguf/quantize.gguf");
   const GgufTensor* src = f.find_tensor("src");
@@ -328,17 +343,12 @@ TEST(GgufQuantize, RowsMatchLlamaCppReferenceQuantizers) {
     const std::string name = std::string(ggml_type_info(uint32_t(t))->name);
     const GgufTensor* q = f.find_tensor("q." + name);
     ASSERT_NE(q, nullptr) << name;
-    const size_t rb = ggml_row_bytes(t, cols);
-    std::vector<uint8_t> got(rb * size_t(rows));
-    for (int64_t r = 0; r < rows; r++) quantize_row(t, x + r * cols, cols, got.data() + r * rb);
+    const std::vector<uint8_t> got = quantize_rows(t, x, rows, cols);
     size_t differ = 0;
     for (size_t i = 0; i < got.size(); i++) differ += got[i] != q->data[i];
     // Dequantized, the two agree to one quantization step at most.
-    std::vector<float> a(size_t(rows * cols)), b(a.size());
-    for (int64_t r = 0; r < rows; r++) {
-      dequantize_row(t, got.data() + r * rb, cols, a.data() + r * cols);
-      dequantize_row(t, q->data + r * rb, cols, b.data() + r * cols);
-    }
+    const std::vector<float> a = dequantize_rows(t, got.data(), rows, cols),
+                             b = dequantize_rows(t, q->data, rows, cols);
     size_t values_differ = 0;
     for (size_t i = 0; i < a.size(); i++) values_differ += a[i] != b[i];
     EXPECT_LE(values_differ, a.size() / 200) << name << ": " << values_differ << " values differ";
@@ -365,16 +375,11 @@ TEST(GgufQuantize, KQuantRowsMatchLlamaCpp) {
     ASSERT_TRUE(quantizable(t)) << name;
     const GgufTensor* q = f.find_tensor("q." + name);
     ASSERT_NE(q, nullptr) << name;
-    const size_t rb = ggml_row_bytes(t, cols);
-    std::vector<uint8_t> got(rb * size_t(rows));
-    for (int64_t r = 0; r < rows; r++) quantize_row(t, x + r * cols, cols, got.data() + r * rb);
+    const std::vector<uint8_t> got = quantize_rows(t, x, rows, cols);
     size_t differ = 0;
     for (size_t i = 0; i < got.size(); i++) differ += got[i] != q->data[i];
-    std::vector<float> a(size_t(rows * cols)), b(a.size());
-    for (int64_t r = 0; r < rows; r++) {
-      dequantize_row(t, got.data() + r * rb, cols, a.data() + r * cols);
-      dequantize_row(t, q->data + r * rb, cols, b.data() + r * cols);
-    }
+    const std::vector<float> a = dequantize_rows(t, got.data(), rows, cols),
+                             b = dequantize_rows(t, q->data, rows, cols);
     size_t values_differ = 0;
     double err_whale = 0, err_llama = 0;
     for (size_t i = 0; i < a.size(); i++) {
