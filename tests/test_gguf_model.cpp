@@ -12,11 +12,13 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <random>
 
+#include "formats/gguf.h"
 #include "formats/gguf_export.h"
 #include "formats/gguf_model.h"
 #include "formats/tokenizer.h"
@@ -40,6 +42,8 @@ struct Reference {
   std::vector<int32_t> tokens, greedy;
   int64_t vocab = 0;
   std::vector<float> logits;
+  std::vector<std::string> files;  // the GGUF files (a split model's shards), the first first
+  std::string path() const { return kDir + files.at(0); }
 };
 
 Reference load_reference(const std::string& name) {
@@ -51,6 +55,7 @@ Reference load_reference(const std::string& name) {
   r.tokens = j["tokens"].get<std::vector<int32_t>>();
   r.greedy = j["greedy"].get<std::vector<int32_t>>();
   r.vocab = j["vocab_size"].get<int64_t>();
+  r.files = j.value("files", std::vector<std::string>{name + ".gguf"});
   std::ifstream lf(kDir + j["logits"].get<std::string>(), std::ios::binary);
   r.logits.resize(r.tokens.size() * size_t(r.vocab));
   lf.read(reinterpret_cast<char*>(r.logits.data()), std::streamsize(r.logits.size() * 4));
@@ -91,7 +96,7 @@ class GgufModel : public ::testing::TestWithParam<std::string> {
 
 TEST_P(GgufModel, LogitsMatchReferenceInEveryAttentionPath) {
   const Reference ref = load_reference(GetParam());
-  auto m = Model::load(kDir + GetParam() + ".gguf");
+  auto m = Model::load(ref.path());
   ASSERT_EQ(m->config().vocab_size, ref.vocab);
   for (AttnMode mode : {AttnMode::Naive, AttnMode::Absorbed}) {
     KVCache cache = m->new_cache();
@@ -109,7 +114,7 @@ TEST_P(GgufModel, LogitsMatchReferenceInEveryAttentionPath) {
 
 TEST_P(GgufModel, GreedyIdsMatchReference) {
   const Reference ref = load_reference(GetParam());
-  auto m = Model::load(kDir + GetParam() + ".gguf");
+  auto m = Model::load(ref.path());
   KVCache cache = m->new_cache();
   std::vector<float> logits = m->forward(cache, ref.tokens, false);
   std::vector<int32_t> got;
@@ -121,7 +126,8 @@ TEST_P(GgufModel, GreedyIdsMatchReference) {
   EXPECT_EQ(got, ref.greedy);
 }
 
-INSTANTIATE_TEST_SUITE_P(Files, GgufModel, ::testing::Values("v3_q8_0", "v3_mixed", "v2_bf16"));
+INSTANTIATE_TEST_SUITE_P(Files, GgufModel,
+                         ::testing::Values("v3_q8_0", "v3_mixed", "v2_bf16", "v3_split"));
 
 TEST(GgufModelConfig, HyperParametersComeFromTheMetadata) {
   const ModelConfig v3 = gguf_model_config(kDir + "v3_q8_0.gguf");
@@ -178,29 +184,95 @@ std::string load_error(const std::string& path) {
   return "";
 }
 
+// load_error on a temporary file, which is then removed.
+std::string load_error_once(const std::string& path) {
+  const std::string e = load_error(path);
+  std::filesystem::remove(path);
+  return e;
+}
+
+// v3_split is v3_q8_0's tensors in three shards written by gguf-py: the same logits bit for bit.
+// A missing shard, a shard opened first, a first shard under another name, and a shard of
+// another model are errors naming the file.
+TEST(GgufSplit, ShardsLoadAsOneModelAndBadSetsAreNamed) {
+  const Reference ref = load_reference("v3_split");
+  ASSERT_EQ(ref.files.size(), 3u);
+  EXPECT_EQ(ref.files[0], "v3_split-00001-of-00003.gguf");
+  EXPECT_EQ(gguf_shard_paths(ref.path()).size(), 3u);
+  {
+    const GgufFile f(ref.path());
+    EXPECT_EQ(f.files().size(), 3u);
+    const GgufFile one(kDir + "v3_q8_0.gguf");
+    EXPECT_EQ(f.tensors().size(), one.tensors().size());
+    for (const GgufTensor& t : one.tensors()) {
+      const GgufTensor* s = f.find_tensor(t.name);
+      ASSERT_NE(s, nullptr) << t.name;
+      ASSERT_EQ(s->nbytes, t.nbytes) << t.name;
+      EXPECT_EQ(std::memcmp(s->data, t.data, t.nbytes), 0) << t.name;
+    }
+  }
+  {
+    Int8Off exact;
+    auto split = Model::load(ref.path());
+    auto one = Model::load(kDir + "v3_q8_0.gguf");
+    KVCache a = split->new_cache(), b = one->new_cache();
+    EXPECT_EQ(split->forward(a, ref.tokens, true), one->forward(b, ref.tokens, true));
+  }
+  // Copies of the shards in a folder of their own, then broken in turn.
+  const std::string dir = ::testing::TempDir() + "/split-" + std::to_string(::getpid());
+  std::filesystem::create_directories(dir);
+  auto copy_set = [&](const std::string& prefix) {
+    for (size_t i = 0; i < ref.files.size(); i++)
+      std::filesystem::copy_file(kDir + ref.files[i],
+                                 dir + "/" + prefix + ref.files[i].substr(8),  // "-0000K-of-..."
+                                 std::filesystem::copy_options::overwrite_existing);
+    return dir + "/" + prefix + "-00001-of-00003.gguf";
+  };
+  const std::string first = copy_set("m");
+  EXPECT_NO_THROW(Model::load(first));
+  std::filesystem::remove(dir + "/m-00003-of-00003.gguf");
+  const std::string missing = load_error(first);
+  EXPECT_NE(missing.find("shard 3 (" + dir + "/m-00003-of-00003.gguf) is missing"),
+            std::string::npos)
+      << missing;
+  const std::string second = load_error(dir + "/m-00002-of-00003.gguf");
+  EXPECT_NE(second.find("shard 2 of a model split into 3 files: open the first one"),
+            std::string::npos)
+      << second;
+  std::filesystem::copy_file(first, dir + "/renamed.gguf");
+  const std::string renamed = load_error(dir + "/renamed.gguf");
+  EXPECT_NE(renamed.find("must be named PREFIX-00001-of-00003.gguf"), std::string::npos) << renamed;
+  // Shard 3 replaced by shard 2 of the same set: it says it is shard 2.
+  std::filesystem::copy_file(dir + "/m-00002-of-00003.gguf", dir + "/m-00003-of-00003.gguf");
+  const std::string foreign = load_error(first);
+  EXPECT_NE(foreign.find("says it is shard 2 of 3, expected shard 3 of 3"), std::string::npos)
+      << foreign;
+  std::filesystem::remove_all(dir);
+}
+
 TEST(GgufModelErrors, NameTheArchitectureTensorOrKey) {
-  const std::string arch = load_error(patched("v3_q8_0.gguf", "deepseek2", "deepseek9"));
+  const std::string arch = load_error_once(patched("v3_q8_0.gguf", "deepseek2", "deepseek9"));
   EXPECT_NE(arch.find("architecture 'deepseek9' is not supported"), std::string::npos) << arch;
 
-  const std::string missing =
-      load_error(patched("v3_q8_0.gguf", "blk.1.attn_output.weight", "blk.1.attn_outpux.weight"));
+  const std::string missing = load_error_once(
+      patched("v3_q8_0.gguf", "blk.1.attn_output.weight", "blk.1.attn_outpux.weight"));
   EXPECT_NE(missing.find("'blk.1.attn_output.weight'"), std::string::npos) << missing;
 
   // A key renamed away: the hyper-parameter is missing.
-  const std::string key = load_error(patched("v3_q8_0.gguf", "deepseek2.attention.kv_lora_rank",
-                                             "deepseek2.attention.kv_lora_ranx"));
+  const std::string key = load_error_once(patched(
+      "v3_q8_0.gguf", "deepseek2.attention.kv_lora_rank", "deepseek2.attention.kv_lora_ranx"));
   EXPECT_NE(key.find("deepseek2.attention.kv_lora_rank"), std::string::npos) << key;
 
   // No split and no unsplit kv_b in a layer.
   const std::string kvb =
-      load_error(patched("v3_q8_0.gguf", "blk.2.attn_k_b.weight", "blk.2.attn_k_x.weight"));
+      load_error_once(patched("v3_q8_0.gguf", "blk.2.attn_k_b.weight", "blk.2.attn_k_x.weight"));
   EXPECT_NE(kvb.find("attn_k_b.weight"), std::string::npos) << kvb;
 
   // Truncated: an error naming the file, no crash.
   std::string bytes = whale::testing::file_bytes(kDir + "v3_q8_0.gguf");
   const std::string cut = ::testing::TempDir() + "/cut-" + std::to_string(::getpid()) + ".gguf";
   std::ofstream(cut, std::ios::binary) << bytes.substr(0, bytes.size() / 2);
-  const std::string trunc = load_error(cut);
+  const std::string trunc = load_error_once(cut);
   EXPECT_NE(trunc.find(cut), std::string::npos) << trunc;
 }
 

@@ -1,9 +1,9 @@
-// The int8 kernels for GGML's 32-value block types (kernels/qlinear.h) on every instruction-set
-// path this CPU runs: activation quantization against its definition, products against a plain
-// float64 loop over the dequantized weights (tensor/quant.h's reference dequantizers) and the
-// dequantized activations, and the cost of activation rounding against its bound. On AVX-512,
-// more than kInt8MaxTokens tokens take the dequantizing GEMM instead, checked against the same
-// loop with the f32 activations.
+// The int8 kernels for GGML's 32-value block types and the k-quants (kernels/qlinear.h) on every
+// instruction-set path this CPU runs: activation quantization against its definition, products
+// against a plain float64 loop over the dequantized weights (tensor/quant.h's reference
+// dequantizers) and the dequantized activations, and the cost of activation rounding against its
+// bound. On AVX-512, more than kInt8MaxTokens tokens take the dequantizing GEMM instead, checked
+// against the same loop with the f32 activations.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -31,7 +31,19 @@ class Int8Scope {
   bool saved_;
 };
 
-const DType kTypes[] = {DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1};
+const DType kTypes[] = {DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q5_0,
+                        DType::Q5_1, DType::Q4_K, DType::Q5_K, DType::Q6_K};
+
+bool is_kquant(DType t) {
+  return t == DType::Q4_K || t == DType::Q5_K || t == DType::Q6_K;
+}
+
+// Row lengths: ragged numbers of blocks (odd, not a multiple of 64) for the 32-value types, of
+// super-blocks for the k-quants.
+std::vector<int64_t> lengths(DType t) {
+  if (is_kquant(t)) return {256, 768, 1024};
+  return {32, 64, 96, 320, 1024};
+}
 
 std::vector<Isa> supported_isas() {
   std::vector<Isa> v;
@@ -56,13 +68,16 @@ std::vector<uint8_t> make_matrix(DType t, int64_t rows, int64_t cols, bool raw, 
     return m;
   }
   for (uint8_t& b : m) b = uint8_t(rng());
-  const size_t bb = row_bytes / size_t(cols / 32);
-  const bool has_min = t == DType::Q4_1 || t == DType::Q5_1;
+  const size_t bb = row_bytes / size_t(cols / (is_kquant(t) ? 256 : 32));
+  // Q4_K / Q5_K: d and a positive dmin first; Q6_K: d last.
+  const bool has_min = t == DType::Q4_1 || t == DType::Q5_1 || t == DType::Q4_K || t == DType::Q5_K;
+  const size_t d_at = t == DType::Q6_K ? 208 : 0;
   for (size_t at = 0; at < m.size(); at += bb) {
     const uint16_t d = f32_to_f16(0.01f + 0.02f * float(rng() % 100) / 100.0f);
-    std::memcpy(&m[at], &d, 2);
+    std::memcpy(&m[at + d_at], &d, 2);
     if (has_min) {
-      const uint16_t mn = f32_to_f16(-0.2f + 0.004f * float(rng() % 100));
+      const float lo = is_kquant(t) ? 0.0f : -0.2f;
+      const uint16_t mn = f32_to_f16(lo + 0.004f * float(rng() % 100));
       std::memcpy(&m[at + 2], &mn, 2);
     }
   }
@@ -148,7 +163,7 @@ TEST(Int8Kernels, MatchTheFloat64LoopOnEveryTypeAndPath) {
     IsaScope scope(isa);
     for (DType t : kTypes)
       for (bool raw : {false, true})
-        for (int64_t K : {32, 64, 96, 320, 1024})
+        for (int64_t K : lengths(t))
           for (int64_t rows : {1, 7, 33, 100}) {
             const auto m = make_matrix(t, rows, K, raw, rng);
             const WeightRef w = ref_of(t, rows, K, m);

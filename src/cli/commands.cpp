@@ -51,6 +51,7 @@ struct Common {
   std::string model_dir;
   int threads = 0;
   bool mmap = false, no_mmap = false;
+  std::string kv_type = "f32";
   LoadMode load_mode() const {
     return mmap ? LoadMode::Mmap : no_mmap ? LoadMode::Ram : LoadMode::Auto;
   }
@@ -90,6 +91,16 @@ void add_model(CLI::App* sub) {
                            "they take at most 60% of available memory)");
   sub->add_flag("--no-mmap", g.no_mmap, "always read the weights into RAM")->excludes(mm);
 }
+// --kv-type: the KV cache's storage type (model/kv_cache.h), for the commands that run the model.
+void add_kv_type(CLI::App* sub) {
+  sub->add_option("--kv-type", g.kv_type,
+                  "KV cache storage: f32 (default), bf16 (half the bytes) or q8 (latent in Q8_0, "
+                  "rope key in bf16: about 30% of f32)")
+      ->check(CLI::IsMember({"f32", "bf16", "q8"}));
+}
+void apply_kv_type(Model& m) {
+  m.set_kv_type(parse_kv_type(g.kv_type));
+}
 void add_threads(CLI::App* sub) {
   sub->add_option("-t,--threads", g.threads, "threads (default: all cores)");
 }
@@ -121,7 +132,9 @@ std::unique_ptr<Model> load_model() {
   opt.progress = isatty(STDERR_FILENO);
   opt.prefault = opt.progress;
   opt.load = g.load_mode();
-  return Model::load(g.model_dir, opt);
+  auto m = Model::load(g.model_dir, opt);
+  apply_kv_type(*m);
+  return m;
 }
 
 int argmax(const float* v, int64_t n) {
@@ -189,6 +202,7 @@ int cmd_info() {
   Model::Options opt;
   opt.load = g.load_mode();
   auto m = Model::load(g.model_dir, opt);
+  apply_kv_type(*m);
   const ModelConfig& c = m->config();
   const ModelStats s = m->stats();
   const size_t kv = KVCache::bytes_per_token(c);
@@ -210,6 +224,8 @@ int cmd_info() {
        }()},
       {"file_bytes", m->checkpoint().total_bytes()},
       {"decode_weight_bytes_per_token", s.weight_bytes},
+      {"kv_type", kv_type_name(m->kv_type())},
+      {"kv_cache_bytes_per_token", KVCache::bytes_per_token(c, m->kv_type())},
       {"kv_cache_bytes_per_token_f32", kv},
       {"kv_cache_bytes_per_token_bf16", kv / 2},
       {"mha_kv_cache_bytes_per_token_f32", mha},
@@ -351,6 +367,7 @@ int cmd_bench() {
   apply_threads();
   auto m =
       Model::load(g.model_dir, Model::Options{isatty(STDERR_FILENO) != 0, true, g.load_mode()});
+  apply_kv_type(*m);
   const ModelStats s = m->stats();
   std::optional<Tokenizer> tok;
   if (g_bench_spec == "mtp") {
@@ -964,6 +981,7 @@ void register_commands(CLI::App& app) {
   {
     auto* s = app.add_subcommand("serve", "OpenAI-compatible HTTP server and chat page");
     add_model(s);
+    add_kv_type(s);
     add_threads(s);
     s->add_option("--host", g_server.host,
                   "address to listen on (default 127.0.0.1; 0.0.0.0 serves every interface)");
@@ -994,6 +1012,7 @@ void register_commands(CLI::App& app) {
   {
     auto* s = app.add_subcommand("run", "generate text from a prompt, streamed");
     add_model(s);
+    add_kv_type(s);
     add_threads(s);
     add_sampling(s);
     s->add_option("-p,--prompt", g_prompt, "prompt text")->required();
@@ -1007,6 +1026,7 @@ void register_commands(CLI::App& app) {
   {
     auto* s = app.add_subcommand("chat", "interactive multi-turn chat (Ctrl-D exits)");
     add_model(s);
+    add_kv_type(s);
     add_threads(s);
     add_sampling(s);
     s->add_option("--system", g_system, "system prompt");
@@ -1044,6 +1064,7 @@ void register_commands(CLI::App& app) {
     auto* s =
         app.add_subcommand("perplexity", "perplexity of a text file, by llama-perplexity's method");
     add_model(s);
+    add_kv_type(s);
     add_threads(s);
     s->add_option("-f,--file", g_ppl_file, "text file")->required();
     s->add_option("--ctx", g_ppl_ctx, "tokens per chunk (the second half of each is scored)");
@@ -1054,11 +1075,13 @@ void register_commands(CLI::App& app) {
   {
     auto* s = app.add_subcommand("info", "print parameter counts and KV-cache size");
     add_model(s);
+    add_kv_type(s);
     g_actions["info"] = cmd_info;
   }
   {
     auto* s = app.add_subcommand("logits", "logits of a token sequence from an empty cache");
     add_model(s);
+    add_kv_type(s);
     add_threads(s);
     s->add_option("--tokens", g_tokens, "comma-separated token ids (no bos added)")->required();
     s->add_flag("--all", g_all, "every position (default: last only)");
@@ -1070,6 +1093,7 @@ void register_commands(CLI::App& app) {
   {
     auto* s = app.add_subcommand("generate", "greedy continuation ids, one token at a time");
     add_model(s);
+    add_kv_type(s);
     add_threads(s);
     s->add_option("--tokens", g_tokens, "comma-separated prompt ids")->required();
     s->add_option("-n", g_n, "number of ids to generate (no stop at eos)");
@@ -1081,6 +1105,7 @@ void register_commands(CLI::App& app) {
   {
     auto* s = app.add_subcommand("bench", "prefill and decode tokens/s");
     add_model(s);
+    add_kv_type(s);
     add_threads(s);
     s->add_option("-p", g_bench_p, "prompt tokens");
     s->add_option("-n", g_bench_n, "generated tokens");

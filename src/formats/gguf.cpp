@@ -1,6 +1,8 @@
 #include "formats/gguf.h"
 
+#include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <limits>
 #include <set>
 #include <stdexcept>
@@ -334,10 +336,105 @@ bool is_gguf_path(const std::string& path) {
   return path.size() > 5 && path.compare(path.size() - 5, 5, ".gguf") == 0;
 }
 
-GgufFile::GgufFile(const std::string& path, bool in_ram)
-    : file_(std::make_unique<MappedFile>(path, in_ram)) {
-  header_ = parse_gguf(file_->data(), file_->size(), path);
+namespace {
+
+// "PREFIX-00001-of-0000N.gguf" -> PREFIX and N (false for other names).
+bool split_name(const std::string& path, std::string* prefix, int* count) {
+  constexpr size_t kTail = 20;  // "-00001-of-00003.gguf"
+  if (path.size() <= kTail) return false;
+  const std::string tail = path.substr(path.size() - kTail);
+  auto digits = [&](size_t at) {
+    for (size_t i = at; i < at + 5; i++)
+      if (tail[i] < '0' || tail[i] > '9') return false;
+    return true;
+  };
+  if (tail[0] != '-' || !digits(1) || tail.compare(6, 4, "-of-") != 0 || !digits(10) ||
+      tail.compare(15, 5, ".gguf") != 0 || tail.compare(1, 5, "00001") != 0)
+    return false;
+  *prefix = path.substr(0, path.size() - kTail);
+  *count = std::stoi(tail.substr(10, 5));
+  return *count >= 1;
+}
+
+std::string shard_path(const std::string& prefix, int no, int count) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "-%05d-of-%05d.gguf", no, count);
+  return prefix + buf;
+}
+
+}  // namespace
+
+std::vector<std::string> gguf_shard_paths(const std::string& path) {
+  std::string prefix;
+  int count = 0;
+  if (!split_name(path, &prefix, &count)) return {path};
+  std::vector<std::string> out;
+  for (int i = 1; i <= count; i++) out.push_back(shard_path(prefix, i, count));
+  return out;
+}
+
+GgufFile::GgufFile(const std::string& path, bool in_ram) {
+  files_.push_back(std::make_unique<MappedFile>(path, in_ram));
+  header_ = parse_gguf(files_[0]->data(), files_[0]->size(), path);
+  open_shards(in_ram);
   for (size_t i = 0; i < header_.tensors.size(); i++) tensor_index_[header_.tensors[i].name] = i;
+}
+
+void GgufFile::open_shards(bool in_ram) {
+  if (!has("split.count")) return;
+  const int64_t count = get_int("split.count");
+  const int64_t no = has("split.no") ? get_int("split.no") : 0;
+  if (count < 1 || count > 99999) fail("split.count", std::to_string(count) + " shards");
+  if (count == 1) return;
+  if (no != 0)
+    throw error(path(), "shard " + std::to_string(no + 1) + " of a model split into " +
+                            std::to_string(count) + " files: open the first one, PREFIX" +
+                            shard_path("", 1, int(count)));
+  std::string prefix;
+  int named = 0;
+  if (!split_name(path(), &prefix, &named) || named != count)
+    throw error(path(), "the first shard of a model split into " + std::to_string(count) +
+                            " files must be named PREFIX" + shard_path("", 1, int(count)) +
+                            " (its shards are found by that name)");
+  std::set<std::string> names;
+  for (const GgufTensor& t : header_.tensors) names.insert(t.name);
+  for (int i = 1; i < count; i++) {
+    const std::string p = shard_path(prefix, i + 1, int(count));
+    std::error_code ec;
+    if (!std::filesystem::exists(p, ec))
+      throw error(path(), "split into " + std::to_string(count) + " files, but shard " +
+                              std::to_string(i + 1) + " (" + p + ") is missing");
+    files_.push_back(std::make_unique<MappedFile>(p, in_ram));
+    GgufHeader h = parse_gguf(files_.back()->data(), files_.back()->size(), p);
+    auto number = [&](const char* key) -> int64_t {
+      auto it = h.metadata.find(key);
+      if (it == h.metadata.end() || !it->second.is_integer())
+        throw error(
+            p, std::string("metadata '") + key + "': missing (not a shard of " + path() + "?)");
+      return it->second.i;
+    };
+    if (number("split.no") != i || number("split.count") != count)
+      throw error(p, "says it is shard " + std::to_string(number("split.no") + 1) + " of " +
+                         std::to_string(number("split.count")) + ", expected shard " +
+                         std::to_string(i + 1) + " of " + std::to_string(count) + " (of " + path() +
+                         ")");
+    for (GgufTensor& t : h.tensors) {
+      if (!names.insert(t.name).second)
+        throw error(p, "tensor '" + t.name + "' is also in another shard of " + path());
+      header_.tensors.push_back(std::move(t));
+    }
+  }
+  if (has("split.tensors.count") &&
+      get_int("split.tensors.count") != int64_t(header_.tensors.size()))
+    throw error(path(), "split.tensors.count is " + std::to_string(get_int("split.tensors.count")) +
+                            " but the " + std::to_string(count) + " shards hold " +
+                            std::to_string(header_.tensors.size()) + " tensors");
+}
+
+std::vector<const MappedFile*> GgufFile::files() const {
+  std::vector<const MappedFile*> out;
+  for (const auto& f : files_) out.push_back(f.get());
+  return out;
 }
 
 const GgufValue* GgufFile::find(const std::string& key) const {

@@ -95,16 +95,27 @@ struct GgufHeader {
 // std::runtime_error naming `path` and the key or tensor. Exposed for tests and the fuzzer.
 GgufHeader parse_gguf(const uint8_t* bytes, size_t size, const std::string& path);
 
+// The files of a model: [path] for one file; for the first shard of a split model, named as
+// llama.cpp's gguf-split names them (PREFIX-00001-of-0000N.gguf), the N shard paths.
+std::vector<std::string> gguf_shard_paths(const std::string& path);
+
 // A GGUF file, memory-mapped or read into RAM, with typed access to its metadata.
+//
+// A split model (llama.cpp's `split.count` > 1) is opened through its first shard: the metadata
+// is the first shard's, the tensors are those of every shard (each shard must say its own
+// `split.no` and the same `split.count`, the total must equal `split.tensors.count`, no name may
+// repeat); a missing or foreign shard is an error naming it.
 class GgufFile {
  public:
   explicit GgufFile(const std::string& path, bool in_ram = false);
 
-  const std::string& path() const { return file_->path(); }
+  const std::string& path() const { return files_[0]->path(); }
   const GgufHeader& header() const { return header_; }
   const std::map<std::string, GgufValue>& metadata() const { return header_.metadata; }
   const std::vector<GgufTensor>& tensors() const { return header_.tensors; }
-  const MappedFile& file() const { return *file_; }
+  const MappedFile& file() const { return *files_[0]; }
+  // Every shard's bytes (one file unless the model is split).
+  std::vector<const MappedFile*> files() const;
 
   bool has(const std::string& key) const { return header_.metadata.count(key) != 0; }
   const GgufValue* find(const std::string& key) const;
@@ -121,7 +132,9 @@ class GgufFile {
  private:
   [[noreturn]] void fail(const std::string& key, const std::string& what) const;
 
-  std::unique_ptr<MappedFile> file_;
+  void open_shards(bool in_ram);
+
+  std::vector<std::unique_ptr<MappedFile>> files_;
   GgufHeader header_;
   std::map<std::string, size_t> tensor_index_;
 };

@@ -191,10 +191,14 @@ ModelConfig gguf_model_config(const std::string& path) {
 }
 
 GgufModel load_gguf_model(const std::string& path, LoadMode mode) {
-  std::error_code ec;
-  const auto size = std::filesystem::file_size(path, ec);
-  if (ec) throw error(path, "cannot open: " + ec.message());
-  mode = resolve_load_mode(mode, size_t(size));
+  size_t size = 0;  // all shards of a split model (a missing one: GgufFile names it)
+  for (const std::string& p : gguf_shard_paths(path)) {
+    std::error_code ec;
+    const auto n = std::filesystem::file_size(p, ec);
+    if (ec && p == path) throw error(p, "cannot open: " + ec.message());
+    if (!ec) size += size_t(n);
+  }
+  mode = resolve_load_mode(mode, size);
   auto owned = std::make_shared<Owned>();
   owned->file = std::make_shared<GgufFile>(path, mode == LoadMode::Ram);
   const GgufFile& f = *owned->file;
@@ -273,7 +277,7 @@ GgufModel load_gguf_model(const std::string& path, LoadMode mode) {
             *g, e, mlp + "experts." + std::to_string(e) + "." + w + "_proj.weight", path));
     }
   }
-  std::vector<const MappedFile*> files{&f.file()};
+  std::vector<const MappedFile*> files = f.files();
   out.checkpoint = std::make_unique<Checkpoint>(path, mode, std::move(views), std::move(files),
                                                 std::shared_ptr<const void>(owned, owned.get()),
                                                 std::move(stored));

@@ -46,17 +46,30 @@ json gguf_pre_tokenizer(const std::string& pre, const std::string& path) {
                 "[\\p{L}\\p{M}]+| ?[\\p{P}\\p{S}]+[\r\n]*|\\s*[\r\n]+|\\s+(?!\\S)|\\s+"),
           bl}}};
   }
+  // Qwen2.5 (and the R1-Distill-Qwen models, "deepseek-r1-qwen" in llama.cpp): single digits;
+  // Llama 3 ("llama-bpe"): digits in threes. The regexes as their tokenizer.json files hold them.
+  if (pre == "qwen2" || pre == "deepseek-r1-qwen" || pre == "llama-bpe") {
+    json bl = byte_level;
+    bl["use_regex"] = false;
+    bl["trim_offsets"] = pre == "llama-bpe";
+    const char* digits = pre == "llama-bpe" ? "\\p{N}{1,3}" : "\\p{N}";
+    const std::string regex =
+        std::string("(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|") + digits +
+        "| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+    return {{"type", "Sequence"}, {"pretokenizers", {split(regex.c_str()), bl}}};
+  }
   if (pre == "default" || pre == "gpt2") {  // GPT-2's regex inside ByteLevel
     json bl = byte_level;
     bl["use_regex"] = true;
     return bl;
   }
   throw std::runtime_error(path + ": metadata 'tokenizer.ggml.pre' = '" + pre +
-                           "' is not supported (whale knows deepseek-v3, gpt2, default)");
+                           "' is not supported (whale knows deepseek-v3, qwen2, "
+                           "deepseek-r1-qwen, llama-bpe, gpt2, default)");
 }
 
 std::string gguf_pre_name(const json& pre_tokenizer) {
-  for (const char* name : {"deepseek-v3", "default"})
+  for (const char* name : {"deepseek-v3", "qwen2", "llama-bpe", "default"})
     if (gguf_pre_tokenizer(name, "") == pre_tokenizer) return name;
   return "";
 }
@@ -118,9 +131,16 @@ Tokenizer Tokenizer::from_gguf(const std::string& path) {
   } else {
     pre_json = gguf_pre_tokenizer(pre, path);
   }
-  const json tok = {{"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", merges}}},
+  // What the Hugging Face files of these families say beside the regex: Qwen2.5 normalizes to
+  // NFC, Llama 3 takes whole words from the vocabulary before merging (ignore_merges).
+  const bool qwen = pre == "qwen2" || pre == "deepseek-r1-qwen";
+  const json tok = {{"model",
+                     {{"type", "BPE"},
+                      {"vocab", vocab},
+                      {"merges", merges},
+                      {"ignore_merges", pre == "llama-bpe"}}},
                     {"added_tokens", added},
-                    {"normalizer", nullptr},
+                    {"normalizer", qwen ? json{{"type", "NFC"}} : json()},
                     {"pre_tokenizer", pre_json},
                     {"decoder", {{"type", "ByteLevel"}}}};
 

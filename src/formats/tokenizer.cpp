@@ -1,8 +1,11 @@
 #include "formats/tokenizer.h"
 
+#include <utf8proc.h>
+
 #include <algorithm>
 #include <array>
 #include <cctype>
+#include <cstdlib>
 #include <fstream>
 #include <functional>
 #include <mutex>
@@ -329,6 +332,8 @@ struct Tokenizer::Impl {
   std::vector<TrieNode> trie{1};
   std::array<bool, 256> trie_first{};
 
+  bool nfc = false;  // normalizer: NFC on the text between added tokens
+
   // Pre-tokenizer: Split steps, then ByteLevel.
   std::vector<SplitStep> splits;
   bool prefix_space = false;
@@ -529,12 +534,31 @@ void Tokenizer::Impl::load_pre_tokenizer(const json& pre) {
         "pre_tokenizer has no ByteLevel step (only byte-level BPE is supported)");
 }
 
-// Only identity normalizers are supported: null and (nested) empty Sequences.
-void check_normalizer(const json& n) {
-  if (n.is_null()) return;
+// Normalizers: the identity (null, empty Sequences) and NFC (Qwen2.5's, hence the R1-Distill-Qwen
+// models'). Returns whether NFC applies.
+bool load_normalizer(const json& n) {
+  if (n.is_null()) return false;
   const std::string type = n.at("type").get<std::string>();
+  if (type == "NFC") return true;
   if (type != "Sequence") throw std::runtime_error("unsupported normalizer type \"" + type + "\"");
-  for (const json& child : n.at("normalizers")) check_normalizer(child);
+  bool nfc = false;
+  for (const json& child : n.at("normalizers")) nfc = load_normalizer(child) || nfc;
+  return nfc;
+}
+
+// Unicode canonical composition (NFC) of valid UTF-8, by utf8proc; ASCII is its own NFC.
+std::string nfc(std::string_view text) {
+  bool ascii = true;
+  for (char c : text) ascii = ascii && static_cast<unsigned char>(c) < 0x80;
+  if (ascii) return std::string(text);
+  utf8proc_uint8_t* out = nullptr;
+  const utf8proc_ssize_t n = utf8proc_map(reinterpret_cast<const utf8proc_uint8_t*>(text.data()),
+                                          utf8proc_ssize_t(text.size()), &out,
+                                          utf8proc_option_t(UTF8PROC_STABLE | UTF8PROC_COMPOSE));
+  if (n < 0) return std::string(text);  // not UTF-8: encode() sanitized it, so never here
+  std::string result(reinterpret_cast<const char*>(out), size_t(n));
+  std::free(out);
+  return result;
 }
 
 void check_decoder(const json& d) {
@@ -717,7 +741,7 @@ Tokenizer Tokenizer::from_json(const json& tok, const std::string& origin, const
     if (!tok.contains("model")) throw std::runtime_error("missing \"model\"");
     impl->load_model(tok["model"]);
     impl->load_added_tokens(tok.value("added_tokens", json()));
-    check_normalizer(tok.value("normalizer", json()));
+    impl->nfc = load_normalizer(tok.value("normalizer", json()));
     impl->load_pre_tokenizer(tok.value("pre_tokenizer", json()));
     check_decoder(tok.value("decoder", json()));
   } catch (const std::exception& e) {
@@ -777,6 +801,8 @@ std::vector<int32_t> Tokenizer::encode(std::string_view raw, bool add_bos) const
   for (const Section& s : sections) {
     if (s.added >= 0)
       ids.push_back(m.added[s.added].id);
+    else if (!s.text.empty() && m.nfc)
+      m.encode_section(nfc(s.text), ids);
     else if (!s.text.empty())
       m.encode_section(s.text, ids);
   }

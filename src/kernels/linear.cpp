@@ -233,6 +233,7 @@ void quantize_job_inputs(std::span<const LinearJob> jobs, std::vector<QuantizedA
   for (size_t j = 0; j < jobs.size(); j++) {
     const LinearJob& job = jobs[j];
     if (!int8_dtype(job.w.dtype) || job.w.cols % 32 != 0 || blocks_gemm(job)) continue;
+    if (detail::kquant_dtype(job.w.dtype) && job.w.cols % 256 != 0) continue;
     size_t same = SIZE_MAX;
     for (size_t i = 0; i < j && same == SIZE_MAX; i++)
       if (at[i] != SIZE_MAX && jobs[i].x == job.x && jobs[i].n == job.n &&

@@ -33,6 +33,7 @@
 
 #include "kernels/cpu.h"
 #include "kernels/linear.h"
+#include "kernels/qlinear.h"
 #include "kernels/simd.h"
 #include "tensor/quant.h"
 
@@ -735,8 +736,9 @@ void pack_group(const WeightRef& w, int64_t r0, int64_t nr, int64_t k0, int64_t 
   }
 }
 
-// n values (whole blocks) of a GGML row as f32: Q8_0 and Q4_0 widened here (the same products
-// d * q as tensor/quant.h's reference, so the same values), the other types by the reference.
+// n values (whole blocks) of a GGML row as f32: Q8_0, Q4_0 and the k-quants of the q4_k_m mix
+// widened here (the same operations as tensor/quant.h's reference, so the same values), the
+// other types by the reference.
 void dequantize_blocks(DType t, const uint8_t* p, int64_t n, float* out) {
   if (t == DType::Q8_0) {
     for (int64_t b = 0; b < n / 32; b++, p += 34, out += 32) {
@@ -761,6 +763,58 @@ void dequantize_blocks(DType t, const uint8_t* p, int64_t n, float* out) {
       const __m512i u = _mm512_sub_epi32(_mm512_cvtepu8_epi32(hi), eight);
       _mm512_store_ps(out, _mm512_mul_ps(d, _mm512_cvtepi32_ps(l)));
       _mm512_store_ps(out + 16, _mm512_mul_ps(d, _mm512_cvtepi32_ps(u)));
+    }
+  } else if (t == DType::Q4_K || t == DType::Q5_K) {
+    // Per sub-block j: d sc_j * u - dmin m_j as the reference computes it. (d sc_j u is exact in
+    // f32, an f16 times at most 6 + 5 bits, so a fused multiply-subtract rounds the same way.)
+    const bool five = t == DType::Q5_K;
+    const __m128i m = _mm_set1_epi8(15);
+    for (int64_t sb = 0; sb < n / 256; sb++, p += five ? 176 : 144) {
+      uint16_t h[2];
+      __builtin_memcpy(h, p, 4);
+      const float d = _cvtsh_ss(h[0]), dmin = _cvtsh_ss(h[1]);
+      uint8_t sc[8], mn[8];
+      unpack_scale_min_k4(p + 4, sc, mn);
+      const uint8_t* qh = p + 16;
+      const uint8_t* qs = p + (five ? 48 : 16);
+      for (int j = 0; j < 8; j++, out += 32) {
+        const __m512 dl = _mm512_set1_ps(d * float(sc[j])),
+                     ml = _mm512_set1_ps(dmin * float(mn[j]));
+        for (int half = 0; half < 2; half++) {
+          __m128i v = _mm_loadu_si128((const __m128i*)(qs + 32 * (j / 2) + 16 * half));
+          if (j % 2) v = _mm_srli_epi16(v, 4);
+          __m512i u = _mm512_cvtepu8_epi32(_mm_and_si128(v, m));
+          if (five) {
+            const __m128i bits = _mm_loadu_si128((const __m128i*)(qh + 16 * half));
+            const __mmask16 on = _mm_test_epi8_mask(bits, _mm_set1_epi8(char(1 << j)));
+            u = _mm512_mask_add_epi32(u, on, u, _mm512_set1_epi32(16));
+          }
+          const __m512 q = _mm512_cvtepi32_ps(u);
+          _mm512_store_ps(out + 16 * half, _mm512_sub_ps(_mm512_mul_ps(dl, q), ml));
+        }
+      }
+    }
+  } else if (t == DType::Q6_K) {
+    // Value 128 h + 32 s + l: the low (s < 2) or high nibble of ql[64 h + 32 (s % 2) + l], bits
+    // 2s, 2s + 1 of qh[32 h + l]; (d * scale) * (u - 32) as the reference.
+    const __m128i m4 = _mm_set1_epi8(15), m2 = _mm_set1_epi8(3);
+    for (int64_t sb = 0; sb < n / 256; sb++, p += 210) {
+      uint16_t hd;
+      __builtin_memcpy(&hd, p + 208, 2);
+      const float d = _cvtsh_ss(hd);
+      const auto* scales = reinterpret_cast<const int8_t*>(p + 192);
+      for (int e = 0; e < 256; e += 16, out += 16) {
+        const int h = e / 128, s = (e / 32) % 4, l = e % 32;
+        __m128i lo = _mm_loadu_si128((const __m128i*)(p + 64 * h + 32 * (s % 2) + l));
+        if (s >= 2) lo = _mm_srli_epi16(lo, 4);
+        lo = _mm_and_si128(lo, m4);
+        __m128i hi = _mm_loadu_si128((const __m128i*)(p + 128 + 32 * h + l));
+        hi = _mm_and_si128(_mm_srl_epi16(hi, _mm_cvtsi32_si128(2 * s)), m2);
+        const __m128i u = _mm_or_si128(lo, _mm_slli_epi16(hi, 4));
+        const __m512 q =
+            _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_cvtepu8_epi32(u), _mm512_set1_epi32(32)));
+        _mm512_store_ps(out, _mm512_mul_ps(_mm512_set1_ps(d * float(scales[e / 16])), q));
+      }
     }
   } else {
     dequantize_row(dtype_to_ggml(t), p, n, out);

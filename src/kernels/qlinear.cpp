@@ -40,7 +40,7 @@ void set_int8_activations(bool on) {
 
 bool int8_dtype(DType t) {
   return t == DType::Q8_0 || t == DType::Q4_0 || t == DType::Q4_1 || t == DType::Q5_0 ||
-         t == DType::Q5_1;
+         t == DType::Q5_1 || detail::kquant_dtype(t);
 }
 
 void quantize_activations(const float* x, int64_t n, int64_t K, int8_t* q, float* d, int32_t* s) {
@@ -122,10 +122,86 @@ void unpack_block(DType t, const uint8_t* b, UnpackedBlock* out) {
   }
 }
 
+void unpack_superblock(DType t, const uint8_t* b, UnpackedSuper* out) {
+  std::memset(out->m32, 0, sizeof out->m32);
+  out->off = 0;
+  if (t == DType::Q6_K) {  // ql[128], qh[64], scales[16] (int8), d
+    const uint8_t* ql = b;
+    const uint8_t* qh = b + 128;
+    const float d = half_at(b + 208);
+    for (int e = 0; e < 256; e++) {
+      const int h = e / 128, s = (e / 32) % 4, l = e % 32;
+      const int low = (ql[64 * h + 32 * (s % 2) + l] >> (4 * (s / 2))) & 15;
+      const int high = (qh[32 * h + l] >> (2 * s)) & 3;
+      out->u[e] = uint8_t(low | high << 4);
+    }
+    for (int k = 0; k < 16; k++) out->dw16[k] = d * float(int8_t(b[192 + k]));
+    out->off = 32;
+    return;
+  }
+  if (t != DType::Q4_K && t != DType::Q5_K) {
+    std::memset(out->u, 0, sizeof out->u);
+    std::memset(out->dw16, 0, sizeof out->dw16);
+    return;
+  }
+  // Q4_K: d, dmin, scales[12], qs[128]; Q5_K: the same with qh[32] before qs.
+  const float d = half_at(b), dmin = half_at(b + 2);
+  uint8_t sc[8], mn[8];
+  unpack_scale_min_k4(b + 4, sc, mn);
+  const bool five = t == DType::Q5_K;
+  const uint8_t* qh = b + 16;
+  const uint8_t* qs = b + (five ? 48 : 16);
+  for (int j = 0; j < 8; j++) {
+    for (int l = 0; l < 32; l++) {
+      int u = (qs[32 * (j / 2) + l] >> (4 * (j % 2))) & 15;
+      if (five) u |= ((qh[l] >> j) & 1) << 4;
+      out->u[32 * j + l] = uint8_t(u);
+    }
+    out->dw16[2 * j] = out->dw16[2 * j + 1] = d * float(sc[j]);
+    out->m32[j] = -dmin * float(mn[j]);
+  }
+}
+
 namespace {
+
+// The k-quants: per super-block and activation block b (32 values, two 16-value weight groups
+// g = 0, 1), dx_b (dw16 (sum u xq - off sum xq) per group + m32 sum xq).
+void scalar_kquant_rows(const QuantizedActs& x, const WeightRef& w, int64_t r0, int64_t r1,
+                        float* y) {
+  const int64_t nb = x.blocks(), nsb = x.K / 256;
+  const size_t row_bytes = dtype_row_bytes(w.dtype, w.cols);
+  const size_t sb_bytes = row_bytes / size_t(nsb);
+  UnpackedSuper u;
+  for (int64_t r = r0; r < r1; r++) {
+    const uint8_t* row = static_cast<const uint8_t*>(w.data) + size_t(r) * row_bytes;
+    for (int64_t t = 0; t < x.n; t++) y[t * w.rows + r] = 0.0f;
+    for (int64_t sb = 0; sb < nsb; sb++) {
+      unpack_superblock(w.dtype, row + size_t(sb) * sb_bytes, &u);
+      for (int64_t t = 0; t < x.n; t++) {
+        float acc = 0.0f;
+        for (int j = 0; j < 8; j++) {
+          const int64_t b = sb * 8 + j;
+          const int8_t* xq = x.q + t * x.K + 32 * b;
+          float blk = 0.0f;
+          for (int g = 0; g < 2; g++) {
+            int32_t dot = 0, sum = 0;
+            for (int i = 16 * g; i < 16 * g + 16; i++) {
+              dot += int32_t(u.u[32 * j + i]) * xq[i];
+              sum += xq[i];
+            }
+            blk += u.dw16[2 * j + g] * float(dot - u.off * sum);
+          }
+          acc += x.d[t * nb + b] * (blk + u.m32[j] * float(x.s[t * nb + b]));
+        }
+        y[t * w.rows + r] += acc;
+      }
+    }
+  }
+}
 
 void scalar_qlinear_rows(const QuantizedActs& x, const WeightRef& w, int64_t r0, int64_t r1,
                          float* y) {
+  if (kquant_dtype(w.dtype)) return scalar_kquant_rows(x, w, r0, r1, y);
   const int64_t nb = x.blocks();
   const size_t row_bytes = dtype_row_bytes(w.dtype, w.cols);
   const size_t block_bytes = row_bytes / size_t(nb);

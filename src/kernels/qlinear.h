@@ -1,4 +1,5 @@
-// Integer dot-product kernels for GGML's 32-value block types (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1).
+// Integer dot-product kernels for GGML's 32-value block types (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1)
+// and the k-quants of the q4_k_m / q5_k_m mixes (Q4_K, Q5_K, Q6_K).
 //
 // As in llama.cpp, the activations are quantized too: each token's row of K values is cut into
 // blocks of 32, and block b becomes 32 int8 values xq with one f32 scale dx = max|x| / 127,
@@ -14,6 +15,17 @@
 // where sum_j u_j xq_j is an exact integer (unsigned 8-bit times signed 8-bit: one AVX-512 VNNI
 // vpdpbusd per 64 bytes; AVX2 has vpmaddubsw) and sum_j xq_j is computed once per activation
 // block. Only the f32 accumulation across blocks differs between the instruction sets.
+//
+// The k-quants hold 256 values per super-block, with a scale per 32 values (Q4_K, Q5_K: a 6-bit
+// scale sc_j and minimum m_j times the f16 d and dmin) or per 16 values (Q6_K: an int8 scale
+// times d):
+//   Q4_K, Q5_K  w = d sc_j u - dmin m_j     (u 0..15 or 0..31)
+//   Q6_K        w = d sc_k (u - 32)         (u 0..63)
+// and the same 32-value activation blocks serve them (llama.cpp quantizes activations for these
+// types in blocks of 256 instead, Q8_K: one scale per 256 values, so its rounding is coarser):
+// per activation block b the integer dot products of the block's one (or two 16-value) weight
+// groups times dx_b and the group's scale, minus the minimum (or the offset 32) times the
+// activation sums.
 //
 // What this costs in accuracy is the activation rounding: each x is moved by at most dx / 2
 // (relative error <= 1/254 of the block's largest value).
@@ -31,7 +43,7 @@ namespace whale {
 bool int8_activations_enabled();
 void set_int8_activations(bool on);
 
-// True for the weight types the int8 kernels handle.
+// True for the weight types the int8 kernels handle (the k-quants need K a multiple of 256).
 bool int8_dtype(DType t);
 
 // Activations quantized in 32-value blocks, token-major: for token t and block b (K / 32 blocks),
@@ -78,6 +90,39 @@ struct UnpackedBlock {
   int32_t off = 0;
 };
 void unpack_block(DType t, const uint8_t* block, UnpackedBlock* out);
+
+// Per k-quant super-block (256 values): the unsigned values u[256], the scale of each 16 values
+// (Q4_K / Q5_K: d sc_j for both halves of sub-block j), the minimum term of each 32 values
+// (-dmin m_j; 0 for Q6_K) and the offset (32 for Q6_K, else 0):
+//   w[16 k + i] = dw16[k] * (u[16 k + i] - off) + m32[k / 2]
+struct UnpackedSuper {
+  uint8_t u[256];
+  float dw16[16];
+  float m32[8];
+  int32_t off = 0;
+};
+void unpack_superblock(DType t, const uint8_t* block, UnpackedSuper* out);
+// True for the k-quants the int8 kernels handle (Q4_K, Q5_K, Q6_K).
+inline bool kquant_dtype(DType t) {
+  return t == DType::Q4_K || t == DType::Q5_K || t == DType::Q6_K;
+}
+// The six-bit scales and minimums of Q4_K / Q5_K (12 bytes at `packed`) as bytes: sc[0..8) the
+// scales, mn[0..8) the minimums. Bytes 0-3 hold scales 0-3 and bytes 4-7 minimums 0-3 in their
+// low six bits; the top two bits of bytes 0-3 (4-7) are the top bits of scales (minimums) 4-7,
+// whose low four bits are the low (high) nibbles of bytes 8-11. Four at a time in 32-bit words
+// (inline: the kernels call it once per super-block).
+inline void unpack_scale_min_k4(const uint8_t* packed, uint8_t sc[8], uint8_t mn[8]) {
+  uint32_t w[3];
+  __builtin_memcpy(w, packed, 12);
+  constexpr uint32_t k6 = 0x3f3f3f3f, k4 = 0x0f0f0f0f, k2 = 0x03030303;
+  const uint32_t s_lo = w[0] & k6, m_lo = w[1] & k6;
+  const uint32_t s_hi = (w[2] & k4) | ((w[0] >> 6) & k2) << 4;
+  const uint32_t m_hi = ((w[2] >> 4) & k4) | ((w[1] >> 6) & k2) << 4;
+  __builtin_memcpy(sc, &s_lo, 4);
+  __builtin_memcpy(sc + 4, &s_hi, 4);
+  __builtin_memcpy(mn, &m_lo, 4);
+  __builtin_memcpy(mn + 4, &m_hi, 4);
+}
 
 }  // namespace detail
 

@@ -1,4 +1,4 @@
-// AVX2 int8 kernels for the 32-value block types (read qlinear.h first).
+// AVX2 int8 kernels for the 32-value block types and the k-quants (read qlinear.h first).
 //
 // One weight block (32 values) per ymm. AVX2 has no vpdpbusd: vpmaddubsw multiplies unsigned by
 // signed bytes into saturating 16-bit pair sums and vpmaddwd with ones widens them to 32 bits.
@@ -147,6 +147,109 @@ void rows_q(const QuantizedActs& x, const WeightRef& w, int64_t r0, int64_t r1, 
   }
 }
 
+// ---- The k-quants, one 32-value activation block at a time (read qlinear.h). ----
+
+// Q4_K / Q5_K: sub-block j's values: the low (j even) or high nibbles of qs[32 (j / 2) ..), and
+// for Q5_K bit j of qh[l] as the fifth bit.
+template <bool kFive>
+void row_tokens_k4(const uint8_t* row, int64_t nsb, const QuantizedActs& x, int64_t t0, float* y,
+                   int64_t ldy, int n) {
+  constexpr int kBytes = kFive ? 176 : 144;
+  const int64_t nb = x.blocks();
+  __m256 acc[4];
+  float corr[4];
+  for (int t = 0; t < n; t++) {
+    acc[t] = _mm256_setzero_ps();
+    corr[t] = 0.0f;
+  }
+  for (int64_t sb = 0; sb < nsb; sb++) {
+    const uint8_t* blk = row + sb * kBytes;
+    uint8_t sc[8], mn[8];
+    unpack_scale_min_k4(blk + 4, sc, mn);
+    const float d = half_at(blk), dmin = half_at(blk + 2);
+    const uint8_t* qs = blk + (kFive ? 48 : 16);
+    __m256i qh = _mm256_setzero_si256();
+    if constexpr (kFive) qh = _mm256_loadu_si256((const __m256i*)(blk + 16));
+    for (int j = 0; j < 8; j++) {
+      __m256i u = _mm256_loadu_si256((const __m256i*)(qs + 32 * (j / 2)));
+      if (j % 2) u = _mm256_srli_epi16(u, 4);
+      u = _mm256_and_si256(u, _mm256_set1_epi8(15));
+      if constexpr (kFive) {
+        const __m256i bit = _mm256_set1_epi8(char(1 << j));
+        const __m256i on = _mm256_cmpeq_epi8(_mm256_and_si256(qh, bit), bit);
+        u = _mm256_or_si256(u, _mm256_and_si256(on, _mm256_set1_epi8(16)));
+      }
+      const float dw = d * float(sc[j]), m = -dmin * float(mn[j]);
+      for (int t = 0; t < n; t++) {
+        const int64_t tb = (t0 + t) * nb + sb * 8 + j;
+        const __m256i xv =
+            _mm256_loadu_si256((const __m256i*)(x.q + (t0 + t) * x.K + (sb * 8 + j) * 32));
+        acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_u8s8(u, xv)), _mm256_set1_ps(dw * x.d[tb]),
+                                 acc[t]);
+        corr[t] += x.d[tb] * m * float(x.s[tb]);
+      }
+    }
+  }
+  for (int t = 0; t < n; t++) y[t * ldy] = hsum(acc[t]) + corr[t];
+}
+
+// Q6_K: value 128 h + 32 s + l from the low (s < 2) or high nibble of ql[64 h + 32 (s % 2) + l]
+// and bits 2s, 2s + 1 of qh[32 h + l]; u - 32 with a scale per 16 values, so the integer lanes
+// (4 values each) of the two halves get their own scales and the offset uses the lanes' sums.
+void row_tokens_q6k(const uint8_t* row, int64_t nsb, const QuantizedActs& x, int64_t t0, float* y,
+                    int64_t ldy, int n) {
+  constexpr int kBytes = 210;
+  const int64_t nb = x.blocks();
+  __m256 acc[4];
+  for (int t = 0; t < n; t++) acc[t] = _mm256_setzero_ps();
+  for (int64_t sb = 0; sb < nsb; sb++) {
+    const uint8_t* blk = row + sb * kBytes;
+    const float d = half_at(blk + 208);
+    const int8_t* scales = reinterpret_cast<const int8_t*>(blk + 192);
+    for (int j = 0; j < 8; j++) {
+      const int h = j / 4, s = j % 4;
+      __m256i low = _mm256_loadu_si256((const __m256i*)(blk + 64 * h + 32 * (s % 2)));
+      if (s >= 2) low = _mm256_srli_epi16(low, 4);
+      low = _mm256_and_si256(low, _mm256_set1_epi8(15));
+      __m256i high = _mm256_loadu_si256((const __m256i*)(blk + 128 + 32 * h));
+      high =
+          _mm256_and_si256(_mm256_srl_epi16(high, _mm_cvtsi32_si128(2 * s)), _mm256_set1_epi8(3));
+      const __m256i u = _mm256_or_si256(low, _mm256_slli_epi16(high, 4));
+      const __m256 w = _mm256_set_m128(_mm_set1_ps(d * float(scales[2 * j + 1])),
+                                       _mm_set1_ps(d * float(scales[2 * j])));
+      for (int t = 0; t < n; t++) {
+        const int64_t tb = (t0 + t) * nb + sb * 8 + j;
+        const __m256i xv =
+            _mm256_loadu_si256((const __m256i*)(x.q + (t0 + t) * x.K + (sb * 8 + j) * 32));
+        const __m256i sum4 = dot_u8s8(_mm256_set1_epi8(1), xv);
+        const __m256i dot = _mm256_sub_epi32(dot_u8s8(u, xv), _mm256_slli_epi32(sum4, 5));
+        acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_mul_ps(w, _mm256_set1_ps(x.d[tb])),
+                                 acc[t]);
+      }
+    }
+  }
+  for (int t = 0; t < n; t++) y[t * ldy] = hsum(acc[t]);
+}
+
+void rows_kquant(const QuantizedActs& x, const WeightRef& w, int64_t r0, int64_t r1, float* y) {
+  const size_t row_bytes = dtype_row_bytes(w.dtype, w.cols);
+  const int64_t nsb = x.K / 256;
+  const auto* base = static_cast<const uint8_t*>(w.data);
+  for (int64_t r = r0; r < r1; r++) {
+    const uint8_t* row = base + size_t(r) * row_bytes;
+    for (int64_t t = 0; t < x.n; t += 4) {
+      const int n = x.n - t < 4 ? int(x.n - t) : 4;
+      float* yt = y + t * w.rows + r;
+      if (w.dtype == DType::Q6_K)
+        row_tokens_q6k(row, nsb, x, t, yt, w.rows, n);
+      else if (w.dtype == DType::Q5_K)
+        row_tokens_k4<true>(row, nsb, x, t, yt, w.rows, n);
+      else
+        row_tokens_k4<false>(row, nsb, x, t, yt, w.rows, n);
+    }
+  }
+}
+
 void qlinear_rows_avx2(const QuantizedActs& x, const WeightRef& w, int64_t r0, int64_t r1,
                        float* y) {
   switch (w.dtype) {
@@ -160,6 +263,10 @@ void qlinear_rows_avx2(const QuantizedActs& x, const WeightRef& w, int64_t r0, i
       return rows_q<Q5_0>(x, w, r0, r1, y);
     case DType::Q5_1:
       return rows_q<Q5_1>(x, w, r0, r1, y);
+    case DType::Q4_K:
+    case DType::Q5_K:
+    case DType::Q6_K:
+      return rows_kquant(x, w, r0, r1, y);
     default:
       return kQLinearScalar(x, w, r0, r1, y);
   }

@@ -1,4 +1,5 @@
-// AVX-512 VNNI int8 kernels for the 32-value block types (read qlinear.h first).
+// AVX-512 VNNI int8 kernels for the 32-value block types and the k-quants (read qlinear.h
+// first).
 //
 // Two weight blocks (64 values) are unpacked into one zmm of unsigned bytes in natural order and
 // multiplied into each token's 64 quantized activations with one vpdpbusd: 16 int32 lanes, eight
@@ -90,6 +91,158 @@ struct Q5_1 {
   static __m512i pair(const uint8_t* p) { return five_bit_pair<4, 8>(p, kBytes); }
 };
 
+// ---- The k-quants: 256-value super-blocks, one 64-value chunk (two activation blocks) per
+// vpdpbusd. Per super-block the scales are unpacked once into f32 lanes; per chunk c a
+// permutation spreads them over the 16 int32 lanes of the dot product (lane i covers values
+// 4i..4i+3 of the chunk).
+
+// Q4_K / Q5_K: the eight scales d sc_j in lanes 0-7 (8-15 unused) and the minimums dmin m_j.
+inline void scales_k4(const uint8_t* blk, __m512* sc, __m256* mn) {
+  uint8_t s[8], m[8];
+  unpack_scale_min_k4(blk + 4, s, m);
+  uint64_t s8, m8;
+  __builtin_memcpy(&s8, s, 8);
+  __builtin_memcpy(&m8, m, 8);
+  uint16_t h[2];
+  __builtin_memcpy(h, blk, 4);
+  const __m128 dd = _mm_cvtph_ps(_mm_cvtsi32_si128(int(uint32_t(h[0]) | uint32_t(h[1]) << 16)));
+  const __m256 d = _mm256_broadcastss_ps(dd);
+  const __m256 dmin = _mm256_broadcastss_ps(_mm_movehdup_ps(dd));
+  const __m256 scf = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)s8)));
+  *sc = _mm512_castps256_ps512(_mm256_mul_ps(d, scf));
+  *mn = _mm256_mul_ps(dmin,
+                      _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)m8))));
+}
+
+// 32 bytes of nibbles as 64 values: the low nibbles (the chunk's first 32 values), then the
+// high ones.
+inline __m512i nibbles64(const uint8_t* qs) {
+  const __m256i v = _mm256_loadu_si256((const __m256i*)qs);
+  const __m512i z = _mm512_inserti64x4(_mm512_castsi256_si512(v), _mm256_srli_epi16(v, 4), 1);
+  return _mm512_and_si512(z, _mm512_set1_epi8(15));
+}
+
+struct Q4_K {
+  static constexpr int kBytes = 144, kShift = 0;
+  static constexpr bool kMin = true, kOff = false;
+  static void scales(const uint8_t* blk, __m512* sc, __m256* mn) { scales_k4(blk, sc, mn); }
+  // Which scale each lane of chunk 0 takes (0 for lanes 0-7, 1 for 8-15); chunk c adds kStep c.
+  static constexpr int kStep = 2;
+  static __m512i lanes0() {
+    return _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+  }
+  static __m512i chunk(const uint8_t* blk, int c) { return nibbles64(blk + 16 + 32 * c); }
+};
+
+struct Q5_K {
+  static constexpr int kBytes = 176, kShift = 0;
+  static constexpr bool kMin = true, kOff = false;
+  static void scales(const uint8_t* blk, __m512* sc, __m256* mn) { scales_k4(blk, sc, mn); }
+  static constexpr int kStep = 2;
+  static __m512i lanes0() { return Q4_K::lanes0(); }
+  // The fifth bit of value l of sub-block j is bit j of qh[l].
+  static __m512i chunk(const uint8_t* blk, int c) {
+    const __m256i qh = _mm256_loadu_si256((const __m256i*)(blk + 16));
+    const uint64_t lo = _mm256_test_epi8_mask(qh, _mm256_set1_epi8(char(1 << (2 * c))));
+    const uint64_t hi = _mm256_test_epi8_mask(qh, _mm256_set1_epi8(char(2 << (2 * c))));
+    const __m512i fifth = _mm512_maskz_mov_epi8(__mmask64(lo | hi << 32), _mm512_set1_epi8(16));
+    return _mm512_or_si512(nibbles64(blk + 48 + 32 * c), fifth);
+  }
+};
+
+struct Q6_K {
+  static constexpr int kBytes = 210, kShift = 5;  // offset 32
+  static constexpr bool kMin = false, kOff = true;
+  // The sixteen int8 scales times d.
+  static void scales(const uint8_t* blk, __m512* sc, __m256* mn) {
+    uint16_t h;
+    __builtin_memcpy(&h, blk + 208, 2);
+    const __m512 d = _mm512_set1_ps(_cvtsh_ss(h));
+    const __m512i s = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i*)(blk + 192)));
+    *sc = _mm512_mul_ps(d, _mm512_cvtepi32_ps(s));
+    *mn = _mm256_setzero_ps();
+  }
+  // Lane i of chunk 0 takes scale i / 4; chunk c adds 4c.
+  static constexpr int kStep = 4;
+  static __m512i lanes0() {
+    return _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
+  }
+  // Chunk c = 2h + s2 (h: which 128 values, s2: low or high nibbles): the nibbles of
+  // ql[64h .. 64h + 64) in natural order, and as top bits the 2-bit fields 4 s2 (first 32 values)
+  // and 4 s2 + 2 (next 32) of qh[32h .. 32h + 32).
+  static __m512i chunk(const uint8_t* blk, int c) {
+    const int h = c / 2, s2 = c % 2;
+    __m512i low = _mm512_loadu_si512(blk + 64 * h);
+    if (s2) low = _mm512_srli_epi16(low, 4);
+    low = _mm512_and_si512(low, _mm512_set1_epi8(15));
+    const __m256i qh = _mm256_loadu_si256((const __m256i*)(blk + 128 + 32 * h));
+    const __m512i qh2 = _mm512_inserti64x4(_mm512_castsi256_si512(qh), qh, 1);
+    const long long a = 4 * s2, b = 4 * s2 + 2;
+    __m512i high = _mm512_srlv_epi64(qh2, _mm512_set_epi64(b, b, b, b, a, a, a, a));
+    high = _mm512_and_si512(high, _mm512_set1_epi8(3));
+    return _mm512_or_si512(low, _mm512_slli_epi16(high, 4));
+  }
+};
+
+// y[t * ldy] = row . token t for t < N; `row` holds nsb super-blocks. Per chunk and token the
+// integer lanes (minus 32 times the 4-value activation sums for Q6_K) times the lanes' weight
+// scales times dx (d2); the minimums once per super-block against dx_b s_b of its 8 blocks.
+template <class Q, int N>
+void row_tokens_k(const uint8_t* row, int64_t nsb, const QuantizedActs& x, int64_t t0, float* y,
+                  int64_t ldy) {
+  const int64_t np = x.K / 64, nb = x.blocks();
+  __m512 acc[N];
+  __m256 accm[N];
+  for (int t = 0; t < N; t++) {
+    acc[t] = _mm512_setzero_ps();
+    accm[t] = _mm256_setzero_ps();
+  }
+  for (int64_t sb = 0; sb < nsb; sb++) {
+    const uint8_t* blk = row + sb * Q::kBytes;
+    for (int l = 0; l < Q::kBytes; l += 64)
+      _mm_prefetch(reinterpret_cast<const char*>(blk) + kPrefetchAhead + l, _MM_HINT_T0);
+    __m512 sc;
+    __m256 mn;
+    Q::scales(blk, &sc, &mn);
+    __m512i lanes = Q::lanes0();
+#pragma GCC unroll 4
+    for (int c = 0; c < 4; c++) {
+      const __m512i u = Q::chunk(blk, c);
+      const __m512 wl = _mm512_permutexvar_ps(lanes, sc);
+      lanes = _mm512_add_epi32(lanes, _mm512_set1_epi32(Q::kStep));
+      const int64_t p = sb * 4 + c;
+      for (int t = 0; t < N; t++) {
+        const __m512i xv = _mm512_loadu_si512(x.q + (t0 + t) * x.K + 64 * p);
+        __m512i start = _mm512_setzero_si512();
+        if constexpr (Q::kOff)
+          start = _mm512_sub_epi32(
+              start,
+              _mm512_slli_epi32(_mm512_dpbusd_epi32(start, _mm512_set1_epi8(1), xv), Q::kShift));
+        const __m512i dot = _mm512_dpbusd_epi32(start, u, xv);
+        const __m512 s = _mm512_mul_ps(wl, _mm512_loadu_ps(x.d2 + ((t0 + t) * np + p) * 16));
+        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), s, acc[t]);
+      }
+    }
+    if constexpr (Q::kMin)
+      for (int t = 0; t < N; t++) {
+        const int64_t b = (t0 + t) * nb + sb * 8;
+        const __m256 ds =
+            _mm256_mul_ps(_mm256_loadu_ps(x.d + b),
+                          _mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i*)(x.s + b))));
+        accm[t] = _mm256_fmadd_ps(mn, ds, accm[t]);
+      }
+  }
+  for (int t = 0; t < N; t++) {
+    float m = 0.0f;
+    if constexpr (Q::kMin) {
+      const __m128 h =
+          _mm_add_ps(_mm256_castps256_ps128(accm[t]), _mm256_extractf128_ps(accm[t], 1));
+      m = _mm_cvtss_f32(_mm_hadd_ps(_mm_hadd_ps(h, h), _mm_hadd_ps(h, h)));
+    }
+    y[t * ldy] = _mm512_reduce_add_ps(acc[t]) - m;
+  }
+}
+
 // y[t * ldy] = row . token t for t < N; `row` holds nb blocks, nb even. Per pair of blocks and
 // token: the integer accumulator starts at -offset * sum(xq) in the first lane of each block
 // (ns2 << log2(offset)), so the lanes sum to sum_j u_j xq_j - offset * sum_j xq_j; times
@@ -129,11 +282,19 @@ void row_tokens(const uint8_t* row, int64_t nb, const QuantizedActs& x, int64_t 
 
 // Rows [r0, r1) for all tokens. Many tokens (prefill): tiles of 16 rows x 64 tokens, so that a
 // tile's activations (64 x K bytes and their scales) stay in cache while its rows reuse them.
+// One row against N tokens: a k-quant row by super-blocks, the others by pairs of blocks.
+template <class Q, int N>
+void row_n(const uint8_t* row, const QuantizedActs& x, int64_t t0, float* y, int64_t ldy) {
+  if constexpr (requires { Q::lanes0(); })
+    row_tokens_k<Q, N>(row, x.K / 256, x, t0, y, ldy);
+  else
+    row_tokens<Q, N>(row, x.blocks(), x, t0, y, ldy);
+}
+
 template <class Q>
 void rows_q(const QuantizedActs& x, const WeightRef& w, int64_t r0, int64_t r1, float* y) {
   constexpr int64_t kRowTile = 16, kTokenTile = 64;
-  const int64_t nb = x.blocks();
-  const size_t row_bytes = size_t(nb) * Q::kBytes;
+  const size_t row_bytes = size_t(dtype_row_bytes(w.dtype, w.cols));
   const auto* base = static_cast<const uint8_t*>(w.data);
   for (int64_t ra = r0; ra < r1; ra += kRowTile) {
     const int64_t rb = ra + kRowTile < r1 ? ra + kRowTile : r1;
@@ -142,16 +303,16 @@ void rows_q(const QuantizedActs& x, const WeightRef& w, int64_t r0, int64_t r1, 
       for (int64_t r = ra; r < rb; r++) {
         const uint8_t* row = base + size_t(r) * row_bytes;
         int64_t t = ta;
-        for (; t + 4 <= tb; t += 4) row_tokens<Q, 4>(row, nb, x, t, y + t * w.rows + r, w.rows);
+        for (; t + 4 <= tb; t += 4) row_n<Q, 4>(row, x, t, y + t * w.rows + r, w.rows);
         switch (tb - t) {
           case 3:
-            row_tokens<Q, 3>(row, nb, x, t, y + t * w.rows + r, w.rows);
+            row_n<Q, 3>(row, x, t, y + t * w.rows + r, w.rows);
             break;
           case 2:
-            row_tokens<Q, 2>(row, nb, x, t, y + t * w.rows + r, w.rows);
+            row_n<Q, 2>(row, x, t, y + t * w.rows + r, w.rows);
             break;
           case 1:
-            row_tokens<Q, 1>(row, nb, x, t, y + t * w.rows + r, w.rows);
+            row_n<Q, 1>(row, x, t, y + t * w.rows + r, w.rows);
             break;
           default:
             break;
@@ -177,6 +338,12 @@ void qlinear_rows_avx512(const QuantizedActs& x, const WeightRef& w, int64_t r0,
       return rows_q<Q5_0>(x, w, r0, r1, y);
     case DType::Q5_1:
       return rows_q<Q5_1>(x, w, r0, r1, y);
+    case DType::Q4_K:
+      return rows_q<Q4_K>(x, w, r0, r1, y);
+    case DType::Q5_K:
+      return rows_q<Q5_K>(x, w, r0, r1, y);
+    case DType::Q6_K:
+      return rows_q<Q6_K>(x, w, r0, r1, y);
     default:
       return kQLinearScalar(x, w, r0, r1, y);
   }

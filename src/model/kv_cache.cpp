@@ -1,16 +1,101 @@
 #include "model/kv_cache.h"
 
 #include <algorithm>
+#include <cstring>
 #include <string>
+
+#include "tensor/quant.h"
 
 namespace whale {
 
-KVCache::KVCache(const ModelConfig& c, int64_t max_len)
+KvType parse_kv_type(const std::string& name) {
+  if (name == "f32") return KvType::F32;
+  if (name == "bf16") return KvType::BF16;
+  if (name == "q8" || name == "q8_0") return KvType::Q8;
+  throw std::invalid_argument("unknown KV cache type '" + name + "' (f32, bf16 or q8)");
+}
+
+const char* kv_type_name(KvType t) {
+  switch (t) {
+    case KvType::BF16:
+      return "bf16";
+    case KvType::Q8:
+      return "q8";
+    case KvType::F32:
+      break;
+  }
+  return "f32";
+}
+
+namespace {
+
+DType latent_dtype(KvType t) {
+  return t == KvType::F32 ? DType::F32 : t == KvType::BF16 ? DType::BF16 : DType::Q8_0;
+}
+
+DType rope_dtype(KvType t) {
+  return t == KvType::F32 ? DType::F32 : DType::BF16;
+}
+
+// Values into a row of type t (F32, BF16 or Q8_0 with n a multiple of 32).
+void encode(DType t, const float* x, int64_t n, uint8_t* dst) {
+  switch (t) {
+    case DType::F32:
+      std::memcpy(dst, x, size_t(n) * sizeof(float));
+      return;
+    case DType::BF16:
+      for (int64_t i = 0; i < n; i++) {
+        const uint16_t h = f32_to_bf16(x[i]);
+        std::memcpy(dst + 2 * i, &h, 2);
+      }
+      return;
+    default:
+      quantize_row(GgmlType::Q8_0, x, n, dst);
+  }
+}
+
+void decode(DType t, const uint8_t* src, int64_t n, float* out) {
+  switch (t) {
+    case DType::F32:
+      std::memcpy(out, src, size_t(n) * sizeof(float));
+      return;
+    case DType::BF16:
+      for (int64_t i = 0; i < n; i++) {
+        uint16_t h;
+        std::memcpy(&h, src + 2 * i, 2);
+        out[i] = bf16_to_f32(h);
+      }
+      return;
+    default:
+      dequantize_row(GgmlType::Q8_0, src, n, out);
+  }
+}
+
+}  // namespace
+
+KVCache::KVCache(const ModelConfig& c, int64_t max_len, KvType type)
     : kv_lora_rank_(c.kv_lora_rank),
       rope_dim_(c.qk_rope_head_dim),
       max_len_(max_len),
+      type_(type),
+      latent_dtype_(latent_dtype(type)),
+      rope_dtype_(rope_dtype(type)),
       latent_(size_t(c.num_hidden_layers)),
-      k_rope_(size_t(c.num_hidden_layers)) {}
+      k_rope_(size_t(c.num_hidden_layers)) {
+  if (type == KvType::Q8 && c.kv_lora_rank % 32 != 0)
+    throw std::invalid_argument(
+        "--kv-type q8 needs kv_lora_rank a multiple of 32 (Q8_0 blocks); "
+        "this model's is " +
+        std::to_string(c.kv_lora_rank));
+  latent_row_ = dtype_row_bytes(latent_dtype_, kv_lora_rank_);
+  rope_row_ = dtype_row_bytes(rope_dtype_, rope_dim_);
+}
+
+size_t KVCache::bytes_per_token(const ModelConfig& c, KvType type) {
+  if (type == KvType::Q8 && c.kv_lora_rank % 32 != 0) type = KvType::BF16;
+  return size_t(c.num_hidden_layers) * (dtype_row_bytes(latent_dtype(type), c.kv_lora_rank) +
+                                        dtype_row_bytes(rope_dtype(type), c.qk_rope_head_dim));
+}
 
 void KVCache::reserve(int64_t n) {
   if (n > max_len_)
@@ -18,9 +103,42 @@ void KVCache::reserve(int64_t n) {
                             std::to_string(max_len_));
   if (n <= capacity_) return;
   int64_t cap = std::min(max_len_, std::max<int64_t>({n, 2 * capacity_, 64}));
-  for (auto& v : latent_) v.resize(size_t(cap * kv_lora_rank_));
-  for (auto& v : k_rope_) v.resize(size_t(cap * rope_dim_));
+  for (auto& v : latent_) v.resize(size_t(cap) * latent_row_);
+  for (auto& v : k_rope_) v.resize(size_t(cap) * rope_row_);
   capacity_ = cap;
+}
+
+void KVCache::store(int64_t layer, int64_t pos, const float* latent, const float* k_rope) {
+  encode(latent_dtype_, latent, kv_lora_rank_, latent_bytes(layer) + size_t(pos) * latent_row_);
+  encode(rope_dtype_, k_rope, rope_dim_, k_rope_bytes(layer) + size_t(pos) * rope_row_);
+}
+
+WeightRef KVCache::latent_ref(int64_t layer, int64_t n) const {
+  WeightRef w;
+  w.dtype = latent_dtype_;
+  w.rows = n;
+  w.cols = kv_lora_rank_;
+  w.data = latent_bytes(layer);
+  return w;
+}
+
+WeightRef KVCache::k_rope_ref(int64_t layer, int64_t n) const {
+  WeightRef w;
+  w.dtype = rope_dtype_;
+  w.rows = n;
+  w.cols = rope_dim_;
+  w.data = k_rope_bytes(layer);
+  return w;
+}
+
+void KVCache::latents_f32(int64_t layer, int64_t n, float* out) const {
+  for (int64_t p = 0; p < n; p++)
+    decode(latent_dtype_, latent_bytes(layer) + size_t(p) * latent_row_, kv_lora_rank_,
+           out + p * kv_lora_rank_);
+}
+
+void KVCache::k_rope_f32(int64_t layer, int64_t pos, float* out) const {
+  decode(rope_dtype_, k_rope_bytes(layer) + size_t(pos) * rope_row_, rope_dim_, out);
 }
 
 }  // namespace whale

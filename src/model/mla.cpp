@@ -77,7 +77,8 @@ void MLA::forward(const float* x, int64_t N, std::span<const AttnSegment> segs, 
     linear_many(jobs);
   }
 
-  // RoPE on the decoupled dims, and write c_KV (normed) and k_R into the cache.
+  // RoPE on the decoupled dims, and write c_KV (normed) and k_R into the cache (in its type).
+  std::vector<float> latent(static_cast<size_t>(R));
   for (const AttnSegment& s : segs) {
     s.cache->reserve(s.cache->len() + s.n);
     for (int64_t i = 0; i < s.n; i++) {
@@ -85,8 +86,8 @@ void MLA::forward(const float* x, int64_t N, std::span<const AttnSegment> segs, 
       rope_->apply(q.data() + t * H * dq + nope, H, dq, pos);
       float* kvt = kv.data() + t * (R + rope);
       rope_->apply(kvt + R, 1, rope, pos);
-      kv_a_layernorm_.forward(kvt, 1, s.cache->latent(layer_, pos));
-      std::copy(kvt + R, kvt + R + rope, s.cache->k_rope(layer_, pos));
+      kv_a_layernorm_.forward(kvt, 1, latent.data());
+      s.cache->store(layer_, pos, latent.data(), kvt + R);
     }
   }
 
@@ -110,33 +111,75 @@ void MLA::attend_naive(const AttnSegment& s, const float* q, float* out) const {
   const int64_t rope = c_.qk_rope_head_dim, dv = c_.v_head_dim;
   const int64_t pos0 = s.cache->len(), T = pos0 + s.n, dkv = nope + dv;
 
-  // kvb[j] = W_UKV c_KV[j]: per head [k_C (nope) ; v (dv)]. The cache rows are contiguous.
+  // kvb[j] = W_UKV c_KV[j]: per head [k_C (nope) ; v (dv)]. The cache rows are contiguous; a
+  // cache of another type than f32 is converted first (the latents are this product's input).
+  const KVCache& cache = *s.cache;
+  std::vector<float> lat_f32, kr_f32;
+  const float* lat = reinterpret_cast<const float*>(cache.latent_bytes(layer_));
+  const float* kr = reinterpret_cast<const float*>(cache.k_rope_bytes(layer_));
+  if (cache.type() != KvType::F32) {
+    lat_f32.resize(size_t(T * c_.kv_lora_rank));
+    cache.latents_f32(layer_, T, lat_f32.data());
+    lat = lat_f32.data();
+    kr_f32.resize(size_t(T * rope));
+    for (int64_t j = 0; j < T; j++) cache.k_rope_f32(layer_, j, kr_f32.data() + j * rope);
+    kr = kr_f32.data();
+  }
   std::vector<float> kvb(size_t(T * H * dkv));
-  linear(s.cache->latent(layer_, 0), T, kv_b_proj_, kvb.data());
+  linear(lat, T, kv_b_proj_, kvb.data());
 
-  const bool parallel = s.n * H * T * (nope + rope + dv) > kParallelWork;
-#pragma omp parallel if (parallel) num_threads(num_threads())
-  {
-    std::vector<float> scores(static_cast<size_t>(T));
-#pragma omp for collapse(2) schedule(static)
-    for (int64_t i = 0; i < s.n; i++) {
-      for (int64_t h = 0; h < H; h++) {
-        const float* qi = q + (s.start + i) * H * dq + h * dq;
-        const int64_t n_keys = pos0 + i + 1;  // causal
-        for (int64_t j = 0; j < n_keys; j++) {
-          const float* kj = kvb.data() + j * H * dkv + h * dkv;
-          scores[size_t(j)] =
-              scale_ * (dot(qi, kj, nope) + dot(qi + nope, s.cache->k_rope(layer_, j), rope));
-        }
-        softmax_inplace(scores.data(), n_keys);
-        float* o = out + (s.start + i) * H * dv + h * dv;
-        std::fill(o, o + dv, 0.0f);
-        for (int64_t j = 0; j < n_keys; j++) {
-          const float* vj = kvb.data() + j * H * dkv + h * dkv + nope;
-          const float p = scores[size_t(j)];
-          axpy(p, vj, o, dv);
-        }
+  // Per head, two matrix products over blocks of up to kRows queries (the matrix kernels, not a
+  // dot product per query and key):
+  //   S = scale * Q_h K_h^T  [m x keys]   with K_h[j] = [k_C(j, h) ; k_R(j)],
+  //   causal mask and softmax per row,  O_h = S V_h  [m x dv]  (as S times the rows of V_h^T).
+  // A block's keys run to its last query's position; its earlier queries mask the tail.
+  constexpr int64_t kRows = 256;
+  const int64_t rows = std::min(s.n, kRows);
+  std::vector<float> K(size_t(T * dq)), Vt(size_t(dv * T)), Q(size_t(rows * dq));
+  std::vector<float> S(size_t(rows * T)), O(size_t(rows * dv));
+  for (int64_t h = 0; h < H; h++) {
+    for (int64_t j = 0; j < T; j++) {
+      const float* kvj = kvb.data() + j * H * dkv + h * dkv;
+      std::copy(kvj, kvj + nope, K.data() + j * dq);
+      std::copy(kr + j * rope, kr + (j + 1) * rope, K.data() + j * dq + nope);
+      for (int64_t c = 0; c < dv; c++) Vt[size_t(c * T + j)] = kvj[nope + c];
+    }
+    for (int64_t i0 = 0; i0 < s.n; i0 += kRows) {
+      const int64_t m = std::min(kRows, s.n - i0), keys = pos0 + i0 + m;
+      for (int64_t i = 0; i < m; i++) {
+        const float* qi = q + (s.start + i0 + i) * H * dq + h * dq;
+        std::copy(qi, qi + dq, Q.data() + i * dq);
       }
+      WeightRef kw;
+      kw.rows = keys;
+      kw.cols = dq;
+      kw.data = K.data();
+      linear(Q.data(), m, kw, S.data());  // [m][keys]
+#pragma omp parallel for schedule(static) if (m * keys > kParallelWork) num_threads(num_threads())
+      for (int64_t i = 0; i < m; i++) {
+        float* row = S.data() + i * keys;
+        const int64_t n_keys = pos0 + i0 + i + 1;  // causal
+        for (int64_t j = 0; j < n_keys; j++) row[j] *= scale_;
+        softmax_inplace(row, n_keys);
+        std::fill(row + n_keys, row + keys, 0.0f);
+      }
+      // O = S V_h: the rows of V_h^T (their first `keys` values) as the weight.
+      WeightRef vw;
+      vw.rows = dv;
+      vw.cols = keys;
+      vw.data = Vt.data();
+      if (keys == T) {
+        linear(S.data(), m, vw, O.data());
+      } else {  // the keys of this block are a prefix of each V_h^T row: a packed copy
+        std::vector<float> Vp(size_t(dv * keys));
+        for (int64_t c = 0; c < dv; c++)
+          std::copy(Vt.data() + c * T, Vt.data() + c * T + keys, Vp.data() + c * keys);
+        vw.data = Vp.data();
+        linear(S.data(), m, vw, O.data());
+      }
+      for (int64_t i = 0; i < m; i++)
+        std::copy(O.data() + i * dv, O.data() + (i + 1) * dv,
+                  out + (s.start + i0 + i) * H * dv + h * dv);
     }
   }
 }
@@ -145,7 +188,7 @@ namespace {
 
 // Per-thread work buffers for for_each.
 struct Scratch {
-  std::vector<float> a, b, c;
+  std::vector<float> a, b, c, d;
 };
 
 // fn(i, scratch) for i in [0, n): split over the threads when `parallel`, else on the calling
@@ -221,12 +264,8 @@ void MLA::attend_absorbed(std::span<const AttnSegment> segs, const float* q, flo
   for_each(M, par_tokens, [&](int64_t m, Scratch& sc) {
     const Tok& t = toks[size_t(m)];
     const int64_t T = t.n_keys;
-    WeightRef lat, kr;  // the cache as f32 matrices [T x R] and [T x rope]
-    lat.rows = kr.rows = T;
-    lat.cols = R;
-    kr.cols = rope;
-    lat.data = t.cache->latent(layer_, 0);
-    kr.data = t.cache->k_rope(layer_, 0);
+    // The cache as matrices [T x R] and [T x rope] in its stored type.
+    const WeightRef lat = t.cache->latent_ref(layer_, T), kr = t.cache->k_rope_ref(layer_, T);
     sc.a.resize(size_t(H * rope));
     for (int64_t h = 0; h < H; h++) {
       const float* qm = q + t.row * H * dq + h * dq + nope;
@@ -242,7 +281,16 @@ void MLA::attend_absorbed(std::span<const AttnSegment> segs, const float* q, flo
       for (int64_t j = 0; j < T; j++) row[j] = scale_ * (row[j] + rr[j]);
       softmax_inplace(row, T);
     }
-    linear_t(sc.b.data(), H, lat, ctx.data() + m * H * R);  // [H][R] = P [H x T] . c_KV
+    // [H][R] = P [H x T] . c_KV. The transposed product has no kernel for blocks: a Q8_0 cache
+    // is widened to f32 for it.
+    WeightRef lat_t = lat;
+    if (dtype_is_quantized(lat.dtype)) {
+      sc.d.resize(size_t(T * R));
+      t.cache->latents_f32(layer_, T, sc.d.data());
+      lat_t.dtype = DType::F32;
+      lat_t.data = sc.d.data();
+    }
+    linear_t(sc.b.data(), H, lat_t, ctx.data() + m * H * R);
   });
 
   // 3. out = W_UV ctx, per head.

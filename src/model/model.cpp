@@ -87,12 +87,17 @@ DecoderLayer Model::load_layer(const std::string& p, int64_t layer, int64_t cach
 }
 
 KVCache Model::new_cache(int64_t max_len) const {
-  return KVCache(c_, max_len > 0 ? max_len : c_.max_position_embeddings);
+  return KVCache(c_, max_len > 0 ? max_len : c_.max_position_embeddings, kv_type_);
+}
+
+void Model::set_kv_type(KvType t) {
+  (void)KVCache(c_, 1, t);  // throws when the model cannot use it
+  kv_type_ = t;
 }
 
 KVCache Model::new_mtp_cache(int64_t max_len) const {
   if (!mtp_) throw std::logic_error("new_mtp_cache: the model has no MTP module");
-  return KVCache(mtp_config_, max_len > 0 ? max_len : c_.max_position_embeddings);
+  return KVCache(mtp_config_, max_len > 0 ? max_len : c_.max_position_embeddings, kv_type_);
 }
 
 // h += MLA(input_layernorm(h)); h += FFN(post_attention_layernorm(h)).

@@ -91,6 +91,10 @@ class Model {
                              AttnMode mode = AttnMode::Auto) const;
 
   KVCache new_cache(int64_t max_len = 0) const;  // 0: max_position_embeddings
+  // The storage type of the caches new_cache / new_mtp_cache make (model/kv_cache.h; default
+  // f32). Checks the model can use it (q8: kv_lora_rank a multiple of 32).
+  void set_kv_type(KvType t);
+  KvType kv_type() const { return kv_type_; }
 
   // Whether the file holds a complete MTP module (GGUF files do not: llama.cpp drops it).
   bool has_mtp() const { return mtp_ != nullptr; }
@@ -114,6 +118,7 @@ class Model {
   std::vector<std::string> mtp_tensors_;
   std::unique_ptr<MtpModule> mtp_;
   ModelConfig mtp_config_;  // c_ with one layer: the shape of the MTP cache
+  KvType kv_type_ = KvType::F32;
 
   DecoderLayer load_layer(const std::string& prefix, int64_t layer, int64_t cache_layer) const;
   static void layer_forward(const DecoderLayer& L, std::vector<float>& h, int64_t N,

@@ -450,8 +450,9 @@ std::pair<std::list<Engine::StoreEntry>::iterator, size_t> Engine::store_find(
 void Engine::store_save(const Slot& s) {
   const size_t n = s.tokens.size();
   const ModelConfig& c = model_.config();
-  const size_t rank = size_t(c.kv_lora_rank), rd = size_t(c.qk_rope_head_dim);
-  const size_t bytes = size_t(c.num_hidden_layers) * n * (rank + rd) * sizeof(float);
+  const KVCache& cache = s.cache;
+  const size_t rank = cache.latent_row_bytes(), rd = cache.k_rope_row_bytes();
+  const size_t bytes = size_t(c.num_hidden_layers) * n * (rank + rd);
   if (bytes > opt_.cache_bytes) return;
   // Already stored (as a prefix of an entry): just mark it used.
   for (auto it = store_.begin(); it != store_.end(); ++it) {
@@ -463,26 +464,25 @@ void Engine::store_save(const Slot& s) {
   // Entries that are prefixes of this one become redundant.
   for (auto it = store_.begin(); it != store_.end();) {
     if (common_prefix(it->tokens, s.tokens) == it->tokens.size()) {
-      store_bytes_ -= it->kv.size() * sizeof(float);
+      store_bytes_ -= it->kv.size();
       it = store_.erase(it);
     } else {
       ++it;
     }
   }
   while (!store_.empty() && store_bytes_ + bytes > opt_.cache_bytes) {
-    store_bytes_ -= store_.back().kv.size() * sizeof(float);
+    store_bytes_ -= store_.back().kv.size();
     store_.pop_back();
   }
   StoreEntry e;
   e.tokens = s.tokens;
-  e.kv.resize(bytes / sizeof(float));
-  float* out = e.kv.data();
-  const KVCache& cache = s.cache;
+  e.kv.resize(bytes);
+  uint8_t* out = e.kv.data();
   for (int64_t l = 0; l < c.num_hidden_layers; l++) {
     if (n == 0) break;
-    std::memcpy(out, cache.latent(l, 0), n * rank * sizeof(float));
+    std::memcpy(out, cache.latent_bytes(l), n * rank);
     out += n * rank;
-    std::memcpy(out, cache.k_rope(l, 0), n * rd * sizeof(float));
+    std::memcpy(out, cache.k_rope_bytes(l), n * rd);
     out += n * rd;
   }
   store_bytes_ += bytes;
@@ -494,14 +494,15 @@ void Engine::store_save(const Slot& s) {
 
 void Engine::store_load(Slot& s, const StoreEntry& e, size_t n) {
   const ModelConfig& c = model_.config();
-  const size_t rank = size_t(c.kv_lora_rank), rd = size_t(c.qk_rope_head_dim);
+  const size_t rank = s.cache.latent_row_bytes(), rd = s.cache.k_rope_row_bytes();
   const size_t len = e.tokens.size();
   s.cache.reserve(int64_t(n));
-  const float* in = e.kv.data();
+  const uint8_t* in = e.kv.data();
   for (int64_t l = 0; l < c.num_hidden_layers; l++) {
-    std::memcpy(s.cache.latent(l, 0), in, n * rank * sizeof(float));
+    if (n == 0) break;
+    std::memcpy(s.cache.latent_bytes(l), in, n * rank);
     in += len * rank;
-    std::memcpy(s.cache.k_rope(l, 0), in, n * rd * sizeof(float));
+    std::memcpy(s.cache.k_rope_bytes(l), in, n * rd);
     in += len * rd;
   }
   s.tokens.assign(e.tokens.begin(), e.tokens.begin() + std::ptrdiff_t(n));

@@ -120,7 +120,8 @@ class Engine {
   struct Slot;
   struct StoreEntry {
     std::vector<int32_t> tokens;
-    std::vector<float> kv;  // per layer: latent [n][kv_lora_rank] then k_rope [n][rope_dim]
+    // Per layer: the latent rows [n] then the rope-key rows [n], in the cache's stored type.
+    std::vector<uint8_t> kv;
   };
 
   void loop();

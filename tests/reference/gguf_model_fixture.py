@@ -2,7 +2,7 @@
 """Writes tests/fixtures/gguf/models/: tiny DeepSeek models as llama.cpp's converter writes them
 (architecture "deepseek2"), with float64 reference logits.
 
-    PYTHONPATH=<llama.cpp>/gguf-py /usr/bin/python3 tests/reference/gguf_model_fixture.py
+    PYTHONPATH=<llama.cpp>/gguf-py /usr/bin/python3 tests/reference/gguf_model_fixture.py [CASE...]
 
 The GGUF files are written with llama.cpp's own gguf-py (GGUFWriter, gguf.quants), an independent
 writer: metadata keys, tensor names, the split attn_k_b / attn_v_b (W_UK transposed per head) or the
@@ -15,8 +15,9 @@ gives back from the file, so whale's logits on the file must equal it up to f32 
 Also writes tests/fixtures/gguf/quantize.gguf, gguf-py's quantization of fixed rows, against
 which whale's quantizers are checked byte for byte.
 
-Each case NAME writes NAME.gguf and NAME.json {"tokens", "greedy", "max_abs_logit", "logits" (file),
-"types" (tensor type counts)} with NAME.logits.bin float32 [tokens][vocab].
+Each case NAME writes NAME.gguf (or, split, NAME-0000K-of-0000N.gguf) and NAME.json {"tokens",
+"greedy", "max_abs_logit", "logits" (file), "types" (tensor type counts), "files" (the GGUF files,
+the first one first)} with NAME.logits.bin float32 [tokens][vocab].
 """
 
 import json
@@ -78,7 +79,11 @@ CASES = [
      {"attn_q_a.": QT.Q4_1, "attn_q_b": QT.Q5_0, "attn_kv_a_mqa": QT.Q5_1, "attn_output": QT.BF16,
       "shexp": QT.Q5_1, "ffn_down_exps": QT.Q8_0, "=output.weight": QT.Q8_0, "token_embd": QT.F16}),
     ("v2_bf16", V2, 73, True, QT.BF16, {"token_embd": QT.F32, "=output.weight": QT.F16}),
+    # v3_q8_0's weights again, split by gguf-py into shards of at most 20 tensors
+    # (v3_split-0000K-of-0000N.gguf, llama.cpp's gguf-split naming and split.* keys).
+    ("v3_split", V3, 71, True, QT.Q8_0, {"token_embd": QT.F16}),
 ]
+SPLIT_MAX_TENSORS = {"v3_split": 20}
 
 
 def hf_to_gguf_tensors(cfg, w, split_kb):
@@ -179,8 +184,8 @@ def gguf_to_hf(cfg, stored, split_kb):
     return w
 
 
-def write_gguf(path, cfg, tensors, default, overrides):
-    wr = gguf.GGUFWriter(path, "deepseek2")
+def write_gguf(path, cfg, tensors, default, overrides, split_max_tensors=0):
+    wr = gguf.GGUFWriter(path, "deepseek2", split_max_tensors=split_max_tensors)
     wr.add_name("whale-gguf-fixture")
     wr.add_vocab_size(cfg["vocab_size"])
     wr.add_context_length(cfg["max_position_embeddings"])
@@ -235,8 +240,9 @@ def write_gguf(path, cfg, tensors, default, overrides):
     wr.write_header_to_file()
     wr.write_kv_data_to_file()
     wr.write_tensors_to_file()
+    files = [os.path.basename(str(p)) for p in wr.format_shard_names(wr.path)]
     wr.close()
-    return stored, types
+    return stored, types, files
 
 
 def write_quantize_fixture(path):
@@ -259,15 +265,19 @@ def write_quantize_fixture(path):
 
 def main():
     os.makedirs(OUT, exist_ok=True)
-    write_quantize_fixture(os.path.join(OUT, "..", "quantize.gguf"))
+    only = set(sys.argv[1:])  # case names to (re)write; all (and quantize.gguf) by default
+    if not only:
+        write_quantize_fixture(os.path.join(OUT, "..", "quantize.gguf"))
     torch.set_num_threads(1)
     for name, cfg, seed, split_kb, default, overrides in CASES:
+        if only and name not in only:
+            continue
         with tempfile.TemporaryDirectory() as tmp:
             config, _ = gen_model.generate(cfg, tmp, "f32", 1, seed, verbose=False)
             w = safetensors_io.load_checkpoint(tmp, out=np.float32)
         tensors = hf_to_gguf_tensors(config, w, split_kb)
-        stored, types = write_gguf(os.path.join(OUT, name + ".gguf"), config, tensors, default,
-                                   overrides)
+        stored, types, files = write_gguf(os.path.join(OUT, name + ".gguf"), config, tensors,
+                                          default, overrides, SPLIT_MAX_TENSORS.get(name, 0))
         ref = DeepseekRef(config=config, weights=gguf_to_hf(config, stored, split_kb))
         rng = np.random.default_rng(seed)
         tokens = [int(t) for t in rng.integers(2, config["vocab_size"], N_TOKENS)]
@@ -277,12 +287,14 @@ def main():
             os.path.join(OUT, name + ".logits.bin"))
         info = {"tokens": tokens, "greedy": [int(g) for g in greedy],
                 "vocab_size": config["vocab_size"], "logits": name + ".logits.bin",
-                "max_abs_logit": round(float(logits.abs().max()), 4), "types": types}
+                "max_abs_logit": round(float(logits.abs().max()), 4), "types": types,
+                "files": files}
         with open(os.path.join(OUT, name + ".json"), "w") as f:
             json.dump(info, f, indent=1)
             f.write("\n")
-        size = os.path.getsize(os.path.join(OUT, name + ".gguf"))
-        print(f"{name}: {size} bytes, types {types}, max|logit| {info['max_abs_logit']}")
+        size = sum(os.path.getsize(os.path.join(OUT, f)) for f in files)
+        print(f"{name}: {len(files)} file(s), {size} bytes, types {types}, "
+              f"max|logit| {info['max_abs_logit']}")
 
 
 if __name__ == "__main__":
