@@ -1,7 +1,6 @@
 #include "model/kv_cache.h"
 
 #include <algorithm>
-#include <cstring>
 #include <string>
 
 #include "tensor/quant.h"
@@ -35,40 +34,6 @@ DType latent_dtype(KvType t) {
 
 DType rope_dtype(KvType t) {
   return t == KvType::F32 ? DType::F32 : DType::BF16;
-}
-
-// Values into a row of type t (F32, BF16 or Q8_0 with n a multiple of 32).
-void encode(DType t, const float* x, int64_t n, uint8_t* dst) {
-  switch (t) {
-    case DType::F32:
-      std::memcpy(dst, x, size_t(n) * sizeof(float));
-      return;
-    case DType::BF16:
-      for (int64_t i = 0; i < n; i++) {
-        const uint16_t h = f32_to_bf16(x[i]);
-        std::memcpy(dst + 2 * i, &h, 2);
-      }
-      return;
-    default:
-      quantize_row(GgmlType::Q8_0, x, n, dst);
-  }
-}
-
-void decode(DType t, const uint8_t* src, int64_t n, float* out) {
-  switch (t) {
-    case DType::F32:
-      std::memcpy(out, src, size_t(n) * sizeof(float));
-      return;
-    case DType::BF16:
-      for (int64_t i = 0; i < n; i++) {
-        uint16_t h;
-        std::memcpy(&h, src + 2 * i, 2);
-        out[i] = bf16_to_f32(h);
-      }
-      return;
-    default:
-      dequantize_row(GgmlType::Q8_0, src, n, out);
-  }
 }
 
 }  // namespace
@@ -109,8 +74,11 @@ void KVCache::reserve(int64_t n) {
 }
 
 void KVCache::store(int64_t layer, int64_t pos, const float* latent, const float* k_rope) {
-  encode(latent_dtype_, latent, kv_lora_rank_, latent_bytes(layer) + size_t(pos) * latent_row_);
-  encode(rope_dtype_, k_rope, rope_dim_, k_rope_bytes(layer) + size_t(pos) * rope_row_);
+  // tensor/quant.h converts to and from each storage type (F32, BF16, Q8_0).
+  quantize_row(dtype_to_ggml(latent_dtype_), latent, kv_lora_rank_,
+               latent_bytes(layer) + size_t(pos) * latent_row_);
+  quantize_row(dtype_to_ggml(rope_dtype_), k_rope, rope_dim_,
+               k_rope_bytes(layer) + size_t(pos) * rope_row_);
 }
 
 WeightRef KVCache::latent_ref(int64_t layer, int64_t n) const {
@@ -133,12 +101,13 @@ WeightRef KVCache::k_rope_ref(int64_t layer, int64_t n) const {
 
 void KVCache::latents_f32(int64_t layer, int64_t n, float* out) const {
   for (int64_t p = 0; p < n; p++)
-    decode(latent_dtype_, latent_bytes(layer) + size_t(p) * latent_row_, kv_lora_rank_,
-           out + p * kv_lora_rank_);
+    dequantize_row(dtype_to_ggml(latent_dtype_), latent_bytes(layer) + size_t(p) * latent_row_,
+                   kv_lora_rank_, out + p * kv_lora_rank_);
 }
 
 void KVCache::k_rope_f32(int64_t layer, int64_t pos, float* out) const {
-  decode(rope_dtype_, k_rope_bytes(layer) + size_t(pos) * rope_row_, rope_dim_, out);
+  dequantize_row(dtype_to_ggml(rope_dtype_), k_rope_bytes(layer) + size_t(pos) * rope_row_,
+                 rope_dim_, out);
 }
 
 }  // namespace whale
