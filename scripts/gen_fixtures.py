@@ -1,6 +1,7 @@
 #!/usr/bin/python3
 """Generates the tiny DeepSeek checkpoint fixtures in tests/fixtures/models/<name>/ with float64
-reference outputs from tests/reference/deepseek_ref.py.
+reference outputs from tests/reference/deepseek_ref.py, and the dense Qwen2 / Llama fixtures (the
+R1-Distill architectures) with tests/reference/dense_ref.py.
 
     /usr/bin/python3 scripts/gen_fixtures.py [--out tests/fixtures/models] [--only NAME ...]
 
@@ -37,6 +38,7 @@ sys.path.insert(0, os.path.join(ROOT, "scripts"))
 sys.path.insert(0, os.path.join(ROOT, "tests", "reference"))
 import gen_model  # noqa: E402
 from deepseek_ref import DeepseekRef, is_moe_layer  # noqa: E402
+from dense_ref import DenseRef  # noqa: E402
 
 N_TOKENS = 12
 N_GREEDY = 8
@@ -180,6 +182,57 @@ FIXTURES = [
 ]
 
 
+# The R1-Distill architectures: grouped-query attention with ratios 6 (Qwen2.5-1.5B's 12 / 2) and
+# 4 (Llama-3.1-8B's 32 / 8).
+FIXTURES += [
+    {
+        "name": "qwen2",
+        "about": "Qwen2ForCausalLM as R1-Distill-Qwen-1.5B: q/k/v biases, 6 query heads per KV "
+                 "head, untied lm_head, rope_theta 10000, use_sliding_window false. BF16.",
+        "dtype": "bf16", "shards": 1, "seed": 77,
+        "config": {
+            "architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2",
+            "vocab_size": 256, "hidden_size": 96, "intermediate_size": 160,
+            "num_hidden_layers": 3, "num_attention_heads": 6, "num_key_value_heads": 1,
+            "rope_theta": 10000.0, "max_position_embeddings": 131072, "tie_word_embeddings": False,
+            "bos_token_id": 0, "eos_token_id": 1,
+        },
+    },
+    {
+        "name": "qwen2_tied",
+        "about": "Qwen2 with tie_word_embeddings true (no lm_head in the file), 2 query heads per "
+                 "KV head (head_dim 32), rms_norm_eps 1e-5, in 3 shards with an index. F16.",
+        "dtype": "f16", "shards": 3, "seed": 88,
+        "config": {
+            "architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2",
+            "vocab_size": 256, "hidden_size": 128, "intermediate_size": 192,
+            "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+            "rope_theta": 1000000.0, "rms_norm_eps": 1e-05, "max_position_embeddings": 4096,
+            "tie_word_embeddings": True, "bos_token_id": 0, "eos_token_id": 1,
+        },
+    },
+    {
+        "name": "llama3",
+        "about": "LlamaForCausalLM as R1-Distill-Llama-8B: 4 query heads per KV head, no biases, "
+                 "rope_scaling llama3 (factor 8, low 1, high 4) with "
+                 "original_max_position_embeddings 32 so that at these short positions some "
+                 "frequencies are divided by 8, one is blended and the rest kept; rms_norm_eps "
+                 "1e-5, explicit head_dim. BF16.",
+        "dtype": "bf16", "shards": 1, "seed": 99,
+        "config": {
+            "architectures": ["LlamaForCausalLM"], "model_type": "llama",
+            "vocab_size": 256, "hidden_size": 128, "intermediate_size": 224,
+            "num_hidden_layers": 3, "num_attention_heads": 8, "num_key_value_heads": 2,
+            "head_dim": 16, "rope_theta": 10000.0, "rms_norm_eps": 1e-05,
+            "max_position_embeddings": 131072, "tie_word_embeddings": False,
+            "rope_scaling": {"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                             "original_max_position_embeddings": 32, "rope_type": "llama3"},
+            "bos_token_id": 0, "eos_token_id": 1,
+        },
+    },
+]
+
+
 def check_paths(ref, seq):
     """Main vs second computation path, and causality; returns the max abs difference."""
     main = ref.forward_logits(seq)
@@ -226,9 +279,10 @@ def build(fx, out_root):
     out = os.path.join(out_root, fx["name"])
     config, _ = gen_model.generate(cfg, out, fx["dtype"], fx["shards"], fx["seed"],
                                    tiny_frac=fx.get("tiny_frac", 0.0))
-    ref = DeepseekRef(out)
+    dense = gen_model.dense_arch(config) is not None
+    ref = DenseRef(out) if dense else DeepseekRef(out)
     V = config["vocab_size"]
-    moe = any(is_moe_layer(config, i) for i in range(config["num_hidden_layers"]))
+    moe = not dense and any(is_moe_layer(config, i) for i in range(config["num_hidden_layers"]))
     for attempt in range(50):
         rng = np.random.default_rng([fx["seed"], 1000 + attempt])
         tokens = [int(t) for t in rng.integers(2, V, N_TOKENS)]

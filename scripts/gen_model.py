@@ -1,5 +1,6 @@
 #!/usr/bin/python3
-"""Writes a random DeepSeek-V2/V3 model in exactly the Hugging Face checkpoint layout.
+"""Writes a random DeepSeek-V2/V3 model (or a dense Qwen2 / Llama model, the R1-Distill
+architectures) in exactly the Hugging Face checkpoint layout.
 
     /usr/bin/python3 scripts/gen_model.py --config CONFIG.json --out DIR
         [--dtype bf16|f32|f16|fp8] [--shards N] [--seed S] [--std X] [--tiny-frac F]
@@ -23,6 +24,10 @@ Tensors (names and shapes as in the released checkpoints):
   MTP layers (index >= num_hidden_layers) also: embed_tokens [V, H], enorm, hnorm [H],
   eh_proj [H, 2H], shared_head.norm [H], shared_head.head [V, H] (copies of the main ones);
   model.norm.weight [H]; lm_head.weight [V, H] unless tie_word_embeddings.
+Qwen2ForCausalLM / LlamaForCausalLM ("architectures" in CONFIG.json): per layer
+  self_attn.{q,k,v}_proj.weight [nh*hd | nkv*hd, H] and .bias (Qwen2 always, Llama with
+  attention_bias; in the model dtype, as the releases), self_attn.o_proj.weight [H, nh*hd] (and
+  .bias with Llama's attention_bias), mlp.{gate,up,down}_proj, the two norms.
 With --dtype fp8 every Linear weight inside the layers (attention projections, all MLP/expert
 projections, eh_proj) is F8_E4M3 with a F32 `<name>_scale_inv` (128x128 blocks, as the V3 release);
 embeddings, heads, norms and mlp.gate.weight are BF16; the config gets the release's
@@ -318,7 +323,42 @@ class Script:
             f.write("\n")
 
 
+QWEN2_DEFAULTS = {
+    "architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "attention_dropout": 0.0,
+    "bos_token_id": 151643, "eos_token_id": 151643, "hidden_act": "silu",
+    "initializer_range": 0.02, "max_position_embeddings": 131072, "max_window_layers": 21,
+    "rms_norm_eps": 1e-06, "rope_theta": 10000, "sliding_window": 4096,
+    "tie_word_embeddings": False, "use_cache": True, "use_sliding_window": False,
+}
+
+LLAMA_DEFAULTS = {
+    "architectures": ["LlamaForCausalLM"], "model_type": "llama", "attention_bias": False,
+    "attention_dropout": 0.0, "bos_token_id": 128000, "eos_token_id": 128001,
+    "hidden_act": "silu", "initializer_range": 0.02, "max_position_embeddings": 131072,
+    "mlp_bias": False, "pretraining_tp": 1, "rms_norm_eps": 1e-05, "rope_theta": 500000.0,
+    "tie_word_embeddings": False, "use_cache": True,
+}
+
+
+def dense_arch(c):
+    """'qwen2', 'llama' or None (DeepSeek)."""
+    a = (c.get("architectures") or [""])[0]
+    if a == "Qwen2ForCausalLM" or c.get("model_type") == "qwen2":
+        return "qwen2"
+    if a == "LlamaForCausalLM" or c.get("model_type") == "llama":
+        return "llama"
+    return None
+
+
 def complete_config(user, dtype):
+    dense = dense_arch(user)
+    if dense:
+        if dtype == "fp8":
+            raise SystemExit("--dtype fp8 is DeepSeek-V3's format; the dense models ship BF16")
+        config = dict(QWEN2_DEFAULTS if dense == "qwen2" else LLAMA_DEFAULTS)
+        config.update(user)
+        config["torch_dtype"] = TORCH_DTYPE[dtype]
+        return dict(sorted(config.items()))
     v2 = user.get("model_type") == "deepseek_v2" or (
         user.get("architectures") or [""])[0].startswith("DeepseekV2")
     config = dict(V2_DEFAULTS if v2 else V3_DEFAULTS)
@@ -344,7 +384,33 @@ class T:
         self.source = source or name
 
 
+def dense_layer_tensors(c, i):
+    p = f"model.layers.{i}."
+    H, nh = c["hidden_size"], c["num_attention_heads"]
+    nkv = c.get("num_key_value_heads", nh)
+    hd = c.get("head_dim") or H // nh
+    qkv_bias = dense_arch(c) == "qwen2" or c.get("attention_bias", False)
+    o_bias = dense_arch(c) == "llama" and c.get("attention_bias", False)
+    a = p + "self_attn."
+    out = [T(p + "input_layernorm.weight", [H], "norm")]
+    for name, rows in (("q_proj", nh * hd), ("k_proj", nkv * hd), ("v_proj", nkv * hd)):
+        out.append(T(a + name + ".weight", [rows, H], "linear", True))
+        if qkv_bias:
+            out.append(T(a + name + ".bias", [rows], "attn_bias"))
+    out.append(T(a + "o_proj.weight", [H, nh * hd], "linear", True))
+    if o_bias:
+        out.append(T(a + "o_proj.bias", [H], "attn_bias"))
+    out.append(T(p + "post_attention_layernorm.weight", [H], "norm"))
+    inter = c["intermediate_size"]
+    out += [T(p + "mlp.gate_proj.weight", [inter, H], "linear", True),
+            T(p + "mlp.up_proj.weight", [inter, H], "linear", True),
+            T(p + "mlp.down_proj.weight", [H, inter], "linear", True)]
+    return out
+
+
 def layer_tensors(c, i):
+    if dense_arch(c):
+        return dense_layer_tensors(c, i)
     p = f"model.layers.{i}."
     H, nh = c["hidden_size"], c["num_attention_heads"]
     nope, rope, vd = c["qk_nope_head_dim"], c["qk_rope_head_dim"], c["v_head_dim"]
@@ -433,6 +499,8 @@ def init_scale(t, c, std, script=None):
         return 1.0, 0.1
     if t.kind == "bias":
         return 0.0, 0.1
+    if t.kind == "attn_bias":  # Qwen2's q/k biases are large in the releases: keep them visible
+        return 0.0, 0.5
     if t.kind == "embed":
         # A tied embedding is also the output head: keep it small so logits stay O(1-10) and the
         # current token's own embedding (still in the residual) does not dominate its logits.

@@ -140,3 +140,117 @@ TEST(Rope, RotatesInterleavedPairs) {
   EXPECT_NEAR(x[2], -std::sin(0.03), 1e-6);
   EXPECT_NEAR(x[3], std::cos(0.03), 1e-6);
 }
+
+// ------------------------------------------------------------------ the R1-Distill architectures
+
+namespace {
+
+// The published config.json of DeepSeek-R1-Distill-Qwen-1.5B (the fields that matter).
+json qwen_1_5b_config() {
+  return json::parse(R"({
+    "architectures": ["Qwen2ForCausalLM"], "attention_dropout": 0.0, "bos_token_id": 151643,
+    "eos_token_id": 151643, "hidden_act": "silu", "hidden_size": 1536, "initializer_range": 0.02,
+    "intermediate_size": 8960, "max_position_embeddings": 131072, "max_window_layers": 21,
+    "model_type": "qwen2", "num_attention_heads": 12, "num_hidden_layers": 28,
+    "num_key_value_heads": 2, "rms_norm_eps": 1e-06, "rope_theta": 10000, "sliding_window": 4096,
+    "tie_word_embeddings": false, "torch_dtype": "bfloat16", "use_cache": true,
+    "use_mrope": false, "use_sliding_window": false, "vocab_size": 151936
+  })");
+}
+
+// The published config.json of DeepSeek-R1-Distill-Llama-8B.
+json llama_8b_config() {
+  return json::parse(R"({
+    "architectures": ["LlamaForCausalLM"], "attention_bias": false, "attention_dropout": 0.0,
+    "bos_token_id": 128000, "eos_token_id": 128001, "hidden_act": "silu", "hidden_size": 4096,
+    "initializer_range": 0.02, "intermediate_size": 14336, "max_position_embeddings": 131072,
+    "mlp_bias": false, "model_type": "llama", "num_attention_heads": 32, "num_hidden_layers": 32,
+    "num_key_value_heads": 8, "pretraining_tp": 1, "rms_norm_eps": 1e-05,
+    "rope_scaling": {"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                     "original_max_position_embeddings": 8192, "rope_type": "llama3"},
+    "rope_theta": 500000.0, "tie_word_embeddings": false, "torch_dtype": "bfloat16",
+    "use_cache": true, "vocab_size": 128256
+  })");
+}
+
+}  // namespace
+
+TEST(Config, ParsesR1DistillQwen) {
+  const ModelConfig c = ModelConfig::from_json_text(qwen_1_5b_config().dump(), "config.json");
+  EXPECT_EQ(c.arch, Arch::Qwen2);
+  EXPECT_FALSE(c.is_mla());
+  EXPECT_EQ(c.num_attention_heads, 12);
+  EXPECT_EQ(c.num_key_value_heads, 2);
+  EXPECT_EQ(c.head_dim, 128);
+  EXPECT_EQ(c.rope_dim(), 128);
+  EXPECT_TRUE(c.qkv_bias);
+  EXPECT_FALSE(c.o_bias);
+  EXPECT_TRUE(c.rope_half_split);
+  EXPECT_FALSE(c.tie_word_embeddings);
+  EXPECT_EQ(c.vocab_size, 151936);
+  EXPECT_DOUBLE_EQ(c.softmax_scale(), 1.0 / std::sqrt(128.0));
+  EXPECT_EQ(c.arch_name(), "Qwen2ForCausalLM");
+}
+
+TEST(Config, ParsesR1DistillLlama) {
+  const ModelConfig c = ModelConfig::from_json_text(llama_8b_config().dump(), "config.json");
+  EXPECT_EQ(c.arch, Arch::Llama);
+  EXPECT_EQ(c.num_key_value_heads, 8);
+  EXPECT_EQ(c.head_dim, 128);
+  EXPECT_FALSE(c.qkv_bias);
+  EXPECT_TRUE(c.llama3_rope.enabled);
+  EXPECT_DOUBLE_EQ(c.llama3_rope.factor, 8.0);
+  EXPECT_EQ(c.llama3_rope.original_max_position_embeddings, 8192);
+  EXPECT_DOUBLE_EQ(c.rms_norm_eps, 1e-5);
+  // Llama 3's scaling, against the formula computed here: frequency i of 64 for theta 5e5.
+  const Rope rope(c);
+  const auto& f = rope.inv_freq();
+  ASSERT_EQ(f.size(), 64u);
+  for (size_t i = 0; i < f.size(); i++) {
+    const double base = 1.0 / std::pow(500000.0, double(2 * i) / 128.0);
+    const double wavelen = 2 * M_PI / base;
+    double want = base;
+    if (wavelen > 8192.0)
+      want = base / 8.0;
+    else if (wavelen >= 2048.0) {
+      const double s = (8192.0 / wavelen - 1.0) / 3.0;
+      want = (1 - s) * base / 8.0 + s * base;
+    }
+    EXPECT_NEAR(f[i], want, 1e-12 * base) << i;
+  }
+  EXPECT_LT(f[63], 1.0 / std::pow(500000.0, 126.0 / 128.0) / 7.9);  // the longest wavelengths
+  EXPECT_DOUBLE_EQ(f[0], 1.0);                                      // the shortest: kept
+}
+
+TEST(Config, UnsupportedDenseSettingsNameTheField) {
+  json q = qwen_1_5b_config();
+  q["use_sliding_window"] = true;
+  EXPECT_NE(error_of(q).find("\"use_sliding_window\""), std::string::npos) << error_of(q);
+  json l = llama_8b_config();
+  l["rope_scaling"]["rope_type"] = "longrope";
+  EXPECT_NE(error_of(l).find("\"rope_scaling\""), std::string::npos) << error_of(l);
+  EXPECT_NE(error_of(l).find("longrope"), std::string::npos) << error_of(l);
+  l = llama_8b_config();
+  l["num_key_value_heads"] = 5;
+  EXPECT_NE(error_of(l).find("\"num_key_value_heads\""), std::string::npos) << error_of(l);
+  l = llama_8b_config();
+  l["mlp_bias"] = true;
+  EXPECT_NE(error_of(l).find("\"mlp_bias\""), std::string::npos) << error_of(l);
+  q = qwen_1_5b_config();
+  q["hidden_act"] = "gelu";
+  EXPECT_NE(error_of(q).find("\"hidden_act\""), std::string::npos) << error_of(q);
+}
+
+TEST(Rope, HalfSplitRotatesFirstWithSecondHalf) {
+  ModelConfig c = ModelConfig::from_json_text(qwen_1_5b_config().dump(), "config.json");
+  c.head_dim = 4;
+  const Rope rope(c);
+  // Pairs (x0, x2) and (x1, x3), angles pos * inv_freq[0] and pos * inv_freq[1].
+  float x[4] = {1.0f, 2.0f, 3.0f, 4.0f};
+  rope.apply(x, 1, 4, 3);
+  const double a0 = 3 * rope.inv_freq()[0], a1 = 3 * rope.inv_freq()[1];
+  EXPECT_NEAR(x[0], 1 * std::cos(a0) - 3 * std::sin(a0), 1e-6);
+  EXPECT_NEAR(x[2], 3 * std::cos(a0) + 1 * std::sin(a0), 1e-6);
+  EXPECT_NEAR(x[1], 2 * std::cos(a1) - 4 * std::sin(a1), 1e-6);
+  EXPECT_NEAR(x[3], 4 * std::cos(a1) + 2 * std::sin(a1), 1e-6);
+}

@@ -127,7 +127,8 @@ TEST_P(GgufModel, GreedyIdsMatchReference) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Files, GgufModel,
-                         ::testing::Values("v3_q8_0", "v3_mixed", "v2_bf16", "v3_split"));
+                         ::testing::Values("v3_q8_0", "v3_mixed", "v2_bf16", "v3_split",
+                                           "qwen2_q8_0", "llama3_q4_0"));
 
 TEST(GgufModelConfig, HyperParametersComeFromTheMetadata) {
   const ModelConfig v3 = gguf_model_config(kDir + "v3_q8_0.gguf");

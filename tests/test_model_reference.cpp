@@ -1,7 +1,8 @@
-// End-to-end logits against the independent PyTorch reference (tests/reference/deepseek_ref.py,
-// float64), on tiny random checkpoints written in exactly the published formats by
-// scripts/gen_fixtures.py. Tolerance: 1e-4 of the largest |logit|, same argmax on every row, same
-// greedy ids.
+// End-to-end logits against the independent PyTorch references (tests/reference/deepseek_ref.py,
+// and dense_ref.py for the Qwen2 / Llama architectures of the R1-Distill models; float64), on tiny
+// random checkpoints written in exactly the published formats by scripts/gen_fixtures.py. (The
+// attention modes naive / absorbed are MLA's; grouped-query attention has one.) Tolerance: 1e-4 of
+// the largest |logit|, same argmax on every row, same greedy ids.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -152,4 +153,5 @@ TEST_P(ModelReference, ChunksAndBatchesAgree) {
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, ModelReference,
                          ::testing::Values("v2_lite", "v2_group", "v2_scaled", "v3", "v3_fp8",
-                                           "v3_sharded", "v3_tied"));
+                                           "v3_sharded", "v3_tied", "qwen2", "qwen2_tied",
+                                           "llama3"));

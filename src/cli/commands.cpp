@@ -206,10 +206,11 @@ int cmd_info() {
   const ModelConfig& c = m->config();
   const ModelStats s = m->stats();
   const size_t kv = KVCache::bytes_per_token(c);
-  // A plain multi-head cache holds K (qk_head_dim) and V (v_head_dim) for every head.
+  // A plain multi-head cache holds K (qk_head_dim) and V (v_head_dim) for every head (GQA
+  // models: head_dim each, for every query head).
+  const int64_t kv_per_head = c.is_mla() ? c.qk_head_dim() + c.v_head_dim : 2 * c.head_dim;
   const size_t mha =
-      size_t(c.num_hidden_layers * c.num_attention_heads * (c.qk_head_dim() + c.v_head_dim)) *
-      sizeof(float);
+      size_t(c.num_hidden_layers * c.num_attention_heads * kv_per_head) * sizeof(float);
   json j = {
       {"architecture", c.arch_name()},
       {"params", s.params},

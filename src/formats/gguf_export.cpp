@@ -1,5 +1,6 @@
 #include "formats/gguf_export.h"
 
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -156,6 +157,49 @@ void add_hparams(GgufWriter& w, const ModelConfig& c, const std::string& dir) {
   }
 }
 
+// llama.cpp's `qwen2` / `llama` metadata (its converter's Qwen2Model / LlamaModel).
+void add_dense_hparams(GgufWriter& w, const ModelConfig& c, const std::string& dir) {
+  const std::string arch = c.arch == Arch::Qwen2 ? "qwen2" : "llama", a = arch + ".";
+  w.set_string("general.architecture", arch);
+  w.set_string("general.name", std::filesystem::path(dir).filename().string());
+  w.set_u32("general.quantization_version", 2);
+  w.set_u32(a + "vocab_size", uint32_t(c.vocab_size));
+  w.set_u32(a + "context_length", uint32_t(c.max_position_embeddings));
+  w.set_u32(a + "embedding_length", uint32_t(c.hidden_size));
+  w.set_u32(a + "feed_forward_length", uint32_t(c.intermediate_size));
+  w.set_u32(a + "block_count", uint32_t(c.num_hidden_layers));
+  w.set_u32(a + "attention.head_count", uint32_t(c.num_attention_heads));
+  w.set_u32(a + "attention.head_count_kv", uint32_t(c.num_key_value_heads));
+  w.set_f32(a + "rope.freq_base", float(c.rope_theta));
+  w.set_f32(a + "attention.layer_norm_rms_epsilon", float(c.rms_norm_eps));
+  if (c.arch == Arch::Llama) w.set_u32(a + "rope.dimension_count", uint32_t(c.head_dim));
+  if (c.head_dim * c.num_attention_heads != c.hidden_size) {
+    w.set_u32(a + "attention.key_length", uint32_t(c.head_dim));
+    w.set_u32(a + "attention.value_length", uint32_t(c.head_dim));
+  }
+}
+
+// Llama 3's rope_scaling as llama.cpp's converter stores it: rope_freqs.weight, the divisor of
+// each frequency (computed from float32 frequencies, as there).
+std::vector<float> llama3_rope_factors(const ModelConfig& c) {
+  const Llama3RopeConfig& l = c.llama3_rope;
+  const double L = double(l.original_max_position_embeddings);
+  std::vector<float> out;
+  for (int64_t i = 0; i < c.head_dim / 2; i++) {
+    const float f = 1.0f / std::pow(float(c.rope_theta), float(2 * i) / float(c.head_dim));
+    const double wavelen = 2.0 * M_PI / double(f);
+    if (wavelen < L / l.high_freq_factor) {
+      out.push_back(1.0f);
+    } else if (wavelen > L / l.low_freq_factor) {
+      out.push_back(float(l.factor));
+    } else {
+      const double s = (L / wavelen - l.low_freq_factor) / (l.high_freq_factor - l.low_freq_factor);
+      out.push_back(float(1.0 / ((1.0 - s) / l.factor + s)));
+    }
+  }
+  return out;
+}
+
 // Adds tensors; `type` for matrices (with the exceptions in gguf_export.h).
 class Exporter {
  public:
@@ -181,12 +225,28 @@ class Exporter {
         [v](uint8_t* dst) { std::memcpy(dst, v.data(), v.size() * sizeof(float)); });
   }
 
-  // One matrix (`f32` forces F32: the router).
+  // A vector given as values.
+  void vector_values(const std::string& gname, std::vector<float> v) {
+    const int64_t n = int64_t(v.size());
+    add(gname, GgmlType::F32, {n},
+        [v](uint8_t* dst) { std::memcpy(dst, v.data(), v.size() * sizeof(float)); });
+  }
+
+  // One matrix (`f32` forces F32: the router). pair_heads > 0: llama.cpp's permutation of a
+  // llama q_proj / k_proj, whose heads of `rows / pair_heads` rows go from (first half, second
+  // half) to adjacent rotary pairs: row 2i + j of a head is row i + j * half of the original.
   void matrix(const std::string& gname, const std::string& hf_prefix, int64_t rows, int64_t cols,
-              bool f32 = false) {
+              bool f32 = false, int64_t pair_heads = 0) {
     const WeightRef wr = load_linear(ck_, hf_prefix, rows, cols);
     const GgmlType t = f32 ? GgmlType::F32 : matrix_type(gname, cols);
-    add(gname, t, {rows, cols}, [wr, t](uint8_t* dst) { write_rows(wr, t, dst); });
+    add(gname, t, {rows, cols}, [wr, t, pair_heads](uint8_t* dst) {
+      std::vector<int64_t> order(static_cast<size_t>(wr.rows));
+      const int64_t hd = pair_heads > 0 ? wr.rows / pair_heads : 0, half = hd / 2;
+      for (int64_t r = 0; r < wr.rows; r++)
+        order[size_t(r)] =
+            pair_heads > 0 ? (r / hd) * hd + (r % hd) / 2 + (r % 2) * half : r;  // source row
+      write_rows(wr, t, dst, order);
+    });
   }
 
   // Experts e = 0..E-1 of `hf_prefix`.experts.{e}.`proj` stacked into [E, rows, cols].
@@ -233,11 +293,13 @@ class Exporter {
   }
 
  private:
-  static void write_rows(const WeightRef& w, GgmlType t, uint8_t* dst) {
+  // Rows of w in `order` (source row of each destination row; empty: as stored).
+  static void write_rows(const WeightRef& w, GgmlType t, uint8_t* dst,
+                         const std::vector<int64_t>& order = {}) {
     std::vector<float> row(size_t(w.cols));
     const size_t rb = ggml_row_bytes(t, w.cols);
     for (int64_t r = 0; r < w.rows; r++) {
-      weight_row(w, r, row.data());
+      weight_row(w, order.empty() ? r : order[size_t(r)], row.data());
       quantize_row(t, row.data(), w.cols, dst + size_t(r) * rb);
     }
   }
@@ -284,9 +346,11 @@ GgmlType quant_tensor_type(const QuantRecipe& r, const std::string& gname, int64
       t = GgmlType::Q8_0;
     else if (t != GgmlType::Q8_0)
       t = GgmlType::Q6_K;
-  } else if (r.k_mix && gname.find("ffn_down") != std::string::npos && layer >= 0 &&
-             more_bits(layer)) {
-    t = GgmlType::Q6_K;
+  } else if (r.k_mix &&
+             (gname.find("ffn_down") != std::string::npos ||
+              gname.find("attn_v.weight") != std::string::npos) &&
+             layer >= 0 && more_bits(layer)) {
+    t = GgmlType::Q6_K;  // (attn_v: the dense models' value projection, as llama.cpp)
   } else if (r.k_mix && r.type == GgmlType::Q4_K && n_expert == 8 &&
              gname.find("attn_output.weight") != std::string::npos) {
     t = GgmlType::Q5_K;
@@ -306,7 +370,10 @@ QuantizeStats quantize_to_gguf(const std::string& dir, const QuantRecipe& recipe
   const ModelConfig c = ModelConfig::load(dir);
   const Checkpoint ck(dir, LoadMode::Mmap);
   GgufWriter w;
-  add_hparams(w, c, dir);
+  if (c.is_mla())
+    add_hparams(w, c, dir);
+  else
+    add_dense_hparams(w, c, dir);
   w.set_u32("general.file_type", recipe.file_type);
   add_tokenizer(w, dir, c.vocab_size);
 
@@ -314,7 +381,36 @@ QuantizeStats quantize_to_gguf(const std::string& dir, const QuantRecipe& recipe
   Exporter x(w, ck, recipe, c, st);
   const int64_t D = c.hidden_size, H = c.num_attention_heads;
   x.matrix("token_embd.weight", "model.embed_tokens", c.vocab_size, D);
-  for (int64_t i = 0; i < c.num_hidden_layers; i++) {
+  if (!c.is_mla()) {
+    const bool llama = c.arch == Arch::Llama;
+    if (c.llama3_rope.enabled) x.vector_values("rope_freqs.weight", llama3_rope_factors(c));
+    const int64_t qd = H * c.head_dim, kvd = c.num_key_value_heads * c.head_dim;
+    for (int64_t i = 0; i < c.num_hidden_layers; i++) {
+      const std::string b = "blk." + std::to_string(i) + ".";
+      const std::string p = "model.layers." + std::to_string(i) + ".";
+      const std::string a = p + "self_attn.";
+      x.vector(b + "attn_norm.weight", p + "input_layernorm.weight", D);
+      x.matrix(b + "attn_q.weight", a + "q_proj", qd, D, false, llama ? H : 0);
+      x.matrix(b + "attn_k.weight", a + "k_proj", kvd, D, false, llama ? c.num_key_value_heads : 0);
+      x.matrix(b + "attn_v.weight", a + "v_proj", kvd, D);
+      if (c.qkv_bias) {
+        if (llama)  // a permuted projection's bias would need the same order: none is published
+          throw std::runtime_error(dir +
+                                   ": a llama model with attention_bias cannot be written "
+                                   "as llama.cpp's llama GGUF");
+        x.vector(b + "attn_q.bias", a + "q_proj.bias", qd);
+        x.vector(b + "attn_k.bias", a + "k_proj.bias", kvd);
+        x.vector(b + "attn_v.bias", a + "v_proj.bias", kvd);
+      }
+      x.matrix(b + "attn_output.weight", a + "o_proj", D, qd);
+      if (c.o_bias) x.vector(b + "attn_output.bias", a + "o_proj.bias", D);
+      x.vector(b + "ffn_norm.weight", p + "post_attention_layernorm.weight", D);
+      x.matrix(b + "ffn_gate.weight", p + "mlp.gate_proj", c.intermediate_size, D);
+      x.matrix(b + "ffn_up.weight", p + "mlp.up_proj", c.intermediate_size, D);
+      x.matrix(b + "ffn_down.weight", p + "mlp.down_proj", D, c.intermediate_size);
+    }
+  }
+  for (int64_t i = 0; i < (c.is_mla() ? c.num_hidden_layers : 0); i++) {
     const std::string b = "blk." + std::to_string(i) + ".";
     const std::string p = "model.layers." + std::to_string(i) + ".";
     const std::string a = p + "self_attn.";

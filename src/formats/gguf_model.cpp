@@ -17,10 +17,11 @@ std::runtime_error error(const std::string& path, const std::string& what) {
   return std::runtime_error(path + ": " + what);
 }
 
-// Typed optional metadata of the deepseek2 architecture ("deepseek2." + key).
+// Typed optional metadata of the file's architecture ("deepseek2." + key, "qwen2." + key, ...).
 struct Meta {
   const GgufFile& f;
-  std::string key(const std::string& k) const { return kArch + "." + k; }
+  std::string arch = kArch;
+  std::string key(const std::string& k) const { return arch + "." + k; }
   bool has(const std::string& k) const { return f.has(key(k)); }
   int64_t i(const std::string& k) const { return f.get_int(key(k)); }
   int64_t i(const std::string& k, int64_t def) const { return has(k) ? i(k) : def; }
@@ -28,12 +29,65 @@ struct Meta {
   double d(const std::string& k, double def) const { return has(k) ? d(k) : def; }
 };
 
+// The vocabulary size and head tying, common to every architecture.
+void vocab_from(const GgufFile& f, const Meta& m, ModelConfig& c) {
+  const GgufTensor* embd = f.find_tensor("token_embd.weight");
+  if (!embd) throw error(f.path(), "missing tensor 'token_embd.weight'");
+  if (embd->ne.size() != 2)
+    throw error(f.path(), "tensor 'token_embd.weight' has shape " + embd->shape_str() +
+                              ", expected [vocab, embedding_length]");
+  c.vocab_size = m.i("vocab_size", embd->ne[1]);
+  c.tie_word_embeddings = f.find_tensor("output.weight") == nullptr;
+}
+
+// llama.cpp's `qwen2` and `llama` architectures (the R1-Distill models). Their RoPE: qwen2 files
+// keep Hugging Face's q/k order (llama.cpp's NEOX rope, half split); the converter permutes llama's
+// q_proj / k_proj rows so that each rotary pair is adjacent (its NORM rope). Llama 3's frequency
+// scaling is stored as the tensor rope_freqs.weight (divisors), read by Model::load.
+ModelConfig dense_config_from(const GgufFile& f, const std::string& arch) {
+  const Meta m{f, arch};
+  ModelConfig c;
+  c.arch = arch == "qwen2" ? Arch::Qwen2 : Arch::Llama;
+  c.hidden_size = m.i("embedding_length");
+  c.num_hidden_layers = m.i("block_count");
+  c.num_attention_heads = m.i("attention.head_count");
+  c.num_key_value_heads = m.i("attention.head_count_kv", c.num_attention_heads);
+  c.max_position_embeddings = m.i("context_length");
+  c.intermediate_size = m.i("feed_forward_length");
+  c.rms_norm_eps = m.d("attention.layer_norm_rms_epsilon");
+  c.rope_theta = m.d("rope.freq_base", 10000.0);
+  if (c.num_attention_heads <= 0)
+    throw error(f.path(), "metadata '" + m.key("attention.head_count") + "' must be > 0");
+  c.head_dim = m.i("attention.key_length",
+                   m.i("rope.dimension_count", c.hidden_size / c.num_attention_heads));
+  if (m.i("attention.value_length", c.head_dim) != c.head_dim)
+    throw error(f.path(), "metadata '" + m.key("attention.value_length") +
+                              "' differs from the key length (whale needs equal head sizes)");
+  if (m.i("rope.dimension_count", c.head_dim) != c.head_dim)
+    throw error(f.path(), "metadata '" + m.key("rope.dimension_count") +
+                              "' must equal the head size (partial rotary is not supported)");
+  c.rope_half_split = c.arch == Arch::Qwen2;
+  c.qkv_bias = f.find_tensor("blk.0.attn_q.bias") != nullptr;
+  c.o_bias = f.find_tensor("blk.0.attn_output.bias") != nullptr;
+  if (m.has("rope.scaling.type")) {
+    const std::string type = f.get_string(m.key("rope.scaling.type"));
+    if (type != "none" && !(type == "linear" && m.d("rope.scaling.factor", 1.0) == 1.0))
+      throw error(f.path(), "metadata '" + m.key("rope.scaling.type") + "' = '" + type +
+                                "' is not supported (none; Llama 3's scaling comes as "
+                                "rope_freqs.weight)");
+  }
+  vocab_from(f, m, c);
+  c.validate(f.path());
+  return c;
+}
+
 ModelConfig config_from(const GgufFile& f) {
   const std::string& path = f.path();
   const std::string arch = f.get_string("general.architecture");
+  if (arch == "qwen2" || arch == "llama") return dense_config_from(f, arch);
   if (arch != kArch)
     throw error(path, "architecture '" + arch + "' is not supported (whale reads '" + kArch +
-                          "': DeepSeek-V2/V3/R1)");
+                          "': DeepSeek-V2/V3/R1, and 'qwen2' / 'llama': the R1-Distill models)");
   const Meta m{f};
   ModelConfig c;
   c.hidden_size = m.i("embedding_length");
@@ -104,13 +158,7 @@ ModelConfig config_from(const GgufFile& f) {
   }
   c.num_nextn_predict_layers = 0;  // llama.cpp's converter drops the MTP modules
 
-  const GgufTensor* embd = f.find_tensor("token_embd.weight");
-  if (!embd) throw error(path, "missing tensor 'token_embd.weight'");
-  if (embd->ne.size() != 2)
-    throw error(path, "tensor 'token_embd.weight' has shape " + embd->shape_str() +
-                          ", expected [vocab, embedding_length]");
-  c.vocab_size = m.i("vocab_size", embd->ne[1]);
-  c.tie_word_embeddings = f.find_tensor("output.weight") == nullptr;
+  vocab_from(f, m, c);
   c.validate(path);
   return c;
 }
@@ -217,7 +265,26 @@ GgufModel load_gguf_model(const std::string& path, LoadMode mode) {
   add("token_embd.weight", "model.embed_tokens.weight");
   add("output_norm.weight", "model.norm.weight");
   add("output.weight", "lm_head.weight");
-  for (int64_t i = 0; i < c.num_hidden_layers; i++) {
+  if (!c.is_mla()) {
+    add("rope_freqs.weight", "model.rope_freqs");  // Llama 3's frequency divisors
+    for (int64_t i = 0; i < c.num_hidden_layers; i++) {
+      const std::string b = "blk." + std::to_string(i) + ".";
+      const std::string p = "model.layers." + std::to_string(i) + ".";
+      add(b + "attn_norm.weight", p + "input_layernorm.weight");
+      add(b + "ffn_norm.weight", p + "post_attention_layernorm.weight");
+      for (const auto& [g, hf] : {std::pair<std::string, std::string>{"attn_q", "q_proj"},
+                                  {"attn_k", "k_proj"},
+                                  {"attn_v", "v_proj"},
+                                  {"attn_output", "o_proj"}}) {
+        add(b + g + ".weight", p + "self_attn." + hf + ".weight");
+        add(b + g + ".bias", p + "self_attn." + hf + ".bias");
+      }
+      add(b + "ffn_gate.weight", p + "mlp.gate_proj.weight");
+      add(b + "ffn_up.weight", p + "mlp.up_proj.weight");
+      add(b + "ffn_down.weight", p + "mlp.down_proj.weight");
+    }
+  }
+  for (int64_t i = 0; i < (c.is_mla() ? c.num_hidden_layers : 0); i++) {
     const std::string b = "blk." + std::to_string(i) + ".";
     const std::string p = "model.layers." + std::to_string(i) + ".";
     add(b + "attn_norm.weight", p + "input_layernorm.weight");

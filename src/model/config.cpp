@@ -55,6 +55,66 @@ struct Reader {
 
 }  // namespace
 
+namespace {
+
+// Qwen2ForCausalLM / LlamaForCausalLM (Hugging Face's modeling_qwen2.py / modeling_llama.py).
+void dense_from_json(const json& j, const Reader& r, ModelConfig& c) {
+  const bool qwen = c.arch == Arch::Qwen2;
+  c.vocab_size = r.integer("vocab_size", 0, true);
+  c.hidden_size = r.integer("hidden_size", 0, true);
+  c.intermediate_size = r.integer("intermediate_size", 0, true);
+  c.num_hidden_layers = r.integer("num_hidden_layers", 0, true);
+  c.num_attention_heads = r.integer("num_attention_heads", 0, true);
+  c.num_key_value_heads = r.integer("num_key_value_heads", c.num_attention_heads);
+  if (c.num_attention_heads <= 0)
+    throw r.err("num_attention_heads", "must be > 0, got " + std::to_string(c.num_attention_heads));
+  // Qwen2 has no head_dim field: hidden_size / heads; Llama's is optional with that default.
+  c.head_dim = qwen ? c.hidden_size / c.num_attention_heads
+                    : r.integer("head_dim", c.hidden_size / c.num_attention_heads);
+  if (qwen && c.hidden_size % c.num_attention_heads != 0)
+    throw r.err("hidden_size", "must be a multiple of num_attention_heads");
+  c.max_position_embeddings = r.integer("max_position_embeddings", qwen ? 32768 : 2048);
+  c.rms_norm_eps = r.number("rms_norm_eps", 1e-6);
+  c.rope_theta = r.number("rope_theta", 10000.0);
+  c.tie_word_embeddings = r.boolean("tie_word_embeddings", false);
+  c.rope_half_split = true;
+  const std::string act = r.string("hidden_act", "silu");
+  if (act != "silu") throw r.err("hidden_act", "\"" + act + "\" is not supported (silu)");
+  if (qwen) {
+    c.qkv_bias = true;  // Qwen2's q/k/v projections always have biases, o_proj none
+    // Sliding-window attention: off in every Qwen2.5 / R1-Distill config.
+    if (r.boolean("use_sliding_window", false))
+      throw r.err("use_sliding_window", "true is not supported (sliding-window attention)");
+  } else {
+    c.qkv_bias = c.o_bias = r.boolean("attention_bias", false);
+    if (r.boolean("mlp_bias", false))
+      throw r.err("mlp_bias", "true is not supported (no Llama release has MLP biases)");
+    if (r.integer("pretraining_tp", 1) != 1)
+      throw r.err("pretraining_tp", "must be 1 (the split only changes rounding; set it to 1)");
+  }
+  if (r.present("rope_scaling")) {
+    const json& rs = j["rope_scaling"];
+    if (!rs.is_object()) throw r.err("rope_scaling", "must be an object");
+    Reader y{rs, r.origin};
+    const std::string type = y.string("rope_type", y.string("type", ""));
+    if (type == "llama3") {
+      c.llama3_rope.enabled = true;
+      c.llama3_rope.factor = y.number("factor", 8.0);
+      c.llama3_rope.low_freq_factor = y.number("low_freq_factor", 1.0);
+      c.llama3_rope.high_freq_factor = y.number("high_freq_factor", 4.0);
+      c.llama3_rope.original_max_position_embeddings =
+          y.integer("original_max_position_embeddings", 8192);
+    } else if (type != "default") {
+      throw r.err("rope_scaling", "type \"" + type + "\" is not supported (llama3, default)");
+    }
+  }
+  if (r.present("quantization_config"))
+    throw r.err("quantization_config",
+                "is not supported for " + c.arch_name() + " (use the BF16 files or a GGUF)");
+}
+
+}  // namespace
+
 ModelConfig ModelConfig::from_json_text(const std::string& text, const std::string& origin) {
   json j;
   try {
@@ -83,10 +143,19 @@ ModelConfig ModelConfig::from_json_text(const std::string& text, const std::stri
     c.arch = Arch::DeepseekV2;
   else if (arch == "DeepseekV3ForCausalLM")
     c.arch = Arch::DeepseekV3;
+  else if (arch == "Qwen2ForCausalLM" || arch == "qwen2")
+    c.arch = Arch::Qwen2;
+  else if (arch == "LlamaForCausalLM" || arch == "llama")
+    c.arch = Arch::Llama;
   else
     throw r.err("architectures", "\"" + arch +
                                      "\" is not supported (DeepseekV2ForCausalLM, "
-                                     "DeepseekV3ForCausalLM)");
+                                     "DeepseekV3ForCausalLM, Qwen2ForCausalLM, LlamaForCausalLM)");
+  if (!c.is_mla()) {
+    dense_from_json(j, r, c);
+    c.validate(origin);
+    return c;
+  }
 
   c.vocab_size = r.integer("vocab_size", 0, true);
   c.hidden_size = r.integer("hidden_size", 0, true);
@@ -192,6 +261,38 @@ void ModelConfig::validate(const std::string& origin) const {
     if (v > hi) fail(key, "is implausibly large: " + std::to_string(v));
   };
   const int64_t kBig = int64_t(1) << 24;
+  if (!is_mla()) {
+    at_most("vocab_size", vocab_size, kBig);
+    at_most("hidden_size", hidden_size, kBig);
+    at_most("intermediate_size", intermediate_size, kBig);
+    at_most("num_hidden_layers", num_hidden_layers, 1 << 16);
+    at_most("num_attention_heads", num_attention_heads, 1 << 16);
+    at_most("head_dim", head_dim, 1 << 16);
+    at_most("max_position_embeddings", max_position_embeddings, int64_t(1) << 32);
+    positive("vocab_size", vocab_size);
+    positive("hidden_size", hidden_size);
+    positive("intermediate_size", intermediate_size);
+    positive("num_hidden_layers", num_hidden_layers);
+    positive("num_attention_heads", num_attention_heads);
+    positive("max_position_embeddings", max_position_embeddings);
+    if (num_key_value_heads <= 0 || num_attention_heads % num_key_value_heads != 0)
+      fail("num_key_value_heads", "must divide num_attention_heads (" +
+                                      std::to_string(num_attention_heads) + "), got " +
+                                      std::to_string(num_key_value_heads));
+    if (head_dim <= 0 || head_dim % 2)
+      fail("head_dim", "must be a positive even number, got " + std::to_string(head_dim));
+    if (rms_norm_eps <= 0) fail("rms_norm_eps", "must be > 0");
+    if (rope_theta <= 0) fail("rope_theta", "must be > 0");
+    if (llama3_rope.enabled) {
+      const Llama3RopeConfig& l = llama3_rope;
+      if (l.factor <= 0) fail("rope_scaling.factor", "must be > 0");
+      if (l.low_freq_factor <= 0 || l.high_freq_factor <= l.low_freq_factor)
+        fail("rope_scaling.high_freq_factor", "must exceed low_freq_factor (> 0)");
+      if (l.original_max_position_embeddings <= 0)
+        fail("rope_scaling.original_max_position_embeddings", "must be > 0");
+    }
+    return;
+  }
   at_most("vocab_size", vocab_size, kBig);
   at_most("hidden_size", hidden_size, kBig);
   at_most("intermediate_size", intermediate_size, kBig);
@@ -251,6 +352,7 @@ void ModelConfig::validate(const std::string& origin) const {
 }
 
 double ModelConfig::softmax_scale() const {
+  if (!is_mla()) return 1.0 / std::sqrt(double(head_dim));
   double s = 1.0 / std::sqrt(double(qk_head_dim()));
   if (yarn.enabled && yarn.mscale_all_dim != 0.0) {
     const double m = yarn_get_mscale(yarn.factor, yarn.mscale_all_dim);
@@ -269,7 +371,17 @@ ModelConfig ModelConfig::load(const std::string& dir) {
 }
 
 std::string ModelConfig::arch_name() const {
-  return arch == Arch::DeepseekV2 ? "DeepseekV2ForCausalLM" : "DeepseekV3ForCausalLM";
+  switch (arch) {
+    case Arch::DeepseekV2:
+      return "DeepseekV2ForCausalLM";
+    case Arch::Qwen2:
+      return "Qwen2ForCausalLM";
+    case Arch::Llama:
+      return "LlamaForCausalLM";
+    case Arch::DeepseekV3:
+      break;
+  }
+  return "DeepseekV3ForCausalLM";
 }
 
 }  // namespace whale

@@ -32,34 +32,45 @@ DType latent_dtype(KvType t) {
   return t == KvType::F32 ? DType::F32 : t == KvType::BF16 ? DType::BF16 : DType::Q8_0;
 }
 
-DType rope_dtype(KvType t) {
+// The second row: MLA's rope key stays bf16 under q8; GQA's values take Q8_0 as the keys.
+DType rope_dtype(KvType t, bool mla) {
+  if (t == KvType::Q8 && !mla) return DType::Q8_0;
   return t == KvType::F32 ? DType::F32 : DType::BF16;
+}
+
+// The two row widths: latent and rope key (MLA), keys and values (GQA).
+int64_t first_width(const ModelConfig& c) {
+  return c.is_mla() ? c.kv_lora_rank : c.num_key_value_heads * c.head_dim;
+}
+int64_t second_width(const ModelConfig& c) {
+  return c.is_mla() ? c.qk_rope_head_dim : c.num_key_value_heads * c.head_dim;
 }
 
 }  // namespace
 
 KVCache::KVCache(const ModelConfig& c, int64_t max_len, KvType type)
-    : kv_lora_rank_(c.kv_lora_rank),
-      rope_dim_(c.qk_rope_head_dim),
+    : kv_lora_rank_(first_width(c)),
+      rope_dim_(second_width(c)),
       max_len_(max_len),
       type_(type),
       latent_dtype_(latent_dtype(type)),
-      rope_dtype_(rope_dtype(type)),
+      rope_dtype_(rope_dtype(type, c.is_mla())),
       latent_(size_t(c.num_hidden_layers)),
       k_rope_(size_t(c.num_hidden_layers)) {
-  if (type == KvType::Q8 && c.kv_lora_rank % 32 != 0)
-    throw std::invalid_argument(
-        "--kv-type q8 needs kv_lora_rank a multiple of 32 (Q8_0 blocks); "
-        "this model's is " +
-        std::to_string(c.kv_lora_rank));
+  if (type == KvType::Q8 && kv_lora_rank_ % 32 != 0)
+    throw std::invalid_argument(std::string("--kv-type q8 needs ") +
+                                (c.is_mla() ? "kv_lora_rank" : "num_key_value_heads * head_dim") +
+                                " a multiple of 32 (Q8_0 blocks); this model's is " +
+                                std::to_string(kv_lora_rank_));
   latent_row_ = dtype_row_bytes(latent_dtype_, kv_lora_rank_);
   rope_row_ = dtype_row_bytes(rope_dtype_, rope_dim_);
 }
 
 size_t KVCache::bytes_per_token(const ModelConfig& c, KvType type) {
-  if (type == KvType::Q8 && c.kv_lora_rank % 32 != 0) type = KvType::BF16;
-  return size_t(c.num_hidden_layers) * (dtype_row_bytes(latent_dtype(type), c.kv_lora_rank) +
-                                        dtype_row_bytes(rope_dtype(type), c.qk_rope_head_dim));
+  if (type == KvType::Q8 && first_width(c) % 32 != 0) type = KvType::BF16;
+  return size_t(c.num_hidden_layers) *
+         (dtype_row_bytes(latent_dtype(type), first_width(c)) +
+          dtype_row_bytes(rope_dtype(type, c.is_mla()), second_width(c)));
 }
 
 void KVCache::reserve(int64_t n) {
@@ -103,6 +114,12 @@ void KVCache::latents_f32(int64_t layer, int64_t n, float* out) const {
   for (int64_t p = 0; p < n; p++)
     dequantize_row(dtype_to_ggml(latent_dtype_), latent_bytes(layer) + size_t(p) * latent_row_,
                    kv_lora_rank_, out + p * kv_lora_rank_);
+}
+
+void KVCache::values_f32(int64_t layer, int64_t n, float* out) const {
+  for (int64_t p = 0; p < n; p++)
+    dequantize_row(dtype_to_ggml(rope_dtype_), k_rope_bytes(layer) + size_t(p) * rope_row_,
+                   rope_dim_, out + p * rope_dim_);
 }
 
 void KVCache::k_rope_f32(int64_t layer, int64_t pos, float* out) const {

@@ -1,4 +1,8 @@
-// The MLA key/value cache of one sequence.
+// The key/value cache of one sequence: two rows per token and layer.
+//
+// Grouped-query attention (model/gqa.h) caches the keys (after RoPE) and the values of its
+// num_key_value_heads heads: rows of num_key_value_heads * head_dim values each, the "latent"
+// row holding the keys and the "rope" row the values (accessors key_ref / value_ref).
 //
 // MLA caches only what it needs to rebuild keys and values: per token and layer, the compressed
 // latent c_KV (kv_lora_rank values, after kv_a_layernorm) and the shared rope key k_R
@@ -11,6 +15,7 @@
 //   q8    the latent in GGML's Q8_0 blocks (32 values, one f16 scale: 34 bytes per 32 values,
 //         about a quarter of f32), k_R in bf16: the rope key is an eighth of the entry and
 //         carries the position, and the tiny models' rope widths (16) are not whole blocks.
+//         (GQA: keys and values both in Q8_0, as llama.cpp's q8_0 cache.)
 // The attention reads the cache in its stored type as the weight of its matrix products
 // (kernels/linear.h converts on the fly), so the smaller types also read fewer bytes per token.
 #pragma once
@@ -33,7 +38,8 @@ const char* kv_type_name(KvType t);
 
 class KVCache {
  public:
-  // Throws std::invalid_argument for q8 when kv_lora_rank is not a multiple of 32.
+  // Throws std::invalid_argument for q8 when kv_lora_rank (GQA: the key row) is not a multiple
+  // of 32.
   KVCache(const ModelConfig& c, int64_t max_len, KvType type = KvType::F32);
 
   int64_t len() const { return len_; }
@@ -52,6 +58,11 @@ class KVCache {
   // As f32: positions [0, n) of the latents into out [n][kv_lora_rank]; one rope key.
   void latents_f32(int64_t layer, int64_t n, float* out) const;
   void k_rope_f32(int64_t layer, int64_t pos, float* out) const;
+  // GQA's names for the two rows: keys and values [n x num_key_value_heads * head_dim], and the
+  // values of positions [0, n) as f32.
+  WeightRef key_ref(int64_t layer, int64_t n) const { return latent_ref(layer, n); }
+  WeightRef value_ref(int64_t layer, int64_t n) const { return k_rope_ref(layer, n); }
+  void values_f32(int64_t layer, int64_t n, float* out) const;
 
   // The stored bytes of positions [0, n) of a layer (rows are contiguous), for copies between
   // caches of the same type (the server's prompt cache).
@@ -73,6 +84,13 @@ class KVCache {
   DType latent_dtype_, rope_dtype_;
   size_t latent_row_, rope_row_;
   std::vector<std::vector<uint8_t>> latent_, k_rope_;  // [layer][pos * row bytes]
+};
+
+// A run of consecutive tokens of one sequence inside a batch: rows [start, start + n) of the
+// batch's hidden states, at positions cache->len() .. cache->len() + n - 1.
+struct AttnSegment {
+  KVCache* cache;
+  int64_t start, n;
 };
 
 }  // namespace whale

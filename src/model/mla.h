@@ -30,13 +30,6 @@ namespace whale {
 
 enum class AttnMode { Auto, Naive, Absorbed };
 
-// A run of consecutive tokens of one sequence inside a batch: rows [start, start + n) of the
-// batch's hidden states, at positions cache->len() .. cache->len() + n - 1.
-struct AttnSegment {
-  KVCache* cache;
-  int64_t start, n;
-};
-
 class MLA {
  public:
   MLA(const ModelConfig& c, const Checkpoint& ck, const std::string& prefix, int64_t layer,

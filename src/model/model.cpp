@@ -23,6 +23,13 @@ std::unique_ptr<Model> Model::load(const std::string& dir, const Options& opt) {
   if (opt.prefault && ck.load_mode() == LoadMode::Mmap) ck.prefault(opt.progress);
 
   m->rope_ = Rope(c);
+  if (ck.has("model.rope_freqs")) {  // a llama GGUF's Llama 3 scaling (formats/gguf_model.cpp)
+    const std::vector<float> f = load_vector(ck, "model.rope_freqs", c.rope_dim() / 2);
+    for (float v : f)
+      if (!(v > 0.0f))
+        throw std::runtime_error(dir + ": rope_freqs.weight has a non-positive entry");
+    m->rope_.divide_frequencies(f.data());
+  }
   m->embed_tokens_ = load_linear(ck, "model.embed_tokens", c.vocab_size, c.hidden_size);
   if (m->embed_tokens_.dtype == DType::F8_E4M3)
     throw std::runtime_error(dir + ": model.embed_tokens.weight must not be F8_E4M3");
@@ -78,7 +85,10 @@ DecoderLayer Model::load_layer(const std::string& p, int64_t layer, int64_t cach
   L.post_attention_layernorm = {
       load_vector(ck, p + ".post_attention_layernorm.weight", c.hidden_size),
       float(c.rms_norm_eps)};
-  L.self_attn = std::make_unique<MLA>(c, ck, p + ".self_attn", cache_layer, &rope_);
+  if (c.is_mla())
+    L.self_attn = std::make_unique<MLA>(c, ck, p + ".self_attn", cache_layer, &rope_);
+  else
+    L.gqa = std::make_unique<GQA>(c, ck, p + ".self_attn", cache_layer, &rope_);
   if (c.is_moe_layer(layer))
     L.moe = std::make_unique<MoE>(c, ck, p + ".mlp");
   else
@@ -106,7 +116,10 @@ void Model::layer_forward(const DecoderLayer& L, std::vector<float>& h, int64_t 
                           std::vector<float>& f, std::vector<float>& scratch) {
   const int64_t total = int64_t(h.size());
   L.input_layernorm.forward(h.data(), N, xn.data());
-  L.self_attn->forward(xn.data(), N, segs, f.data(), mode);
+  if (L.gqa)
+    L.gqa->forward(xn.data(), N, segs, f.data());
+  else
+    L.self_attn->forward(xn.data(), N, segs, f.data(), mode);
   for (int64_t i = 0; i < total; i++) h[size_t(i)] += f[size_t(i)];
   L.post_attention_layernorm.forward(h.data(), N, xn.data());
   if (L.moe)
@@ -203,11 +216,15 @@ ModelStats Model::stats() const {
   const ModelConfig& c = c_;
   auto numel = [](const WeightRef& w) { return w.rows * w.cols; };
   const int64_t D = c.hidden_size, H = c.num_attention_heads;
+  const int64_t qd = H * c.head_dim, kvd = c.num_key_value_heads * c.head_dim;
   const int64_t attn =
-      (c.q_lora_rank > 0 ? c.q_lora_rank * D + c.q_lora_rank + H * c.qk_head_dim() * c.q_lora_rank
-                         : H * c.qk_head_dim() * D) +
-      (c.kv_lora_rank + c.qk_rope_head_dim) * D + c.kv_lora_rank +
-      H * (c.qk_nope_head_dim + c.v_head_dim) * c.kv_lora_rank + D * H * c.v_head_dim;
+      !c.is_mla()
+          ? 2 * qd * D + 2 * kvd * D + (c.qkv_bias ? qd + 2 * kvd : 0) + (c.o_bias ? D : 0)
+          : (c.q_lora_rank > 0
+                 ? c.q_lora_rank * D + c.q_lora_rank + H * c.qk_head_dim() * c.q_lora_rank
+                 : H * c.qk_head_dim() * D) +
+                (c.kv_lora_rank + c.qk_rope_head_dim) * D + c.kv_lora_rank +
+                H * (c.qk_nope_head_dim + c.v_head_dim) * c.kv_lora_rank + D * H * c.v_head_dim;
   const int64_t expert = 3 * D * c.moe_intermediate_size;
   const int64_t dense = 3 * D * c.intermediate_size;
   const int64_t embed = numel(embed_tokens_);
@@ -235,7 +252,7 @@ ModelStats Model::stats() const {
   }
   size_t bytes = weight_bytes(lm_head_);
   for (const DecoderLayer& L : layers_) {
-    bytes += L.self_attn->bytes();
+    bytes += L.gqa ? L.gqa->bytes() : L.self_attn->bytes();
     bytes += L.moe ? L.moe->active_bytes() : L.mlp->bytes();
   }
   s.weight_bytes = bytes;

@@ -7,6 +7,9 @@
 //                                                                 DeepSeekMoE after)
 //   logits = lm_head(norm(h))
 //
+// The R1-Distill models (Qwen2ForCausalLM, LlamaForCausalLM) are the same skeleton with
+// grouped-query attention (model/gqa.h) in place of MLA and a dense MLP in every layer.
+//
 // Weights stay memory-mapped in their stored dtype. A forward pass takes a batch of segments, one
 // per sequence, each with its own KV cache: the projections run on all tokens of the batch at
 // once, attention per sequence.
@@ -21,6 +24,7 @@
 #include "formats/safetensors.h"
 #include "kernels/linear.h"
 #include "model/config.h"
+#include "model/gqa.h"
 #include "model/kv_cache.h"
 #include "model/mla.h"
 #include "model/mlp.h"
@@ -32,9 +36,10 @@ namespace whale {
 
 struct DecoderLayer {
   RMSNorm input_layernorm, post_attention_layernorm;
-  std::unique_ptr<MLA> self_attn;
-  std::optional<Mlp> mlp;    // dense layers
-  std::unique_ptr<MoE> moe;  // MoE layers
+  std::unique_ptr<MLA> self_attn;  // DeepSeek models
+  std::unique_ptr<GQA> gqa;        // Qwen2, Llama
+  std::optional<Mlp> mlp;          // dense layers
+  std::unique_ptr<MoE> moe;        // MoE layers
 };
 
 // One sequence's new tokens in a batch.

@@ -569,8 +569,18 @@ StepLosses TrainModel::Impl::run(const int32_t* inputs, const int32_t* targets, 
 
 // ---- TrainModel ----
 
+namespace {
+const ModelConfig& trainable(const ModelConfig& c) {
+  if (!c.is_mla())
+    throw std::invalid_argument(c.arch_name() +
+                                " runs (run, chat, serve) but does not train: whale trains the "
+                                "DeepSeek-V2/V3 architecture (MLA, DeepSeekMoE, MTP)");
+  return c;
+}
+}  // namespace
+
 TrainModel::TrainModel(const ModelConfig& c, const LossConfig& loss)
-    : impl_(std::make_unique<Impl>(c, loss)) {}
+    : impl_(std::make_unique<Impl>(trainable(c), loss)) {}
 TrainModel::~TrainModel() = default;
 
 const ModelConfig& TrainModel::config() const {

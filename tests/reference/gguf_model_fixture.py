@@ -1,6 +1,7 @@
 #!/usr/bin/python3
 """Writes tests/fixtures/gguf/models/: tiny DeepSeek models as llama.cpp's converter writes them
-(architecture "deepseek2"), with float64 reference logits.
+(architecture "deepseek2"), and tiny R1-Distill-shaped dense models ("qwen2", "llama"), with
+float64 reference logits.
 
     PYTHONPATH=<llama.cpp>/gguf-py /usr/bin/python3 tests/reference/gguf_model_fixture.py [CASE...]
 
@@ -37,6 +38,7 @@ sys.path.insert(0, os.path.join(ROOT, "tests", "reference"))
 import gen_model  # noqa: E402
 import safetensors_io  # noqa: E402
 from deepseek_ref import DeepseekRef  # noqa: E402
+from dense_ref import DenseRef  # noqa: E402
 
 OUT = os.path.join(ROOT, "tests", "fixtures", "gguf", "models")
 N_TOKENS = 10
@@ -84,6 +86,146 @@ CASES = [
     ("v3_split", V3, 71, True, QT.Q8_0, {"token_embd": QT.F16}),
 ]
 SPLIT_MAX_TENSORS = {"v3_split": 20}
+
+# The R1-Distill architectures (conversion/qwen2.py, conversion/llama.py in llama.cpp's converter):
+# q/k/v biases and 6 query heads per KV head (Qwen2.5-1.5B's ratio); Llama 3 with 4 per KV head,
+# its rope_scaling stored as the rope_freqs tensor and q_proj / k_proj rows permuted.
+QWEN2 = {
+    "architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "vocab_size": 256,
+    "hidden_size": 192, "intermediate_size": 256, "num_hidden_layers": 2,
+    "num_attention_heads": 6, "num_key_value_heads": 1, "rope_theta": 10000.0,
+    "max_position_embeddings": 131072, "tie_word_embeddings": False,
+}
+LLAMA3 = {
+    "architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": 256,
+    "hidden_size": 128, "intermediate_size": 224, "num_hidden_layers": 2,
+    "num_attention_heads": 8, "num_key_value_heads": 2, "rope_theta": 10000.0,
+    "rms_norm_eps": 1e-05, "max_position_embeddings": 131072, "tie_word_embeddings": False,
+    "rope_scaling": {"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                     "original_max_position_embeddings": 32, "rope_type": "llama3"},
+}
+DENSE_CASES = [
+    ("qwen2_q8_0", QWEN2, 81, QT.Q8_0, {"token_embd": QT.F16}),
+    ("llama3_q4_0", LLAMA3, 82, QT.Q4_0, {"attn_v": QT.Q8_0, "=output.weight": QT.Q5_1}),
+]
+
+
+def llama_permute(w, n_head, n_head_kv=None):
+    """The converter's permute: each head's rows (first half, second half) become adjacent pairs."""
+    if n_head_kv is not None and n_head != n_head_kv:
+        n_head = n_head_kv
+    return (w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:])
+            .swapaxes(1, 2).reshape(w.shape))
+
+
+def llama_unpermute(w, n_head):
+    return (w.reshape(n_head, w.shape[0] // n_head // 2, 2, *w.shape[1:])
+            .swapaxes(1, 2).reshape(w.shape))
+
+
+def llama3_rope_factors(cfg):
+    """rope_freqs.weight as the converter computes it (float32 frequencies)."""
+    import math
+    rs = cfg["rope_scaling"]
+    dim = cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"]
+    freqs = 1.0 / (cfg["rope_theta"] ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim))
+    factor, lo, hi = rs["factor"], rs["low_freq_factor"], rs["high_freq_factor"]
+    old = rs["original_max_position_embeddings"]
+    out = []
+    for f in freqs.tolist():
+        wavelen = 2 * math.pi / f
+        if wavelen < old / hi:
+            out.append(1.0)
+        elif wavelen > old / lo:
+            out.append(factor)
+        else:
+            smooth = (old / wavelen - lo) / (hi - lo)
+            out.append(1 / ((1 - smooth) / factor + smooth))
+    return np.array(out, dtype=np.float32)
+
+
+def dense_tensors(cfg, w):
+    """(gguf name, float32 array) for a qwen2 / llama model, as the converter writes them."""
+    llama = gen_model.dense_arch(cfg) == "llama"
+    nh, nkv = cfg["num_attention_heads"], cfg["num_key_value_heads"]
+    out = [("token_embd.weight", w["model.embed_tokens.weight"])]
+    if llama and cfg.get("rope_scaling"):
+        out.append(("rope_freqs.weight", llama3_rope_factors(cfg)))
+    for i in range(cfg["num_hidden_layers"]):
+        p, b = f"model.layers.{i}.", f"blk.{i}."
+        a = p + "self_attn."
+        out.append((b + "attn_norm.weight", w[p + "input_layernorm.weight"]))
+        for hf, g in (("q_proj", "attn_q"), ("k_proj", "attn_k"), ("v_proj", "attn_v")):
+            m = w[a + hf + ".weight"]
+            if llama and hf == "q_proj":
+                m = llama_permute(m, nh, nh)
+            if llama and hf == "k_proj":
+                m = llama_permute(m, nh, nkv)
+            out.append((b + g + ".weight", m))
+            if a + hf + ".bias" in w:
+                out.append((b + g + ".bias", w[a + hf + ".bias"]))
+        out.append((b + "attn_output.weight", w[a + "o_proj.weight"]))
+        out.append((b + "ffn_norm.weight", w[p + "post_attention_layernorm.weight"]))
+        for g in ("gate", "up", "down"):
+            out.append((b + f"ffn_{g}.weight", w[p + f"mlp.{g}_proj.weight"]))
+    out.append(("output_norm.weight", w["model.norm.weight"]))
+    out.append(("output.weight", w["lm_head.weight"]))
+    return out
+
+
+def dense_gguf_to_hf(cfg, stored):
+    llama = gen_model.dense_arch(cfg) == "llama"
+    nh, nkv = cfg["num_attention_heads"], cfg["num_key_value_heads"]
+    w = {"model.embed_tokens.weight": stored["token_embd.weight"],
+         "model.norm.weight": stored["output_norm.weight"],
+         "lm_head.weight": stored["output.weight"]}
+    for i in range(cfg["num_hidden_layers"]):
+        p, b = f"model.layers.{i}.", f"blk.{i}."
+        a = p + "self_attn."
+        w[p + "input_layernorm.weight"] = stored[b + "attn_norm.weight"]
+        w[p + "post_attention_layernorm.weight"] = stored[b + "ffn_norm.weight"]
+        for hf, g in (("q_proj", "attn_q"), ("k_proj", "attn_k"), ("v_proj", "attn_v"),
+                      ("o_proj", "attn_output")):
+            m = stored[b + g + ".weight"]
+            if llama and hf in ("q_proj", "k_proj"):
+                m = llama_unpermute(m, nh if hf == "q_proj" else nkv)
+            w[a + hf + ".weight"] = m
+            if b + g + ".bias" in stored:
+                w[a + hf + ".bias"] = stored[b + g + ".bias"]
+        for g in ("gate", "up", "down"):
+            w[p + f"mlp.{g}_proj.weight"] = stored[b + f"ffn_{g}.weight"]
+    return w
+
+
+def write_dense_gguf(path, cfg, tensors, default, overrides):
+    arch = gen_model.dense_arch(cfg)
+    wr = gguf.GGUFWriter(path, arch)
+    wr.add_name("whale-gguf-fixture")
+    wr.add_vocab_size(cfg["vocab_size"])
+    wr.add_context_length(cfg["max_position_embeddings"])
+    wr.add_embedding_length(cfg["hidden_size"])
+    wr.add_feed_forward_length(cfg["intermediate_size"])
+    wr.add_block_count(cfg["num_hidden_layers"])
+    wr.add_head_count(cfg["num_attention_heads"])
+    wr.add_head_count_kv(cfg["num_key_value_heads"])
+    wr.add_rope_freq_base(float(cfg["rope_theta"]))
+    wr.add_layer_norm_rms_eps(float(cfg["rms_norm_eps"]))
+    if arch == "llama":
+        wr.add_rope_dimension_count(cfg["hidden_size"] // cfg["num_attention_heads"])
+    stored, types = {}, {}
+    for name, arr in tensors:
+        arr = np.ascontiguousarray(arr, dtype=np.float32)
+        qt = choose_type(name, arr, default, overrides)
+        data = arr if qt == QT.F32 else (arr.astype(np.float16) if qt == QT.F16
+                                         else gguf.quants.quantize(arr, qt))
+        wr.add_tensor(name, data, raw_dtype=qt)
+        stored[name] = gguf.quants.dequantize(data, qt).astype(np.float64).reshape(arr.shape)
+        types[qt.name] = types.get(qt.name, 0) + 1
+    wr.write_header_to_file()
+    wr.write_kv_data_to_file()
+    wr.write_tensors_to_file()
+    wr.close()
+    return stored, types
 
 
 def hf_to_gguf_tensors(cfg, w, split_kb):
@@ -294,6 +436,32 @@ def main():
             f.write("\n")
         size = sum(os.path.getsize(os.path.join(OUT, f)) for f in files)
         print(f"{name}: {len(files)} file(s), {size} bytes, types {types}, "
+              f"max|logit| {info['max_abs_logit']}")
+    for name, cfg, seed, default, overrides in DENSE_CASES:
+        if only and name not in only:
+            continue
+        with tempfile.TemporaryDirectory() as tmp:
+            config, _ = gen_model.generate(cfg, tmp, "f32", 1, seed, verbose=False)
+            w = safetensors_io.load_checkpoint(tmp, out=np.float32)
+        stored, types = write_dense_gguf(os.path.join(OUT, name + ".gguf"), config,
+                                         dense_tensors(config, w), default, overrides)
+        ref = DenseRef(config=config, weights=dense_gguf_to_hf(config, stored))
+        # The second path (token by token, complex RoPE) and the unpermuted rows agree.
+        rng = np.random.default_rng(seed)
+        tokens = [int(t) for t in rng.integers(2, config["vocab_size"], N_TOKENS)]
+        logits = ref.forward_logits(tokens)
+        assert float((logits - ref.forward_logits(tokens, alt=True)).abs().max()) < 1e-9
+        greedy = ref.greedy(tokens, N_GREEDY)
+        logits.to(torch.float32).numpy().astype("<f4").tofile(
+            os.path.join(OUT, name + ".logits.bin"))
+        info = {"tokens": tokens, "greedy": [int(g) for g in greedy],
+                "vocab_size": config["vocab_size"], "logits": name + ".logits.bin",
+                "max_abs_logit": round(float(logits.abs().max()), 4), "types": types,
+                "files": [name + ".gguf"]}
+        with open(os.path.join(OUT, name + ".json"), "w") as f:
+            json.dump(info, f, indent=1)
+            f.write("\n")
+        print(f"{name}: {os.path.getsize(os.path.join(OUT, name + '.gguf'))} bytes, types {types}, "
               f"max|logit| {info['max_abs_logit']}")
 
 

@@ -161,13 +161,48 @@ try {
   step("first turn: greedy, streamed, equal to the non-streamed answer");
   await setSettings(0, 100);
   await recordGrowth(0);
-  // The scripted answer is short and the server fast: on a busy machine a starved browser can
-  // receive the whole stream in one read and paint it at once. Throttle the page's downloads
-  // (Chromium's network emulation, ~3 KB/s) for this turn so the pieces arrive apart.
-  const cdp = await context.newCDPSession(page);
-  await cdp.send("Network.enable");
-  await cdp.send("Network.emulateNetworkConditions",
-                 { offline: false, latency: 0, downloadThroughput: 3000, uploadThroughput: -1 });
+  // The scripted answer is short and the server fast: on a busy machine the browser can receive
+  // the whole stream in one read and paint it at once, whatever the network emulation says. So for
+  // this turn the page's fetch hands its reader one server-sent event at a time, 20 ms apart: the
+  // bytes are the server's own, only the read boundaries are fixed. (That the server itself sends
+  // the events apart is checked with real clients in openai_client.mjs.)
+  await page.evaluate(() => {
+    const original = window.fetch;
+    window.__eventByEvent = true;
+    window.fetch = async (...a) => {
+      const resp = await original(...a);
+      if (!window.__eventByEvent || !resp.body ||
+          !(resp.headers.get("content-type") || "").includes("text/event-stream")) return resp;
+      const reader = resp.body.getReader();
+      const enc = new TextEncoder();
+      const dec = new TextDecoder();
+      let buf = "";
+      const events = new ReadableStream({
+        async pull(ctrl) {
+          for (;;) {
+            const end = buf.indexOf("\n\n");
+            if (end >= 0) {
+              const event = buf.slice(0, end + 2);
+              buf = buf.slice(end + 2);
+              await new Promise((r) => setTimeout(r, 20));
+              ctrl.enqueue(enc.encode(event));
+              return;
+            }
+            const { value, done } = await reader.read();
+            if (done) {
+              if (buf) ctrl.enqueue(enc.encode(buf));
+              buf = "";
+              ctrl.close();
+              return;
+            }
+            buf += dec.decode(value, { stream: true });
+          }
+        },
+        cancel(reason) { return reader.cancel(reason); },
+      });
+      return new Response(events, { status: resp.status, statusText: resp.statusText, headers: resp.headers });
+    };
+  });
   await sendMessage("Hello! Who are you?");
   await until(async () => (await page.locator("#messages .user").count()) === 1, "the user message");
   check((await text("#messages .user .content")) === "Hello! Who are you?", "the user message text");
@@ -179,8 +214,7 @@ try {
   check(first.reasoning.length + first.content.length > 0, "the first answer is empty");
   check(lengths.length >= 3 && lengths.every((v, i) => i === 0 || v > lengths[i - 1]),
         `the answer should appear piece by piece, growing; lengths seen: ${JSON.stringify(lengths)}`);
-  await cdp.send("Network.emulateNetworkConditions",
-                 { offline: false, latency: 0, downloadThroughput: -1, uploadThroughput: -1 });
+  await page.evaluate(() => { window.__eventByEvent = false; });
   check(chatBodies.length === 1, `expected 1 chat request, saw ${chatBodies.length}`);
   const body1 = chatBodies[0];
   check(body1.stream === true && body1.temperature === 0 && body1.max_tokens === 100 &&

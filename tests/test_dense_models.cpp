@@ -1,0 +1,215 @@
+// The R1-Distill architectures (Qwen2ForCausalLM, LlamaForCausalLM: grouped-query attention,
+// model/gqa.h) beyond the logits against the float64 reference (test_model_reference.cpp): their
+// KV cache in every --kv-type, what a missing tensor or an impossible cache type says, the
+// server's prompt cache over them, and that training refuses them with a reason.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "formats/gguf.h"
+#include "formats/tokenizer.h"
+#include "model/model.h"
+#include "run/session.h"
+#include "serve/engine.h"
+#include "test_util.h"
+#include "train/model_train.h"
+
+namespace whale {
+namespace {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+using namespace std::chrono_literals;
+
+const std::string kFixtures = std::string(WHALE_SOURCE_DIR) + "/tests/fixtures/models/";
+
+std::vector<int32_t> reference_tokens(const std::string& name) {
+  std::ifstream f(kFixtures + name + "/reference.json");
+  return json::parse(f)["tokens"].get<std::vector<int32_t>>();
+}
+
+// Logits of every position: half the tokens as one prefill, then one at a time.
+std::vector<float> logits_of(const Model& m, const std::vector<int32_t>& ids) {
+  KVCache cache = m.new_cache(64);
+  const size_t half = ids.size() / 2;
+  std::vector<float> out = m.forward(cache, std::span<const int32_t>(ids.data(), half), true);
+  for (size_t i = half; i < ids.size(); i++) {
+    const auto row = m.forward(cache, std::span<const int32_t>(&ids[i], 1), false);
+    out.insert(out.end(), row.begin(), row.end());
+  }
+  return out;
+}
+
+TEST(DenseModels, KvCacheTypesStoreKeysAndValues) {
+  auto m = Model::load(kFixtures + "llama3");
+  const ModelConfig& c = m->config();
+  // Keys and values of 2 KV heads x 16 per layer.
+  EXPECT_EQ(KVCache::bytes_per_token(c, KvType::F32), size_t(3 * 2 * 32 * 4));
+  EXPECT_EQ(KVCache::bytes_per_token(c, KvType::BF16), size_t(3 * 2 * 32 * 2));
+  EXPECT_EQ(KVCache::bytes_per_token(c, KvType::Q8), size_t(3 * 2 * 34));
+  const std::vector<int32_t> ids = reference_tokens("llama3");
+  const std::vector<float> want = logits_of(*m, ids);
+  const int64_t V = c.vocab_size;
+  for (KvType t : {KvType::BF16, KvType::Q8}) {
+    m->set_kv_type(t);
+    EXPECT_EQ(m->new_cache(8).type(), t);
+    const std::vector<float> got = logits_of(*m, ids);
+    ASSERT_EQ(got.size(), want.size());
+    double max_ref = 0, max_err = 0;
+    for (size_t i = 0; i < want.size(); i++) {
+      max_ref = std::max(max_ref, double(std::fabs(want[i])));
+      max_err = std::max(max_err, double(std::fabs(got[i] - want[i])));
+    }
+    // Rounded keys and values move the logits a little, not to zero (the types really differ).
+    EXPECT_LT(max_err, 0.03 * max_ref) << kv_type_name(t);
+    EXPECT_GT(max_err, 1e-6 * max_ref) << kv_type_name(t);
+    for (size_t r = 0; r < ids.size(); r++) {
+      const float* g = got.data() + r * size_t(V);
+      const float* w = want.data() + r * size_t(V);
+      EXPECT_EQ(std::max_element(g, g + V) - g, std::max_element(w, w + V) - w)
+          << kv_type_name(t) << " row " << r;
+    }
+  }
+  // The qwen2 fixture's key rows are 16 values: not whole Q8_0 blocks, and the error says which
+  // product must be a multiple of 32.
+  auto q = Model::load(kFixtures + "qwen2");
+  try {
+    q->set_kv_type(KvType::Q8);
+    ADD_FAILURE() << "q8 accepted for 16-value rows";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("num_key_value_heads * head_dim"), std::string::npos)
+        << e.what();
+  }
+}
+
+TEST(DenseModels, AMissingTensorIsNamed) {
+  const fs::path dir =
+      fs::path(::testing::TempDir()) / ("qwen2-missing-" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::copy(kFixtures + "qwen2", dir);
+  // Rename one bias inside the safetensors header (same length: the file stays valid).
+  std::string bytes = whale::testing::file_bytes((dir / "model.safetensors").string());
+  const std::string from = "model.layers.1.self_attn.k_proj.bias",
+                    to = "model.layers.1.self_attn.k_proj.bia_";
+  const size_t at = bytes.find(from);
+  ASSERT_NE(at, std::string::npos);
+  bytes.replace(at, from.size(), to);
+  std::ofstream(dir / "model.safetensors", std::ios::binary) << bytes;
+  try {
+    Model::load(dir.string());
+    ADD_FAILURE() << "loaded without " << from;
+  } catch (const std::exception& e) {
+    EXPECT_NE(std::string(e.what()).find(from), std::string::npos) << e.what();
+  }
+  fs::remove_all(dir);
+}
+
+// The server's engine over a GQA cache (q8): a repeated prompt reuses its stored prefix and
+// answers as a plain session does. (The bundled tokenizer only turns ids into text here: the
+// fixture's 256 ids are all in its vocabulary.)
+TEST(DenseModels, ServerPromptCacheReusesGqaPrefixes) {
+  auto m = Model::load(kFixtures + "llama3");
+  m->set_kv_type(KvType::Q8);
+  const Tokenizer tok = Tokenizer::load(std::string(WHALE_SOURCE_DIR) + "/models/whale-r1-tiny");
+  serve::EngineOptions o;
+  o.parallel = 1;
+  o.ctx = 128;
+  serve::Engine e(*m, tok, o);
+  auto job = [](std::vector<int32_t> prompt) {
+    auto j = std::make_shared<serve::Job>();
+    j->prompt = std::move(prompt);
+    j->opt.max_tokens = 12;
+    j->opt.sampling.greedy = true;
+    return j;
+  };
+  auto collect = [](serve::Job& j) {
+    std::string text, piece;
+    while (j.wait_text(piece, 50ms)) text += piece;
+    return text;
+  };
+  const std::vector<int32_t> x = reference_tokens("llama3");
+  auto a = job(x);
+  ASSERT_TRUE(e.submit(a));
+  const std::string first = collect(*a);
+  auto b = job({5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15});
+  ASSERT_TRUE(e.submit(b));
+  collect(*b);
+  auto c = job(x);
+  ASSERT_TRUE(e.submit(c));
+  const std::string again = collect(*c);
+  EXPECT_GE(c->cached_tokens, int64_t(x.size()) - 1);
+  EXPECT_EQ(again, first);
+  Session s(*m, 128);
+  EXPECT_EQ(again, s.generate(x, tok, c->opt).text);
+  e.stop();
+}
+
+// whale quantize writes llama.cpp's qwen2 / llama files (q/k rows of llama permuted into rotary
+// pairs, Llama 3's scaling as rope_freqs.weight, Qwen2's biases in F32): F32 files give the
+// reference logits, Q8_0 files nearly (random weights: a few percent of max |logit|).
+TEST(DenseModels, QuantizeWritesLlamaCppsLayouts) {
+  for (const std::string name : {"qwen2", "qwen2_tied", "llama3"}) {
+    const std::string dir = kFixtures + name;
+    const json ref = json::parse(whale::testing::file_bytes(dir + "/reference.json"));
+    const std::vector<int32_t> tokens = ref["tokens"].get<std::vector<int32_t>>();
+    const int64_t V = ref["vocab_size"].get<int64_t>();
+    std::vector<float> want(tokens.size() * size_t(V));
+    std::ifstream(dir + "/reference_logits.bin", std::ios::binary)
+        .read(reinterpret_cast<char*>(want.data()), std::streamsize(want.size() * 4));
+    for (const std::string type : {"f32", "q8_0"}) {
+      const std::string out = ::testing::TempDir() + "/dense-" + name + "-" + type + "-" +
+                              std::to_string(::getpid()) + ".gguf";
+      const auto r =
+          whale::testing::run_whale("quantize -m " + dir + " --type " + type + " --out " + out);
+      ASSERT_EQ(r.code, 0) << r.out;
+      const GgufFile f(out, false);
+      EXPECT_EQ(f.get_string("general.architecture"), name == "llama3" ? "llama" : "qwen2");
+      EXPECT_EQ(f.find_tensor("rope_freqs.weight") != nullptr, name == "llama3") << name;
+      EXPECT_EQ(f.find_tensor("blk.0.attn_k.bias") != nullptr, name != "llama3") << name;
+      EXPECT_EQ(f.find_tensor("output.weight") != nullptr, name != "qwen2_tied") << name;
+      auto m = Model::load(out);
+      EXPECT_EQ(m->config().rope_half_split, name != "llama3");
+      KVCache cache = m->new_cache();
+      const std::vector<float> got = m->forward(cache, tokens, true);
+      ASSERT_EQ(got.size(), want.size());
+      double max_ref = 0, max_err = 0;
+      int same = 0;
+      for (size_t i = 0; i < want.size(); i++) {
+        max_ref = std::max(max_ref, double(std::fabs(want[i])));
+        max_err = std::max(max_err, double(std::fabs(got[i] - want[i])));
+      }
+      for (size_t t = 0; t < tokens.size(); t++) {
+        const float* g = got.data() + t * size_t(V);
+        const float* w = want.data() + t * size_t(V);
+        same += (std::max_element(g, g + V) - g) == (std::max_element(w, w + V) - w);
+      }
+      std::printf("[%s %s] max err / max |logit| = %.2e, argmax equal on %d of %zu rows\n",
+                  name.c_str(), type.c_str(), max_err / max_ref, same, tokens.size());
+      if (type == "f32") {
+        EXPECT_LE(max_err, 1e-4 * max_ref) << name;
+        EXPECT_EQ(same, int(tokens.size())) << name;
+      } else {
+        EXPECT_LE(max_err, 0.05 * max_ref) << name;
+        EXPECT_GE(same, int(tokens.size()) - 2) << name;
+      }
+      fs::remove(out);
+    }
+  }
+}
+
+TEST(DenseModels, TrainingRefusesThemWithAReason) {
+  const ModelConfig c = ModelConfig::load(kFixtures + "qwen2");
+  try {
+    train::TrainModel t(c, train::LossConfig{});
+    ADD_FAILURE() << "a Qwen2 config trained";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("Qwen2ForCausalLM"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace whale
