@@ -264,6 +264,7 @@ class Script:
             raise SystemExit(f"--script: {len(self.chain)} chain tokens need hidden_size >= "
                              f"{len(self.chain)} (it is {H})")
         self.successors = self.chain[1:] + [eos]
+        self.config = c
         self.head_value = SCRIPT_MARGIN / math.sqrt(H)
 
     def init_scale(self, t):
@@ -295,7 +296,9 @@ class Script:
         """Greedy decoding after the sample prompt with the float64 reference forward must follow
         the chain with at least SCRIPT_MIN_MARGIN logits to spare; returns the smallest margin."""
         from deepseek_ref import DeepseekRef  # torch: only needed here
-        logits = DeepseekRef(out_dir).forward_logits(self.prompt + self.ids)
+        from dense_ref import DenseRef
+        ref = DenseRef(out_dir) if dense_arch(self.config) else DeepseekRef(out_dir)
+        logits = ref.forward_logits(self.prompt + self.ids)
         first = len(self.prompt) - 1
         margins = []
         for k, want in enumerate(self.successors):

@@ -201,6 +201,26 @@ TEST(DenseModels, QuantizeWritesLlamaCppsLayouts) {
   }
 }
 
+// `whale run --chat` on an R1-Distill-Qwen-shaped model, from its directory and from the Q8_0
+// GGUF whale quantize makes of it (the tokenizer and template travel in the metadata): the same
+// reasoning and answer.
+TEST(DenseModels, DistillQwenChatsFromSafetensorsAndGguf) {
+  const std::string script =
+      "Okay, the user wants a sum. Two plus two makes four.\n</think>\n\nThe answer is 4!";
+  const std::string dir = whale::testing::scripted_distill_qwen("distill-qwen-four", script);
+  const std::string gguf =
+      ::testing::TempDir() + "/distill-qwen-" + std::to_string(::getpid()) + ".gguf";
+  const auto q = whale::testing::run_whale("quantize -m " + dir + " --type q8_0 --out " + gguf);
+  ASSERT_EQ(q.code, 0) << q.out;
+  for (const std::string& model : {dir, gguf}) {
+    const auto r = whale::testing::run_whale("run -m " + model +
+                                             " --chat -p 'What is 2+2?' -n 60 --temp 0 2>&1");
+    ASSERT_EQ(r.code, 0) << r.out;
+    EXPECT_NE(r.out.find(script), std::string::npos) << model << ":\n" << r.out;
+  }
+  fs::remove(gguf);
+}
+
 TEST(DenseModels, TrainingRefusesThemWithAReason) {
   const ModelConfig c = ModelConfig::load(kFixtures + "qwen2");
   try {

@@ -251,6 +251,44 @@ TEST(Server, ReasoningModelSplitsReasoningContent) {
   EXPECT_EQ(content, sp.content);
 }
 
+// An R1-Distill-Qwen model (Qwen2 architecture, Qwen's BPE with DeepSeek's special tokens, the R1
+// template) answers through the server with its reasoning split off, as R1 does: the scripted
+// model thinks "...makes four." and answers "The answer is 4!".
+TEST(Server, DistillQwenModelSplitsReasoningContent) {
+  const std::string dir = whale::testing::scripted_distill_qwen(
+      "distill-qwen-four",
+      "Okay, the user wants a sum. Two plus two makes four.\n</think>\n\nThe answer is 4!");
+  Running s(dir, engine_opts(), {});
+  auto c = s.client();
+  json body = chat_body("What is 2+2?", 60);
+  auto r = post(c, "/v1/chat/completions", body.dump());
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  const json j = json::parse(r->body);
+  const json& m = j["choices"][0]["message"];
+  EXPECT_EQ(m["reasoning_content"], "Okay, the user wants a sum. Two plus two makes four.");
+  EXPECT_EQ(m["content"], "The answer is 4!");
+  EXPECT_EQ(j["choices"][0]["finish_reason"], "stop");
+  // The prompt: bos, the system text, <｜User｜>..., <｜Assistant｜><think>\n in Qwen's ids.
+  std::vector<ChatMessage> msgs = {{"system", "Be brief.", ""}, {"user", "What is 2+2?", ""}};
+  const auto prompt = s.tok.encode(render_chat(msgs, ChatStyle::R1, s.tok.bos_token()));
+  EXPECT_EQ(j["usage"]["prompt_tokens"], int64_t(prompt.size()));
+  EXPECT_EQ(prompt.front(), 151646);  // <｜begin▁of▁sentence｜>
+  // Streamed: the same split.
+  body["stream"] = true;
+  auto st = post(c, "/v1/chat/completions", body.dump());
+  ASSERT_TRUE(st);
+  std::string reasoning, content;
+  for (const std::string& e : sse_data(st->body)) {
+    if (e == "[DONE]") break;
+    const json d = json::parse(e)["choices"][0]["delta"];
+    if (d.contains("reasoning_content")) reasoning += d["reasoning_content"].get<std::string>();
+    if (d.contains("content")) content += d["content"].get<std::string>();
+  }
+  EXPECT_EQ(reasoning, m["reasoning_content"]);
+  EXPECT_EQ(content, m["content"]);
+}
+
 TEST(Server, CompletionsModelsHealthAndPage) {
   Running s(whale::testing::chat_tiny_model(), engine_opts(), {});
   auto c = s.client();

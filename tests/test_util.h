@@ -71,7 +71,11 @@ inline std::string chat_tiny_model() {
 
 // An R1 model whose every completion is `script` then eos (gen_model.py --script), made once per
 // build tree under test-models/NAME.
-inline std::string scripted_model(const std::string& name, const std::string& script) {
+// `config` (tests/configs/) and `tokenizer` pick the architecture and vocabulary (default: a
+// DeepSeek-V3-style model with the DeepSeek-V3 tokenizer).
+inline std::string scripted_model(const std::string& name, const std::string& script,
+                                  const std::string& config = "scripted-r1.json",
+                                  const std::string& tokenizer = kTokenizerDir) {
   const std::string bin = WHALE_BINARY;
   const std::string dir = bin.substr(0, bin.rfind('/')) + "/test-models/" + name;
   if (std::filesystem::exists(dir + "/config.json")) return dir;
@@ -80,14 +84,36 @@ inline std::string scripted_model(const std::string& name, const std::string& sc
   std::ofstream(tmp + ".txt") << script << "\n";
   const std::string root = kRoot;
   const Result r = sh("/usr/bin/python3 " + root + "/scripts/gen_model.py --config " + root +
-                      "/tests/configs/scripted-r1.json --out " + tmp + " --dtype bf16 --seed 3" +
-                      " --tokenizer " + kTokenizerDir + " --script " + tmp + ".txt");
+                      "/tests/configs/" + config + " --out " + tmp + " --dtype bf16 --seed 3" +
+                      " --tokenizer " + tokenizer + " --script " + tmp + ".txt");
   EXPECT_EQ(r.code, 0) << r.out;
   std::filesystem::remove(tmp + ".txt");
   std::error_code ec;
   std::filesystem::rename(tmp, dir, ec);
   if (ec) std::filesystem::remove_all(tmp);
   return dir;
+}
+
+// The DeepSeek-R1-Distill-Qwen tokenizer (scripts/distill_tokenizer.py: Qwen2.5's BPE with
+// DeepSeek's special tokens and the R1 chat template), made once per build tree.
+inline std::string distill_qwen_tokenizer() {
+  const std::string bin = WHALE_BINARY;
+  const std::string dir = bin.substr(0, bin.rfind('/')) + "/test-models/distill-qwen-tokenizer";
+  if (std::filesystem::exists(dir + "/tokenizer_config.json")) return dir;
+  const std::string tmp = dir + ".tmp." + std::to_string(::getpid());
+  const Result r =
+      sh("/usr/bin/python3 " + std::string(kRoot) + "/scripts/distill_tokenizer.py --out " + tmp);
+  EXPECT_EQ(r.code, 0) << r.out;
+  std::error_code ec;
+  std::filesystem::rename(tmp, dir, ec);
+  if (ec) std::filesystem::remove_all(tmp);
+  return dir;
+}
+
+// An R1-Distill-Qwen-architecture model (Qwen2ForCausalLM, grouped-query attention, q/k/v
+// biases) with that tokenizer, whose every answer is `script` (gen_model.py --script).
+inline std::string scripted_distill_qwen(const std::string& name, const std::string& script) {
+  return scripted_model(name, script, "scripted-qwen2.json", distill_qwen_tokenizer());
 }
 
 }  // namespace whale::testing
