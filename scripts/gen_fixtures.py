@@ -217,13 +217,13 @@ FIXTURES += [
                  "rope_scaling llama3 (factor 8, low 1, high 4) with "
                  "original_max_position_embeddings 32 so that at these short positions some "
                  "frequencies are divided by 8, one is blended and the rest kept; rms_norm_eps "
-                 "1e-5, explicit head_dim. BF16.",
+                 "1e-5, head_dim 32 (not hidden / heads). BF16.",
         "dtype": "bf16", "shards": 1, "seed": 99,
         "config": {
             "architectures": ["LlamaForCausalLM"], "model_type": "llama",
             "vocab_size": 256, "hidden_size": 128, "intermediate_size": 224,
             "num_hidden_layers": 3, "num_attention_heads": 8, "num_key_value_heads": 2,
-            "head_dim": 16, "rope_theta": 10000.0, "rms_norm_eps": 1e-05,
+            "head_dim": 32, "rope_theta": 10000.0, "rms_norm_eps": 1e-05,
             "max_position_embeddings": 131072, "tie_word_embeddings": False,
             "rope_scaling": {"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
                              "original_max_position_embeddings": 32, "rope_type": "llama3"},

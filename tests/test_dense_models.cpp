@@ -47,10 +47,11 @@ std::vector<float> logits_of(const Model& m, const std::vector<int32_t>& ids) {
 TEST(DenseModels, KvCacheTypesStoreKeysAndValues) {
   auto m = Model::load(kFixtures + "llama3");
   const ModelConfig& c = m->config();
-  // Keys and values of 2 KV heads x 16 per layer.
-  EXPECT_EQ(KVCache::bytes_per_token(c, KvType::F32), size_t(3 * 2 * 32 * 4));
-  EXPECT_EQ(KVCache::bytes_per_token(c, KvType::BF16), size_t(3 * 2 * 32 * 2));
-  EXPECT_EQ(KVCache::bytes_per_token(c, KvType::Q8), size_t(3 * 2 * 34));
+  // Keys and values of 2 KV heads x 32 per layer (each KV head a cache layer of its own).
+  EXPECT_EQ(KVCache::bytes_per_token(c, KvType::F32), size_t(3 * 2 * 2 * 32 * 4));
+  EXPECT_EQ(KVCache::bytes_per_token(c, KvType::BF16), size_t(3 * 2 * 2 * 32 * 2));
+  EXPECT_EQ(KVCache::bytes_per_token(c, KvType::Q8), size_t(3 * 2 * 2 * 34));
+  EXPECT_EQ(m->new_cache(8).layers(), 3 * 2);
   const std::vector<int32_t> ids = reference_tokens("llama3");
   const std::vector<float> want = logits_of(*m, ids);
   const int64_t V = c.vocab_size;
@@ -74,15 +75,14 @@ TEST(DenseModels, KvCacheTypesStoreKeysAndValues) {
           << kv_type_name(t) << " row " << r;
     }
   }
-  // The qwen2 fixture's key rows are 16 values: not whole Q8_0 blocks, and the error says which
-  // product must be a multiple of 32.
+  // The qwen2 fixture's heads are 16 values: not whole Q8_0 blocks, and the error says which
+  // size must be a multiple of 32.
   auto q = Model::load(kFixtures + "qwen2");
   try {
     q->set_kv_type(KvType::Q8);
     ADD_FAILURE() << "q8 accepted for 16-value rows";
   } catch (const std::invalid_argument& e) {
-    EXPECT_NE(std::string(e.what()).find("num_key_value_heads * head_dim"), std::string::npos)
-        << e.what();
+    EXPECT_NE(std::string(e.what()).find("head_dim"), std::string::npos) << e.what();
   }
 }
 

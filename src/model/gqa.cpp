@@ -1,7 +1,5 @@
 #include "model/gqa.h"
 
-#include <omp.h>
-
 #include <algorithm>
 #include <cmath>
 
@@ -9,9 +7,6 @@
 #include "model/weights.h"
 
 namespace whale {
-
-// Below this many multiply-adds a parallel region costs more than it saves.
-constexpr int64_t kParallelWork = 1 << 16;
 
 GQA::GQA(const ModelConfig& c, const Checkpoint& ck, const std::string& prefix, int64_t layer,
          const Rope* rope)
@@ -65,7 +60,9 @@ void GQA::forward(const float* x, int64_t N, std::span<const AttnSegment> segs, 
       const int64_t t = s.start + i, pos = s.cache->len() + i;
       rope_->apply(q.data() + t * qd, H, hd, pos);
       rope_->apply(k.data() + t * kvd, G, hd, pos);
-      s.cache->store(layer_, pos, k.data() + t * kvd, v.data() + t * kvd);
+      for (int64_t g = 0; g < G; g++)  // each KV head is a cache layer of its own
+        s.cache->store(layer_ * G + g, pos, k.data() + t * kvd + g * hd,
+                       v.data() + t * kvd + g * hd);
     }
     attend(s, q.data() + s.start * qd, o.data() + s.start * qd);
   }
@@ -73,39 +70,40 @@ void GQA::forward(const float* x, int64_t N, std::span<const AttnSegment> segs, 
   add_bias(y, N, o_bias_);
 }
 
+// Per KV head g and block of queries: the queries of g's `group` heads as rows Q [rows][head_dim]
+// (row (i, hh): token i, head g * group + hh), then
+//   S = scale * Q K^T      K: g's keys [T][head_dim], in the cache's stored type
+//   causal mask (query i sees positions 0 .. pos0 + i), softmax per row
+//   O = S V                V: g's values [T][head_dim]
+// as two matrix products (kernels/linear.h), the blocks small enough that S stays ~16 MB.
 void GQA::attend(const AttnSegment& s, const float* q, float* out) const {
   const int64_t H = c_.num_attention_heads, G = c_.num_key_value_heads, hd = c_.head_dim;
-  const int64_t qd = H * hd, kvd = G * hd, group = H / G;
+  const int64_t qd = H * hd, group = H / G;
   const int64_t pos0 = s.cache->len(), T = pos0 + s.n;
-  // Keys and values of positions [0, T) as f32: the stored rows themselves for an f32 cache,
-  // else widened once per call.
-  const KVCache& cache = *s.cache;
-  std::vector<float> k_f32, v_f32;
-  const float* K = reinterpret_cast<const float*>(cache.latent_bytes(layer_));
-  const float* V = reinterpret_cast<const float*>(cache.k_rope_bytes(layer_));
-  if (cache.type() != KvType::F32) {
-    k_f32.resize(size_t(T * kvd));
-    v_f32.resize(size_t(T * kvd));
-    cache.latents_f32(layer_, T, k_f32.data());
-    cache.values_f32(layer_, T, v_f32.data());
-    K = k_f32.data();
-    V = v_f32.data();
-  }
-  const int64_t work = s.n * H * T * hd;
-#pragma omp parallel if (work > kParallelWork && !omp_in_parallel())
-  {
-    std::vector<float> p(static_cast<size_t>(T));
-#pragma omp for collapse(2) schedule(dynamic, 4)
-    for (int64_t i = 0; i < s.n; i++)
-      for (int64_t h = 0; h < H; h++) {
-        const float* qh = q + i * qd + h * hd;
-        const int64_t kv = (h / group) * hd, n = pos0 + i + 1;  // causal: positions 0..pos
-        for (int64_t j = 0; j < n; j++) p[size_t(j)] = scale_ * dot(qh, K + j * kvd + kv, hd);
-        softmax_inplace(p.data(), n);
-        float* oh = out + i * qd + h * hd;
-        std::fill(oh, oh + hd, 0.0f);
-        for (int64_t j = 0; j < n; j++) axpy(p[size_t(j)], V + j * kvd + kv, oh, hd);
+  const int64_t block = std::clamp<int64_t>((int64_t(1) << 22) / (group * T), 1, 256);
+  std::vector<float> Q, S, O;
+  for (int64_t g = 0; g < G; g++) {
+    const WeightRef K = s.cache->key_ref(layer_ * G + g, T),
+                    V = s.cache->value_ref(layer_ * G + g, T);
+    for (int64_t i0 = 0; i0 < s.n; i0 += block) {
+      const int64_t nb = std::min(block, s.n - i0), rows = nb * group, Tb = pos0 + i0 + nb;
+      Q.resize(size_t(rows * hd));
+      S.resize(size_t(rows * Tb));
+      O.resize(size_t(rows * hd));
+      for (int64_t i = 0; i < nb; i++)
+        std::copy_n(q + (i0 + i) * qd + g * group * hd, group * hd, Q.data() + i * group * hd);
+      linear(Q.data(), rows, K.slice_rows(0, Tb), S.data());
+      for (int64_t r = 0; r < rows; r++) {
+        float* row = S.data() + r * Tb;
+        const int64_t seen = pos0 + i0 + r / group + 1;  // causal: positions 0 .. pos
+        for (int64_t j = 0; j < seen; j++) row[j] *= scale_;
+        softmax_inplace(row, seen);
+        std::fill(row + seen, row + Tb, 0.0f);
       }
+      linear_t(S.data(), rows, V.slice_rows(0, Tb), O.data());
+      for (int64_t i = 0; i < nb; i++)
+        std::copy_n(O.data() + i * group * hd, group * hd, out + (i0 + i) * qd + g * group * hd);
+    }
   }
 }
 

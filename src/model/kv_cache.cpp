@@ -38,12 +38,16 @@ DType rope_dtype(KvType t, bool mla) {
   return t == KvType::F32 ? DType::F32 : DType::BF16;
 }
 
-// The two row widths: latent and rope key (MLA), keys and values (GQA).
+// The two row widths: latent and rope key (MLA), one KV head's key and value (GQA).
 int64_t first_width(const ModelConfig& c) {
-  return c.is_mla() ? c.kv_lora_rank : c.num_key_value_heads * c.head_dim;
+  return c.is_mla() ? c.kv_lora_rank : c.head_dim;
 }
 int64_t second_width(const ModelConfig& c) {
-  return c.is_mla() ? c.qk_rope_head_dim : c.num_key_value_heads * c.head_dim;
+  return c.is_mla() ? c.qk_rope_head_dim : c.head_dim;
+}
+// Cache layers: one per decoder layer (MLA), one per decoder layer and KV head (GQA).
+int64_t cache_layers(const ModelConfig& c) {
+  return c.is_mla() ? c.num_hidden_layers : c.num_hidden_layers * c.num_key_value_heads;
 }
 
 }  // namespace
@@ -55,22 +59,20 @@ KVCache::KVCache(const ModelConfig& c, int64_t max_len, KvType type)
       type_(type),
       latent_dtype_(latent_dtype(type)),
       rope_dtype_(rope_dtype(type, c.is_mla())),
-      latent_(size_t(c.num_hidden_layers)),
-      k_rope_(size_t(c.num_hidden_layers)) {
+      latent_(size_t(cache_layers(c))),
+      k_rope_(size_t(cache_layers(c))) {
   if (type == KvType::Q8 && kv_lora_rank_ % 32 != 0)
-    throw std::invalid_argument(std::string("--kv-type q8 needs ") +
-                                (c.is_mla() ? "kv_lora_rank" : "num_key_value_heads * head_dim") +
-                                " a multiple of 32 (Q8_0 blocks); this model's is " +
-                                std::to_string(kv_lora_rank_));
+    throw std::invalid_argument(
+        std::string("--kv-type q8 needs ") + (c.is_mla() ? "kv_lora_rank" : "head_dim") +
+        " a multiple of 32 (Q8_0 blocks); this model's is " + std::to_string(kv_lora_rank_));
   latent_row_ = dtype_row_bytes(latent_dtype_, kv_lora_rank_);
   rope_row_ = dtype_row_bytes(rope_dtype_, rope_dim_);
 }
 
 size_t KVCache::bytes_per_token(const ModelConfig& c, KvType type) {
   if (type == KvType::Q8 && first_width(c) % 32 != 0) type = KvType::BF16;
-  return size_t(c.num_hidden_layers) *
-         (dtype_row_bytes(latent_dtype(type), first_width(c)) +
-          dtype_row_bytes(rope_dtype(type, c.is_mla()), second_width(c)));
+  return size_t(cache_layers(c)) * (dtype_row_bytes(latent_dtype(type), first_width(c)) +
+                                    dtype_row_bytes(rope_dtype(type, c.is_mla()), second_width(c)));
 }
 
 void KVCache::reserve(int64_t n) {

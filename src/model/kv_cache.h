@@ -1,8 +1,10 @@
 // The key/value cache of one sequence: two rows per token and layer.
 //
-// Grouped-query attention (model/gqa.h) caches the keys (after RoPE) and the values of its
-// num_key_value_heads heads: rows of num_key_value_heads * head_dim values each, the "latent"
-// row holding the keys and the "rope" row the values (accessors key_ref / value_ref).
+// Grouped-query attention (model/gqa.h) caches the keys (after RoPE) and the values of each of
+// its num_key_value_heads heads as a cache layer of its own (decoder layer l, head g: cache layer
+// l * num_key_value_heads + g), rows of head_dim values, the "latent" row holding the key and the
+// "rope" row the value (accessors key_ref / value_ref): one head's keys of all positions are then
+// one contiguous matrix, the weight of the attention's matrix products.
 //
 // MLA caches only what it needs to rebuild keys and values: per token and layer, the compressed
 // latent c_KV (kv_lora_rank values, after kv_a_layernorm) and the shared rope key k_R
@@ -38,11 +40,12 @@ const char* kv_type_name(KvType t);
 
 class KVCache {
  public:
-  // Throws std::invalid_argument for q8 when kv_lora_rank (GQA: the key row) is not a multiple
-  // of 32.
+  // Throws std::invalid_argument for q8 when kv_lora_rank (GQA: head_dim) is not a multiple of
+  // 32.
   KVCache(const ModelConfig& c, int64_t max_len, KvType type = KvType::F32);
 
   int64_t len() const { return len_; }
+  int64_t layers() const { return int64_t(latent_.size()); }
   int64_t max_len() const { return max_len_; }
   KvType type() const { return type_; }
   // Makes room for positions [0, n); throws when n exceeds max_len.
@@ -58,8 +61,8 @@ class KVCache {
   // As f32: positions [0, n) of the latents into out [n][kv_lora_rank]; one rope key.
   void latents_f32(int64_t layer, int64_t n, float* out) const;
   void k_rope_f32(int64_t layer, int64_t pos, float* out) const;
-  // GQA's names for the two rows: keys and values [n x num_key_value_heads * head_dim], and the
-  // values of positions [0, n) as f32.
+  // GQA's names for the two rows: one KV head's keys and values [n x head_dim], and the values of
+  // positions [0, n) as f32.
   WeightRef key_ref(int64_t layer, int64_t n) const { return latent_ref(layer, n); }
   WeightRef value_ref(int64_t layer, int64_t n) const { return k_rope_ref(layer, n); }
   void values_f32(int64_t layer, int64_t n, float* out) const;

@@ -449,10 +449,9 @@ std::pair<std::list<Engine::StoreEntry>::iterator, size_t> Engine::store_find(
 
 void Engine::store_save(const Slot& s) {
   const size_t n = s.tokens.size();
-  const ModelConfig& c = model_.config();
   const KVCache& cache = s.cache;
   const size_t rank = cache.latent_row_bytes(), rd = cache.k_rope_row_bytes();
-  const size_t bytes = size_t(c.num_hidden_layers) * n * (rank + rd);
+  const size_t bytes = size_t(cache.layers()) * n * (rank + rd);
   if (bytes > opt_.cache_bytes) return;
   // Already stored (as a prefix of an entry): just mark it used.
   for (auto it = store_.begin(); it != store_.end(); ++it) {
@@ -478,7 +477,7 @@ void Engine::store_save(const Slot& s) {
   e.tokens = s.tokens;
   e.kv.resize(bytes);
   uint8_t* out = e.kv.data();
-  for (int64_t l = 0; l < c.num_hidden_layers; l++) {
+  for (int64_t l = 0; l < cache.layers(); l++) {
     if (n == 0) break;
     std::memcpy(out, cache.latent_bytes(l), n * rank);
     out += n * rank;
@@ -493,12 +492,11 @@ void Engine::store_save(const Slot& s) {
 }
 
 void Engine::store_load(Slot& s, const StoreEntry& e, size_t n) {
-  const ModelConfig& c = model_.config();
   const size_t rank = s.cache.latent_row_bytes(), rd = s.cache.k_rope_row_bytes();
   const size_t len = e.tokens.size();
   s.cache.reserve(int64_t(n));
   const uint8_t* in = e.kv.data();
-  for (int64_t l = 0; l < c.num_hidden_layers; l++) {
+  for (int64_t l = 0; l < s.cache.layers(); l++) {
     if (n == 0) break;
     std::memcpy(s.cache.latent_bytes(l), in, n * rank);
     in += len * rank;
