@@ -147,6 +147,140 @@ void rows_q(const QuantizedActs& x, const WeightRef& w, int64_t r0, int64_t r1, 
   }
 }
 
+// ---- Many tokens (prefill), the 32-value types: a GEMM with the int32 lanes over 8 rows. ----
+//
+// The weights of 8 rows are unpacked once into a panel, interleaved by 4 values: for each 4-value
+// step k, 8 rows x 4 bytes = one ymm. A token's 4 activations at k are broadcast to all lanes,
+// so one vpmaddubsw + one 16-bit add accumulate 32 products for 8 rows; every block (32 values)
+// the 16-bit sums are widened (vpmaddwd) and scaled. The operands: for Q8_0, Q4_0, Q5_0 the
+// signed weights w = u - offset with the sign trick (|w| times x with w's sign, so no offset
+// correction); for Q4_1, Q5_1 the unsigned u times x, plus the minimum m times dx * sum(xq).
+// The 16-bit sums stay exact: a pair is at most 2 * max|w| * 127, so Q4_x adds 8 steps (one block)
+// before widening, Q5_x 4 and Q8_0 1.
+
+// The panel: u[k][8][4] bytes (k < K / 4), dw[b][8] and m[b][8] (b < K / 32); rows past the
+// matrix's end are zero.
+struct Panel {
+  uint8_t* u;
+  float *dw, *m;
+};
+
+template <class Q>
+constexpr bool kSignedGemm = Q::kOff != 0 || Q::kBytes == 34;  // Q8_0 (offset 0 here), Q4_0, Q5_0
+
+template <class Q>
+void fill_panel(const uint8_t* base, size_t row_bytes, int64_t rows, int64_t nb, Panel p) {
+  alignas(32) uint8_t v[32];
+  for (int64_t i = 0; i < 8; i++)
+    for (int64_t b = 0; b < nb; b++) {
+      float dw = 0.0f, m = 0.0f;
+      if (i < rows) {
+        const uint8_t* blk = base + size_t(i) * row_bytes + size_t(b) * Q::kBytes;
+        __m256i u = Q::weights(blk);
+        if constexpr (Q::kOff != 0) u = _mm256_sub_epi8(u, _mm256_set1_epi8(char(Q::kOff)));
+        _mm256_store_si256((__m256i*)v, u);
+        dw = half_at(blk);
+        if constexpr (Q::kMin) m = half_at(blk + 2);
+      } else {
+        __builtin_memset(v, 0, 32);
+      }
+      for (int k = 0; k < 8; k++) __builtin_memcpy(p.u + ((b * 8 + k) * 8 + i) * 4, v + 4 * k, 4);
+      p.dw[b * 8 + i] = dw;
+      p.m[b * 8 + i] = m;
+    }
+}
+
+// y[t][0..8) for tokens t0 .. t0 + T: 8 rows' products with T tokens.
+template <class Q, int T>
+void gemm_tile(const Panel& p, int64_t nb, const QuantizedActs& x, int64_t t0, float* y,
+               int64_t ldy) {
+  constexpr bool kSigned = kSignedGemm<Q>;
+  constexpr int kSteps = Q::kBytes == 34 ? 1 : (Q::kBytes == 22 || Q::kBytes == 24) ? 4 : 8;
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m256 acc[T];
+  for (int t = 0; t < T; t++) acc[t] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < nb; b++) {
+    // The block's 32 values in 8 / kSteps runs of 16-bit sums, widened to 32 bits after each
+    // (one run for Q4_x: no 32-bit accumulator, which keeps the tile in registers).
+    __m256i i32[T];
+    for (int s = 0; s < 8; s += kSteps) {
+      __m256i i16[T];
+      for (int t = 0; t < T; t++) i16[t] = _mm256_setzero_si256();
+      for (int k = s; k < s + kSteps; k++) {
+        const __m256i w = _mm256_load_si256((const __m256i*)(p.u + (b * 8 + k) * 32));
+        const __m256i a = kSigned ? _mm256_sign_epi8(w, w) : w;
+        for (int t = 0; t < T; t++) {
+          int32_t x4;
+          __builtin_memcpy(&x4, x.q + (t0 + t) * x.K + b * 32 + k * 4, 4);
+          __m256i xb = _mm256_set1_epi32(x4);
+          if constexpr (kSigned) xb = _mm256_sign_epi8(xb, w);
+          i16[t] = _mm256_add_epi16(i16[t], _mm256_maddubs_epi16(a, xb));
+        }
+      }
+      for (int t = 0; t < T; t++) {
+        const __m256i wide = _mm256_madd_epi16(i16[t], ones);
+        i32[t] = s == 0 ? wide : _mm256_add_epi32(i32[t], wide);
+      }
+    }
+    const __m256 dw = _mm256_load_ps(p.dw + b * 8);
+    __m256 m = _mm256_setzero_ps();
+    if constexpr (Q::kMin) m = _mm256_load_ps(p.m + b * 8);
+    for (int t = 0; t < T; t++) {
+      const int64_t tb = (t0 + t) * nb + b;
+      const float dx = x.d[tb];
+      acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i32[t]), _mm256_mul_ps(dw, _mm256_set1_ps(dx)),
+                               acc[t]);
+      if constexpr (Q::kMin)
+        acc[t] = _mm256_fmadd_ps(m, _mm256_set1_ps(dx * float(x.s[tb])), acc[t]);
+    }
+  }
+  for (int t = 0; t < T; t++) _mm256_storeu_ps(y + t * ldy, acc[t]);
+}
+
+template <class Q>
+void gemm_q(const QuantizedActs& x, const WeightRef& w, int64_t r0, int64_t r1, float* y) {
+  const int64_t nb = x.blocks(), K = x.K;
+  const size_t row_bytes = size_t(nb) * Q::kBytes;
+  const auto* base = static_cast<const uint8_t*>(w.data);
+  // Scratch: the panel (8 K bytes, 32-byte aligned) and 2 x 8 nb floats; T x 8 outputs.
+  float* scratch = thread_scratch(3, 2 * K + 16 * nb + 64);
+  const Panel p{reinterpret_cast<uint8_t*>(scratch), scratch + 2 * K, scratch + 2 * K + 8 * nb};
+  alignas(32) float tile[4 * 8];
+  for (int64_t ra = r0; ra < r1; ra += 8) {
+    const int64_t rows = r1 - ra < 8 ? r1 - ra : 8;
+    fill_panel<Q>(base + size_t(ra) * row_bytes, row_bytes, rows, nb, p);
+    for (int64_t t = 0; t < x.n; t += 4) {
+      const int64_t T = x.n - t < 4 ? x.n - t : 4;
+      const bool direct = rows == 8;  // else through `tile`, then the valid rows
+      float* dst = direct ? y + t * w.rows + ra : tile;
+      const int64_t ld = direct ? w.rows : 8;
+      switch (T) {
+        case 4:
+          gemm_tile<Q, 4>(p, nb, x, t, dst, ld);
+          break;
+        case 3:
+          gemm_tile<Q, 3>(p, nb, x, t, dst, ld);
+          break;
+        case 2:
+          gemm_tile<Q, 2>(p, nb, x, t, dst, ld);
+          break;
+        default:
+          gemm_tile<Q, 1>(p, nb, x, t, dst, ld);
+          break;
+      }
+      if (!direct)
+        for (int64_t j = 0; j < T; j++)
+          for (int64_t i = 0; i < rows; i++) y[(t + j) * w.rows + ra + i] = tile[j * 8 + i];
+    }
+  }
+}
+
+template <class Q>
+void rows_or_gemm(const QuantizedActs& x, const WeightRef& w, int64_t r0, int64_t r1, float* y) {
+  if (x.n > kInt8MaxTokens) return gemm_q<Q>(x, w, r0, r1, y);
+  rows_q<Q>(x, w, r0, r1, y);
+}
+
 // ---- The k-quants, one 32-value activation block at a time (read qlinear.h). ----
 
 // Q4_K / Q5_K: sub-block j's values: the low (j even) or high nibbles of qs[32 (j / 2) ..), and
@@ -254,15 +388,15 @@ void qlinear_rows_avx2(const QuantizedActs& x, const WeightRef& w, int64_t r0, i
                        float* y) {
   switch (w.dtype) {
     case DType::Q8_0:
-      return rows_q<Q8_0>(x, w, r0, r1, y);
+      return rows_or_gemm<Q8_0>(x, w, r0, r1, y);
     case DType::Q4_0:
-      return rows_q<Q4_0>(x, w, r0, r1, y);
+      return rows_or_gemm<Q4_0>(x, w, r0, r1, y);
     case DType::Q4_1:
-      return rows_q<Q4_1>(x, w, r0, r1, y);
+      return rows_or_gemm<Q4_1>(x, w, r0, r1, y);
     case DType::Q5_0:
-      return rows_q<Q5_0>(x, w, r0, r1, y);
+      return rows_or_gemm<Q5_0>(x, w, r0, r1, y);
     case DType::Q5_1:
-      return rows_q<Q5_1>(x, w, r0, r1, y);
+      return rows_or_gemm<Q5_1>(x, w, r0, r1, y);
     case DType::Q4_K:
     case DType::Q5_K:
     case DType::Q6_K:
