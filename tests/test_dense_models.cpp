@@ -221,6 +221,68 @@ TEST(DenseModels, DistillQwenChatsFromSafetensorsAndGguf) {
   fs::remove(gguf);
 }
 
+// The other commands on the same model: logits (the first row equals a forward pass), generate
+// (the scripted ids through the cache), bench, perplexity and info (the GQA cache's bytes).
+TEST(DenseModels, EveryCommandRunsOnThem) {
+  const std::string dir = whale::testing::scripted_distill_qwen(
+      "distill-qwen-four",
+      "Okay, the user wants a sum. Two plus two makes four.\n</think>\n\nThe answer is 4!");
+  auto m = Model::load(dir);
+  const std::vector<int32_t> ids = {151646, 3838, 374, 220, 17, 10, 17, 30};
+  KVCache cache = m->new_cache(64);
+  const std::vector<float> want = m->forward(cache, ids, true);
+  auto r = whale::testing::run_whale("logits -m " + dir +
+                                     " --tokens 151646,3838,374,220,17,10,17,30 --all");
+  ASSERT_EQ(r.code, 0) << r.out;
+  const json rows = json::parse(r.out);
+  ASSERT_EQ(rows.size(), ids.size());
+  const int64_t V = m->config().vocab_size;
+  for (size_t t = 0; t < ids.size(); t += 7)
+    for (int64_t v = 0; v < V; v += 997)
+      EXPECT_NEAR(rows[t][size_t(v)].get<double>(), want[t * size_t(V) + size_t(v)], 1e-4);
+
+  r = whale::testing::run_whale("generate -m " + dir + " --tokens " +
+                                "151646,3838,374 -n 3 --greedy --print-ids");
+  ASSERT_EQ(r.code, 0) << r.out;
+  KVCache c2 = m->new_cache(64);
+  std::vector<int32_t> seq = {151646, 3838, 374};
+  std::vector<float> lg = m->forward(c2, seq, false);
+  std::string expect = "[";
+  for (int i = 0; i < 3; i++) {
+    const int32_t next = int32_t(std::max_element(lg.begin(), lg.end()) - lg.begin());
+    if (i > 0) expect += ",";
+    expect += std::to_string(next);
+    lg = m->forward(c2, std::span<const int32_t>(&next, 1), false);
+  }
+  EXPECT_NE(r.out.find(expect + "]"), std::string::npos) << r.out << " want " << expect;
+
+  r = whale::testing::run_whale("bench -m " + dir + " -p 16 -n 4 -t 1 --kv-type bf16");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("\"decode_tok_s\""), std::string::npos) << r.out;
+
+  const std::string text = ::testing::TempDir() + "/dense-ppl-" + std::to_string(::getpid());
+  {
+    std::ofstream f(text);
+    for (int i = 0; i < 20; i++) f << "The whale is a large animal that lives in the sea.\n";
+  }
+  r = whale::testing::run_whale("perplexity -m " + dir + " -f " + text + " --ctx 32 --json");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("\"ppl\""), std::string::npos) << r.out;
+  fs::remove(text);
+
+  r = whale::testing::run_whale("info -m " + dir + " --kv-type bf16");
+  ASSERT_EQ(r.code, 0) << r.out;
+  const json info = json::parse(r.out);
+  EXPECT_EQ(info["architecture"], "Qwen2ForCausalLM");
+  // 2 layers x 2 KV heads x (key + value) x 16 values.
+  EXPECT_EQ(info["kv_cache_bytes_per_token_f32"], 2 * 2 * 2 * 16 * 4);
+  EXPECT_EQ(info["kv_cache_bytes_per_token"], 2 * 2 * 2 * 16 * 2);
+  // q8 needs whole Q8_0 blocks per head: a clear error, exit code 1.
+  r = whale::testing::run_whale("info -m " + dir + " --kv-type q8 2>&1");
+  EXPECT_EQ(r.code, 1) << r.out;
+  EXPECT_NE(r.out.find("head_dim a multiple of 32"), std::string::npos) << r.out;
+}
+
 TEST(DenseModels, TrainingRefusesThemWithAReason) {
   const ModelConfig c = ModelConfig::load(kFixtures + "qwen2");
   try {
