@@ -98,6 +98,24 @@ void add_tokenizer(GgufWriter& w, const std::string& dir, int64_t n_vocab) {
   }
 }
 
+// The keys every architecture writes under its own prefix.
+void add_common_hparams(GgufWriter& w, const ModelConfig& c, const std::string& dir,
+                        const std::string& arch, int64_t head_count_kv) {
+  const std::string a = arch + ".";
+  w.set_string("general.architecture", arch);
+  w.set_string("general.name", std::filesystem::path(dir).filename().string());
+  w.set_u32("general.quantization_version", 2);
+  w.set_u32(a + "vocab_size", uint32_t(c.vocab_size));
+  w.set_u32(a + "context_length", uint32_t(c.max_position_embeddings));
+  w.set_u32(a + "embedding_length", uint32_t(c.hidden_size));
+  w.set_u32(a + "feed_forward_length", uint32_t(c.intermediate_size));
+  w.set_u32(a + "block_count", uint32_t(c.num_hidden_layers));
+  w.set_u32(a + "attention.head_count", uint32_t(c.num_attention_heads));
+  w.set_u32(a + "attention.head_count_kv", uint32_t(head_count_kv));
+  w.set_f32(a + "rope.freq_base", float(c.rope_theta));
+  w.set_f32(a + "attention.layer_norm_rms_epsilon", float(c.rms_norm_eps));
+}
+
 void add_hparams(GgufWriter& w, const ModelConfig& c, const std::string& dir) {
   auto refuse = [&](const std::string& field, const std::string& why) {
     throw std::runtime_error(dir + "/config.json: \"" + field + "\" " + why +
@@ -111,18 +129,7 @@ void add_hparams(GgufWriter& w, const ModelConfig& c, const std::string& dir) {
   if (c.scoring_func == ScoringFunc::Sigmoid && c.arch != Arch::DeepseekV3)
     refuse("scoring_func", "is sigmoid in a V2 model");
   const std::string a = "deepseek2.";
-  w.set_string("general.architecture", "deepseek2");
-  w.set_string("general.name", std::filesystem::path(dir).filename().string());
-  w.set_u32("general.quantization_version", 2);
-  w.set_u32(a + "vocab_size", uint32_t(c.vocab_size));
-  w.set_u32(a + "context_length", uint32_t(c.max_position_embeddings));
-  w.set_u32(a + "embedding_length", uint32_t(c.hidden_size));
-  w.set_u32(a + "feed_forward_length", uint32_t(c.intermediate_size));
-  w.set_u32(a + "block_count", uint32_t(c.num_hidden_layers));
-  w.set_u32(a + "attention.head_count", uint32_t(c.num_attention_heads));
-  w.set_u32(a + "attention.head_count_kv", 1);  // MLA as MQA over the latent
-  w.set_f32(a + "rope.freq_base", float(c.rope_theta));
-  w.set_f32(a + "attention.layer_norm_rms_epsilon", float(c.rms_norm_eps));
+  add_common_hparams(w, c, dir, "deepseek2", 1);  // MLA as MQA over the latent
   w.set_u32(a + "leading_dense_block_count",
             uint32_t(c.n_routed_experts > 0 ? c.first_k_dense_replace : c.num_hidden_layers));
   if (c.q_lora_rank > 0) w.set_u32(a + "attention.q_lora_rank", uint32_t(c.q_lora_rank));
@@ -160,18 +167,7 @@ void add_hparams(GgufWriter& w, const ModelConfig& c, const std::string& dir) {
 // llama.cpp's `qwen2` / `llama` metadata (its converter's Qwen2Model / LlamaModel).
 void add_dense_hparams(GgufWriter& w, const ModelConfig& c, const std::string& dir) {
   const std::string arch = c.arch == Arch::Qwen2 ? "qwen2" : "llama", a = arch + ".";
-  w.set_string("general.architecture", arch);
-  w.set_string("general.name", std::filesystem::path(dir).filename().string());
-  w.set_u32("general.quantization_version", 2);
-  w.set_u32(a + "vocab_size", uint32_t(c.vocab_size));
-  w.set_u32(a + "context_length", uint32_t(c.max_position_embeddings));
-  w.set_u32(a + "embedding_length", uint32_t(c.hidden_size));
-  w.set_u32(a + "feed_forward_length", uint32_t(c.intermediate_size));
-  w.set_u32(a + "block_count", uint32_t(c.num_hidden_layers));
-  w.set_u32(a + "attention.head_count", uint32_t(c.num_attention_heads));
-  w.set_u32(a + "attention.head_count_kv", uint32_t(c.num_key_value_heads));
-  w.set_f32(a + "rope.freq_base", float(c.rope_theta));
-  w.set_f32(a + "attention.layer_norm_rms_epsilon", float(c.rms_norm_eps));
+  add_common_hparams(w, c, dir, arch, c.num_key_value_heads);
   if (c.arch == Arch::Llama) w.set_u32(a + "rope.dimension_count", uint32_t(c.head_dim));
   if (c.head_dim * c.num_attention_heads != c.hidden_size) {
     w.set_u32(a + "attention.key_length", uint32_t(c.head_dim));
@@ -218,11 +214,9 @@ class Exporter {
     return t;
   }
 
-  // A 1-D tensor, F32.
+  // A 1-D tensor of the checkpoint, F32.
   void vector(const std::string& gname, const std::string& hf, int64_t n) {
-    std::vector<float> v = load_vector(ck_, hf, n);
-    add(gname, GgmlType::F32, {n},
-        [v](uint8_t* dst) { std::memcpy(dst, v.data(), v.size() * sizeof(float)); });
+    vector_values(gname, load_vector(ck_, hf, n));
   }
 
   // A vector given as values.
