@@ -2,8 +2,9 @@
 // instruction-set path this CPU runs: activation quantization against its definition, products
 // against a plain float64 loop over the dequantized weights (tensor/quant.h's reference
 // dequantizers) and the dequantized activations, and the cost of activation rounding against its
-// bound. On AVX-512, more than kInt8MaxTokens tokens take the dequantizing GEMM instead, checked
-// against the same loop with the f32 activations.
+// bound. On AVX-512, more than kInt8MaxTokens tokens take the int8 GEMM (K a multiple of 64, any
+// type but Q6_K) or else the dequantizing GEMM, checked against the same loop with the f32
+// activations.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -167,14 +168,15 @@ TEST(Int8Kernels, MatchTheFloat64LoopOnEveryTypeAndPath) {
           for (int64_t rows : {1, 7, 33, 100}) {
             const auto m = make_matrix(t, rows, K, raw, rng);
             const WeightRef w = ref_of(t, rows, K, m);
-            for (int64_t n : {1, 2, 3, 4, 5, 9}) {
+            for (int64_t n : {1, 2, 3, 4, 5, 9, 19}) {
               std::vector<float> x(size_t(n * K));
               for (float& v : x) v = nd(rng);
               std::vector<float> y(size_t(n * rows));
               linear(x.data(), n, w, y.data());
-              // More than kInt8MaxTokens tokens on AVX-512: the dequantizing GEMM, exact f32
-              // activations.
-              const bool int8 = !(isa == Isa::Avx512 && n > detail::kInt8MaxTokens);
+              // More than kInt8MaxTokens tokens on AVX-512: the int8 GEMM (K a multiple of 64;
+              // not Q6_K), else the dequantizing GEMM with exact f32 activations.
+              const bool int8 = !(isa == Isa::Avx512 && n > detail::kInt8MaxTokens &&
+                                  (t == DType::Q6_K || K % 64 != 0));
               std::vector<double> want, mag;
               reference(t, m, rows, K, x, n, &want, &mag, int8);
               for (size_t i = 0; i < y.size(); i++)

@@ -151,9 +151,13 @@ const LinearKernels& active_kernels(DType t) {
 namespace {
 
 // Whether a job on a GGML block type takes the dequantizing AVX-512 GEMM (prefill).
+// The 32-value types, Q4_K and Q5_K take the int8 GEMM instead (qlinear_avx512.cpp) when int8
+// is on.
 bool blocks_gemm(const LinearJob& job) {
+  const bool int8_gemm = int8_activations_enabled() && int8_dtype(job.w.dtype) &&
+                         job.w.dtype != DType::Q6_K && job.w.cols % 64 == 0;
   return dtype_is_quantized(job.w.dtype) && job.n > kInt8MaxTokens && active_isa() == Isa::Avx512 &&
-         ggml_type_info(uint32_t(dtype_to_ggml(job.w.dtype))) &&
+         !int8_gemm && ggml_type_info(uint32_t(dtype_to_ggml(job.w.dtype))) &&
          ggml_type_info(uint32_t(dtype_to_ggml(job.w.dtype)))->dequantizable;
 }
 
@@ -219,6 +223,20 @@ class RowSplitter {
   std::vector<int64_t> start_;  // cumulative cost at each job's first row
 };
 
+// quantize_activations, its tokens split over the threads when there are many (a prompt: one
+// thread alone would keep the other waiting for a few percent of the prefill time).
+void quantize_in_parallel(const float* x, int64_t n, int64_t K, int8_t* q, float* d, int32_t* s) {
+  const int nt = omp_in_parallel() || n < 32 ? 1 : threads_for(n * K * 64);
+  if (nt <= 1) return quantize_activations(x, n, K, q, d, s);
+  const int64_t nb = K / 32;
+#pragma omp parallel num_threads(nt)
+  {
+    const int64_t id = omp_get_thread_num(), parts = omp_get_num_threads();
+    const int64_t t0 = n * id / parts, t1 = n * (id + 1) / parts;
+    quantize_activations(x + t0 * K, t1 - t0, K, q + t0 * K, d + t0 * nb, s + t0 * nb);
+  }
+}
+
 // Quantizes the activations of the jobs that take the int8 kernels (qlinear.h) into per-thread
 // buffers, once per distinct input: jobs that read the same x (a layer input feeding several
 // projections, an expert's gate and up) share it. qx[j].q is null for the other jobs.
@@ -261,7 +279,7 @@ void quantize_job_inputs(std::span<const LinearJob> jobs, std::vector<QuantizedA
     const LinearJob& job = jobs[j];
     QuantizedActs& a = qx[j];
     a = {q.data() + at[j], d.data() + at[j] / 32, s.data() + at[j] / 32, job.n, job.w.cols};
-    if (job.w.cols % 64 == 0) {
+    if (job.w.cols % 64 == 0 && job.n <= kInt8MaxTokens) {  // only the per-row kernels use them
       a.d2 = d2.data() + at[j] / 4;
       a.ns2 = ns2.data() + at[j] / 4;
       a.ds2 = ds2.data() + at[j] / 4;
@@ -269,7 +287,7 @@ void quantize_job_inputs(std::span<const LinearJob> jobs, std::vector<QuantizedA
     bool first = true;
     for (size_t i = 0; i < j; i++) first = first && at[i] != at[j];
     if (first) {
-      quantize_activations(job.x, job.n, job.w.cols, q.data() + at[j], d.data() + at[j] / 32,
+      quantize_in_parallel(job.x, job.n, job.w.cols, q.data() + at[j], d.data() + at[j] / 32,
                            s.data() + at[j] / 32);
       if (a.d2)
         expand_activation_pairs(a, d2.data() + at[j] / 4, ns2.data() + at[j] / 4,

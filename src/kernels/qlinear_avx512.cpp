@@ -322,26 +322,207 @@ void rows_q(const QuantizedActs& x, const WeightRef& w, int64_t r0, int64_t r1, 
   }
 }
 
+// ---- Many tokens (prefill), the 32-value types, Q4_K and Q5_K: a GEMM with the int32 lanes over
+// 16 rows. ----
+//
+// The weights of 16 rows are unpacked once into a panel, interleaved by 4 values: for each 4-value
+// step k, 16 rows x 4 bytes = one zmm of unsigned u. A token's 4 activations at k are broadcast
+// to all lanes, so one vpdpbusd accumulates 64 products for 16 rows; per block (8 steps) a
+// token's int32 lanes start at -offset * sum(xq) (as in row_tokens) and are then scaled by the
+// rows' dw times dx, plus the rows' minimum m times dx * sum(xq) for Q4_1 / Q5_1 / Q4_K / Q5_K
+// (Q6_K, with a scale per 16 values, takes the dequantizing GEMM of linear_avx512.cpp). The panel
+// is reused by every token: 16 K bytes, in L1 or L2.
+
+// The panel: u[K / 4][kPanelRows][4] bytes, dw[b][kPanelRows] and m[b][kPanelRows] (b < K / 32);
+// rows past the matrix's end are zero. Two zmm of 16 rows per step: each broadcast activation
+// feeds two vpdpbusd.
+constexpr int64_t kPanelRows = 32;
+struct Panel {
+  uint8_t* u;
+  float *dw, *m;
+};
+
+inline float half_at(const uint8_t* p) {
+  uint16_t h;
+  __builtin_memcpy(&h, p, 2);
+  return _cvtsh_ss(h);
+}
+
+// Q4_K / Q5_K: sub-block j of a super-block is an activation block with dw = d sc_j and the
+// minimum m = -dmin m_j, like Q4_1 / Q5_1.
+template <class Q>
+void fill_panel_k(const uint8_t* base, size_t row_bytes, int64_t rows, int64_t nb, Panel p) {
+  alignas(64) uint8_t v[64];
+  for (int64_t i = 0; i < kPanelRows; i++)
+    for (int64_t sb = 0; sb < nb / 8; sb++) {
+      const uint8_t* blk = base + size_t(i) * row_bytes + size_t(sb) * Q::kBytes;
+      uint8_t sc[8] = {}, mn[8] = {};
+      float d = 0.0f, dmin = 0.0f;
+      if (i < rows) {
+        unpack_scale_min_k4(blk + 4, sc, mn);
+        d = half_at(blk);
+        dmin = half_at(blk + 2);
+      }
+      for (int c = 0; c < 4; c++) {
+        const int64_t b = sb * 8 + 2 * c;
+        if (i < rows)
+          _mm512_store_si512(v, Q::chunk(blk, c));
+        else
+          __builtin_memset(v, 0, 64);
+        for (int k = 0; k < 16; k++)
+          __builtin_memcpy(p.u + ((b * 8 + k) * kPanelRows + i) * 4, v + 4 * k, 4);
+        for (int h = 0; h < 2; h++) {
+          p.dw[(b + h) * kPanelRows + i] = d * float(sc[2 * c + h]);
+          p.m[(b + h) * kPanelRows + i] = -dmin * float(mn[2 * c + h]);
+        }
+      }
+    }
+}
+
+template <class Q>
+void fill_panel_32(const uint8_t* base, size_t row_bytes, int64_t rows, int64_t nb, Panel p) {
+  alignas(64) uint8_t v[64];
+  for (int64_t i = 0; i < kPanelRows; i++)
+    for (int64_t b = 0; b < nb; b += 2) {
+      float dw[2] = {0.0f, 0.0f}, m[2] = {0.0f, 0.0f};
+      if (i < rows) {
+        const uint8_t* blk = base + size_t(i) * row_bytes + size_t(b) * Q::kBytes;
+        _mm512_store_si512(v, Q::pair(blk));
+        for (int h = 0; h < 2; h++) {
+          dw[h] = half_at(blk + h * Q::kBytes);
+          if constexpr (Q::kMin) m[h] = half_at(blk + h * Q::kBytes + 2);
+        }
+      } else {
+        __builtin_memset(v, 0, 64);
+      }
+      for (int k = 0; k < 16; k++)
+        __builtin_memcpy(p.u + ((b * 8 + k) * kPanelRows + i) * 4, v + 4 * k, 4);
+      for (int h = 0; h < 2; h++) {
+        p.dw[(b + h) * kPanelRows + i] = dw[h];
+        p.m[(b + h) * kPanelRows + i] = m[h];
+      }
+    }
+}
+
+template <class Q>
+void fill_panel(const uint8_t* base, size_t row_bytes, int64_t rows, int64_t nb, Panel p) {
+  if constexpr (requires { Q::lanes0(); })
+    fill_panel_k<Q>(base, row_bytes, rows, nb, p);
+  else
+    fill_panel_32<Q>(base, row_bytes, rows, nb, p);
+}
+
+// y[t][0..kPanelRows) for tokens t0 .. t0 + T: the panel's rows' products with T tokens.
+template <class Q, int T>
+void gemm_tile(const Panel& p, int64_t nb, const QuantizedActs& x, int64_t t0, float* y,
+               int64_t ldy) {
+  constexpr int G = kPanelRows / 16;
+  __m512 acc[G][T];
+  for (int g = 0; g < G; g++)
+    for (int t = 0; t < T; t++) acc[g][t] = _mm512_setzero_ps();
+  const int8_t* xq = x.q + t0 * x.K;
+  for (int64_t b = 0; b < nb; b++) {
+    __m512i i32[G][T];
+    for (int t = 0; t < T; t++) {
+      const __m512i start = Q::kOff != 0 ? _mm512_set1_epi32(-(x.s[(t0 + t) * nb + b] << Q::kShift))
+                                         : _mm512_setzero_si512();
+      for (int g = 0; g < G; g++) i32[g][t] = start;
+    }
+    const uint8_t* u = p.u + b * 8 * 4 * kPanelRows;
+#pragma GCC unroll 8
+    for (int k = 0; k < 8; k++) {
+      __m512i w[G];
+      for (int g = 0; g < G; g++) w[g] = _mm512_load_si512(u + (k * G + g) * 64);
+      for (int t = 0; t < T; t++) {
+        int32_t x4;
+        __builtin_memcpy(&x4, xq + t * x.K + b * 32 + k * 4, 4);
+        const __m512i xb = _mm512_set1_epi32(x4);
+        for (int g = 0; g < G; g++) i32[g][t] = _mm512_dpbusd_epi32(i32[g][t], w[g], xb);
+      }
+    }
+    for (int g = 0; g < G; g++) {
+      const __m512 dw = _mm512_load_ps(p.dw + b * kPanelRows + 16 * g);
+      __m512 m = _mm512_setzero_ps();
+      if constexpr (Q::kMin) m = _mm512_load_ps(p.m + b * kPanelRows + 16 * g);
+      for (int t = 0; t < T; t++) {
+        const int64_t tb = (t0 + t) * nb + b;
+        const float dx = x.d[tb];
+        acc[g][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i32[g][t]),
+                                    _mm512_mul_ps(dw, _mm512_set1_ps(dx)), acc[g][t]);
+        if constexpr (Q::kMin)
+          acc[g][t] = _mm512_fmadd_ps(m, _mm512_set1_ps(dx * float(x.s[tb])), acc[g][t]);
+      }
+    }
+  }
+  for (int g = 0; g < G; g++)
+    for (int t = 0; t < T; t++) _mm512_storeu_ps(y + t * ldy + 16 * g, acc[g][t]);
+}
+
+template <class Q, int T>
+void gemm_tail(const Panel& p, int64_t nb, const QuantizedActs& x, int64_t t0, int64_t n, float* y,
+               int64_t ldy) {
+  if constexpr (T > 1) {
+    if (n < T) return gemm_tail<Q, T - 1>(p, nb, x, t0, n, y, ldy);
+  }
+  gemm_tile<Q, T>(p, nb, x, t0, y, ldy);
+}
+
+template <class Q>
+void gemm_q(const QuantizedActs& x, const WeightRef& w, int64_t r0, int64_t r1, float* y) {
+  constexpr int64_t kT = 7;
+  const int64_t nb = x.blocks(), K = x.K;
+  const size_t row_bytes = size_t(dtype_row_bytes(w.dtype, w.cols));
+  const auto* base = static_cast<const uint8_t*>(w.data);
+  // Scratch: the panel (kPanelRows K bytes, 64-byte aligned) and 2 x kPanelRows nb floats.
+  constexpr int64_t R = kPanelRows;
+  float* scratch = thread_scratch(3, R * K / 4 + 2 * R * nb + 16);
+  const Panel p{reinterpret_cast<uint8_t*>(scratch), scratch + R * K / 4,
+                scratch + R * K / 4 + R * nb};
+  alignas(64) float tile[kT * R];
+  for (int64_t ra = r0; ra < r1; ra += R) {
+    const int64_t rows = r1 - ra < R ? r1 - ra : R;
+    fill_panel<Q>(base + size_t(ra) * row_bytes, row_bytes, rows, nb, p);
+    for (int64_t t = 0; t < x.n; t += kT) {
+      const int64_t T = x.n - t < kT ? x.n - t : kT;
+      const bool direct = rows == R;  // else through `tile`, then the valid rows
+      float* dst = direct ? y + t * w.rows + ra : tile;
+      const int64_t ld = direct ? w.rows : R;
+      gemm_tail<Q, kT>(p, nb, x, t, T, dst, ld);
+      if (!direct)
+        for (int64_t j = 0; j < T; j++)
+          for (int64_t i = 0; i < rows; i++) y[(t + j) * w.rows + ra + i] = tile[j * R + i];
+    }
+  }
+}
+
+template <class Q>
+void rows_or_gemm(const QuantizedActs& x, const WeightRef& w, int64_t r0, int64_t r1, float* y) {
+  if (x.n > kInt8MaxTokens) return gemm_q<Q>(x, w, r0, r1, y);
+  rows_q<Q>(x, w, r0, r1, y);
+}
+
 void qlinear_rows_avx512(const QuantizedActs& x, const WeightRef& w, int64_t r0, int64_t r1,
                          float* y) {
   // Rows of an odd number of blocks (K = 32 (2k + 1)) are rare (no DeepSeek matrix has one): the
-  // portable kernel takes them.
-  if (x.blocks() % 2 != 0 || !x.d2) return kQLinearScalar(x, w, r0, r1, y);
+  // portable kernel takes them. The per-row kernels need the expanded activation scales (d2),
+  // the GEMM (more than kInt8MaxTokens tokens, 32-value types) does not.
+  const bool gemm = x.n > kInt8MaxTokens && w.dtype != DType::Q6_K;
+  if (x.blocks() % 2 != 0 || (!x.d2 && !gemm)) return kQLinearScalar(x, w, r0, r1, y);
   switch (w.dtype) {
     case DType::Q8_0:
-      return rows_q<Q8_0>(x, w, r0, r1, y);
+      return rows_or_gemm<Q8_0>(x, w, r0, r1, y);
     case DType::Q4_0:
-      return rows_q<Q4_0>(x, w, r0, r1, y);
+      return rows_or_gemm<Q4_0>(x, w, r0, r1, y);
     case DType::Q4_1:
-      return rows_q<Q4_1>(x, w, r0, r1, y);
+      return rows_or_gemm<Q4_1>(x, w, r0, r1, y);
     case DType::Q5_0:
-      return rows_q<Q5_0>(x, w, r0, r1, y);
+      return rows_or_gemm<Q5_0>(x, w, r0, r1, y);
     case DType::Q5_1:
-      return rows_q<Q5_1>(x, w, r0, r1, y);
+      return rows_or_gemm<Q5_1>(x, w, r0, r1, y);
     case DType::Q4_K:
-      return rows_q<Q4_K>(x, w, r0, r1, y);
+      return rows_or_gemm<Q4_K>(x, w, r0, r1, y);
     case DType::Q5_K:
-      return rows_q<Q5_K>(x, w, r0, r1, y);
+      return rows_or_gemm<Q5_K>(x, w, r0, r1, y);
     case DType::Q6_K:
       return rows_q<Q6_K>(x, w, r0, r1, y);
     default:
