@@ -388,9 +388,12 @@ TEST(ApiError, ToJson) {
 }
 
 TEST(ApiResponse, Usage) {
-  const Usage u{.prompt_tokens = 10, .completion_tokens = 5, .cache_hit_tokens = 4};
+  const Usage u{.prompt_tokens = 10, .completion_tokens = 5, .cache_hit_tokens = 4,
+                .reasoning_tokens = 3};
   EXPECT_EQ(u.to_json(), json::parse(R"({"prompt_tokens":10,"completion_tokens":5,
-      "total_tokens":15,"prompt_cache_hit_tokens":4,"prompt_cache_miss_tokens":6})"));
+      "total_tokens":15,"prompt_cache_hit_tokens":4,"prompt_cache_miss_tokens":6,
+      "prompt_tokens_details":{"cached_tokens":4},
+      "completion_tokens_details":{"reasoning_tokens":3}})"));
 }
 
 TEST(ApiResponse, ChatResponse) {
@@ -401,7 +404,9 @@ TEST(ApiResponse, ChatResponse) {
       "choices":[{"index":0,"message":{"role":"assistant","content":"Hi!"},"logprobs":null,
                   "finish_reason":"stop"}],
       "usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5,
-               "prompt_cache_hit_tokens":0,"prompt_cache_miss_tokens":3}})"));
+               "prompt_cache_hit_tokens":0,"prompt_cache_miss_tokens":3,
+               "prompt_tokens_details":{"cached_tokens":0},
+               "completion_tokens_details":{"reasoning_tokens":0}}})"));
   const json r = chat_response("c", 5, "r1", "4", std::string("2+2=4"), "length", u);
   EXPECT_EQ(r["choices"][0]["message"], json::parse(R"({"role":"assistant","content":"4",
       "reasoning_content":"2+2=4"})"));
@@ -418,7 +423,9 @@ TEST(ApiResponse, CompletionResponse) {
       "system_fingerprint":"whale",
       "choices":[{"index":0,"text":" a whale","logprobs":null,"finish_reason":"length"}],
       "usage":{"prompt_tokens":4,"completion_tokens":1,"total_tokens":5,
-               "prompt_cache_hit_tokens":4,"prompt_cache_miss_tokens":0}})"));
+               "prompt_cache_hit_tokens":4,"prompt_cache_miss_tokens":0,
+               "prompt_tokens_details":{"cached_tokens":4},
+               "completion_tokens_details":{"reasoning_tokens":0}}})"));
 }
 
 TEST(ApiResponse, ChatChunks) {
@@ -440,7 +447,8 @@ TEST(ApiResponse, ChatChunks) {
   EXPECT_EQ(usage_chunk("c1", 7, "m", true, u),
             json::parse("{" + head + R"("choices":[],"usage":{"prompt_tokens":2,
       "completion_tokens":3,"total_tokens":5,"prompt_cache_hit_tokens":1,
-      "prompt_cache_miss_tokens":1}})"));
+      "prompt_cache_miss_tokens":1,"prompt_tokens_details":{"cached_tokens":1},
+      "completion_tokens_details":{"reasoning_tokens":0}}})"));
 }
 
 TEST(ApiResponse, CompletionChunks) {
@@ -456,7 +464,8 @@ TEST(ApiResponse, CompletionChunks) {
   EXPECT_EQ(usage_chunk("k", 8, "m", false, u),
             json::parse("{" + head + R"("choices":[],"usage":{"prompt_tokens":1,
       "completion_tokens":1,"total_tokens":2,"prompt_cache_hit_tokens":0,
-      "prompt_cache_miss_tokens":1}})"));
+      "prompt_cache_miss_tokens":1,"prompt_tokens_details":{"cached_tokens":0},
+      "completion_tokens_details":{"reasoning_tokens":0}}})"));
 }
 
 TEST(ApiSse, Framing) {

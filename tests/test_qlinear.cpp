@@ -43,7 +43,7 @@ bool is_kquant(DType t) {
 // super-blocks for the k-quants.
 std::vector<int64_t> lengths(DType t) {
   if (is_kquant(t)) return {256, 768, 1024};
-  return {32, 64, 96, 320, 1024};
+  return {32, 64, 96, 320, 1024, 1600};
 }
 
 std::vector<Isa> supported_isas() {

@@ -159,6 +159,9 @@ TEST(Server, ChatCompletionMatchesTheEngineAndCountsUsage) {
   EXPECT_EQ(u["total_tokens"], u["prompt_tokens"].get<int>() + u["completion_tokens"].get<int>());
   EXPECT_EQ(u["prompt_cache_hit_tokens"].get<int>() + u["prompt_cache_miss_tokens"].get<int>(),
             u["prompt_tokens"].get<int>());
+  // OpenAI's detail fields beside DeepSeek's: no reasoning in a V3 chat.
+  EXPECT_EQ(u["prompt_tokens_details"]["cached_tokens"], u["prompt_cache_hit_tokens"]);
+  EXPECT_EQ(u["completion_tokens_details"]["reasoning_tokens"], 0);
   // The same text as `whale run` (a lone Session) on the rendered prompt.
   std::vector<ChatMessage> msgs = {{"system", "Be brief.", ""}, {"user", "Hello", ""}};
   const auto prompt = s.tok.encode(render_chat(msgs, ChatStyle::V3, s.tok.bos_token()));
@@ -175,6 +178,7 @@ TEST(Server, ChatCompletionMatchesTheEngineAndCountsUsage) {
   ASSERT_TRUE(r);
   const json j2 = json::parse(r->body);
   EXPECT_EQ(j2["usage"]["prompt_cache_hit_tokens"], prompt.size() - 1);
+  EXPECT_EQ(j2["usage"]["prompt_tokens_details"]["cached_tokens"], prompt.size() - 1);
   EXPECT_EQ(j2["choices"][0]["message"]["content"], ref.text);
 }
 
@@ -234,9 +238,14 @@ TEST(Server, ReasoningModelSplitsReasoningContent) {
   go.sampling.greedy = true;
   std::vector<ChatMessage> msgs = {{"system", "Be brief.", ""}, {"user", "Think", ""}};
   const auto prompt = s.tok.encode(render_chat(msgs, ChatStyle::R1, s.tok.bos_token()));
-  const ReasoningSplit sp = split_reasoning(session.generate(prompt, s.tok, go).text);
+  const std::string text = session.generate(prompt, s.tok, go).text;
+  const ReasoningSplit sp = split_reasoning(text);
   EXPECT_EQ(m["reasoning_content"], sp.reasoning);
   EXPECT_EQ(m["content"], sp.content);
+  // Every token of a think block that never closes is a reasoning token.
+  ASSERT_EQ(text.find("</think>"), std::string::npos) << text;
+  EXPECT_EQ(j["usage"]["completion_tokens_details"]["reasoning_tokens"],
+            j["usage"]["completion_tokens"]);
   // Streamed: the same split in delta.reasoning_content / delta.content.
   auto st = post(c, "/v1/chat/completions", chat_body("Think", 10, true).dump());
   ASSERT_TRUE(st);
@@ -255,9 +264,9 @@ TEST(Server, ReasoningModelSplitsReasoningContent) {
 // template) answers through the server with its reasoning split off, as R1 does: the scripted
 // model thinks "...makes four." and answers "The answer is 4!".
 TEST(Server, DistillQwenModelSplitsReasoningContent) {
-  const std::string dir = whale::testing::scripted_distill_qwen(
-      "distill-qwen-four",
-      "Okay, the user wants a sum. Two plus two makes four.\n</think>\n\nThe answer is 4!");
+  const std::string script =
+      "Okay, the user wants a sum. Two plus two makes four.\n</think>\n\nThe answer is 4!";
+  const std::string dir = whale::testing::scripted_distill_qwen("distill-qwen-four", script);
   Running s(dir, engine_opts(), {});
   auto c = s.client();
   json body = chat_body("What is 2+2?", 60);
@@ -274,6 +283,13 @@ TEST(Server, DistillQwenModelSplitsReasoningContent) {
   const auto prompt = s.tok.encode(render_chat(msgs, ChatStyle::R1, s.tok.bos_token()));
   EXPECT_EQ(j["usage"]["prompt_tokens"], int64_t(prompt.size()));
   EXPECT_EQ(prompt.front(), 151646);  // <｜begin▁of▁sentence｜>
+  // The script's tokens up to and including </think> (151649) are the reasoning tokens.
+  const auto ids = s.tok.encode(script);
+  const auto close = std::find(ids.begin(), ids.end(), 151649);
+  ASSERT_NE(close, ids.end());
+  EXPECT_EQ(j["usage"]["completion_tokens"], int64_t(ids.size()));
+  EXPECT_EQ(j["usage"]["completion_tokens_details"]["reasoning_tokens"],
+            int64_t(close - ids.begin()) + 1);
   // Streamed: the same split.
   body["stream"] = true;
   auto st = post(c, "/v1/chat/completions", body.dump());

@@ -261,19 +261,20 @@ void ModelConfig::validate(const std::string& origin) const {
     if (v > hi) fail(key, "is implausibly large: " + std::to_string(v));
   };
   const int64_t kBig = int64_t(1) << 24;
-  if (!is_mla()) {
-    at_most("vocab_size", vocab_size, kBig);
-    at_most("hidden_size", hidden_size, kBig);
-    at_most("intermediate_size", intermediate_size, kBig);
-    at_most("num_hidden_layers", num_hidden_layers, 1 << 16);
-    at_most("num_attention_heads", num_attention_heads, 1 << 16);
+  // The fields every architecture has.
+  at_most("vocab_size", vocab_size, kBig);
+  at_most("hidden_size", hidden_size, kBig);
+  at_most("intermediate_size", intermediate_size, kBig);
+  at_most("num_hidden_layers", num_hidden_layers, 1 << 16);
+  at_most("num_attention_heads", num_attention_heads, 1 << 16);
+  at_most("max_position_embeddings", max_position_embeddings, int64_t(1) << 32);
+  positive("vocab_size", vocab_size);
+  positive("hidden_size", hidden_size);
+  positive("intermediate_size", intermediate_size);
+  positive("num_hidden_layers", num_hidden_layers);
+  positive("num_attention_heads", num_attention_heads);
+  if (!is_mla()) {  // Qwen2 / Llama
     at_most("head_dim", head_dim, 1 << 16);
-    at_most("max_position_embeddings", max_position_embeddings, int64_t(1) << 32);
-    positive("vocab_size", vocab_size);
-    positive("hidden_size", hidden_size);
-    positive("intermediate_size", intermediate_size);
-    positive("num_hidden_layers", num_hidden_layers);
-    positive("num_attention_heads", num_attention_heads);
     positive("max_position_embeddings", max_position_embeddings);
     if (num_key_value_heads <= 0 || num_attention_heads % num_key_value_heads != 0)
       fail("num_key_value_heads", "must divide num_attention_heads (" +
@@ -293,12 +294,7 @@ void ModelConfig::validate(const std::string& origin) const {
     }
     return;
   }
-  at_most("vocab_size", vocab_size, kBig);
-  at_most("hidden_size", hidden_size, kBig);
-  at_most("intermediate_size", intermediate_size, kBig);
   at_most("moe_intermediate_size", moe_intermediate_size, kBig);
-  at_most("num_hidden_layers", num_hidden_layers, 1 << 16);
-  at_most("num_attention_heads", num_attention_heads, 1 << 16);
   at_most("q_lora_rank", q_lora_rank, kBig);
   at_most("kv_lora_rank", kv_lora_rank, kBig);
   at_most("qk_nope_head_dim", qk_nope_head_dim, 1 << 16);
@@ -307,12 +303,6 @@ void ModelConfig::validate(const std::string& origin) const {
   at_most("n_routed_experts", n_routed_experts, 1 << 20);
   at_most("n_shared_experts", n_shared_experts, 1 << 20);
   at_most("num_nextn_predict_layers", num_nextn_predict_layers, 1 << 10);
-  at_most("max_position_embeddings", max_position_embeddings, int64_t(1) << 32);
-  positive("vocab_size", vocab_size);
-  positive("hidden_size", hidden_size);
-  positive("intermediate_size", intermediate_size);
-  positive("num_hidden_layers", num_hidden_layers);
-  positive("num_attention_heads", num_attention_heads);
   positive("kv_lora_rank", kv_lora_rank);
   positive("qk_nope_head_dim", qk_nope_head_dim);
   positive("v_head_dim", v_head_dim);

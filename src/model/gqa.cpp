@@ -1,8 +1,11 @@
 #include "model/gqa.h"
 
+#include <omp.h>
+
 #include <algorithm>
 #include <cmath>
 
+#include "kernels/cpu.h"
 #include "kernels/ops.h"
 #include "model/weights.h"
 
@@ -32,6 +35,14 @@ size_t GQA::bytes() const {
 
 namespace {
 
+// The softmax rows of a block are split over the threads above this many scores.
+constexpr int64_t kParallelScores = 1 << 16;
+
+// v holds at least n values (its contents are scratch).
+void grow(std::vector<float>& v, int64_t n) {
+  if (v.size() < size_t(n)) v.resize(size_t(n));
+}
+
 // rows [N][b.size()] += b per row (no-op for an empty bias).
 void add_bias(float* rows, int64_t N, const std::vector<float>& b) {
   if (b.empty()) return;
@@ -44,7 +55,13 @@ void add_bias(float* rows, int64_t N, const std::vector<float>& b) {
 void GQA::forward(const float* x, int64_t N, std::span<const AttnSegment> segs, float* y) const {
   const int64_t H = c_.num_attention_heads, G = c_.num_key_value_heads, hd = c_.head_dim;
   const int64_t qd = H * hd, kvd = G * hd;
-  std::vector<float> q(size_t(N * qd)), k(size_t(N * kvd)), v(size_t(N * kvd));
+  // Work buffers kept between calls (a prompt's are megabytes: allocating them per layer cost
+  // page faults and zero-filling on every layer).
+  thread_local std::vector<float> q, k, v, o;
+  grow(q, N * qd);
+  grow(k, N * kvd);
+  grow(v, N * kvd);
+  grow(o, N * qd);
   // The three projections read the same input: one parallel region, the input quantized once.
   const LinearJob jobs[] = {
       {x, N, q_proj_, q.data()}, {x, N, k_proj_, k.data()}, {x, N, v_proj_, v.data()}};
@@ -53,7 +70,6 @@ void GQA::forward(const float* x, int64_t N, std::span<const AttnSegment> segs, 
   add_bias(k.data(), N, k_bias_);
   add_bias(v.data(), N, v_bias_);
 
-  std::vector<float> o(size_t(N * qd));
   for (const AttnSegment& s : segs) {
     s.cache->reserve(s.cache->len() + s.n);
     for (int64_t i = 0; i < s.n; i++) {
@@ -81,18 +97,20 @@ void GQA::attend(const AttnSegment& s, const float* q, float* out) const {
   const int64_t qd = H * hd, group = H / G;
   const int64_t pos0 = s.cache->len(), T = pos0 + s.n;
   const int64_t block = std::clamp<int64_t>((int64_t(1) << 22) / (group * T), 1, 256);
-  std::vector<float> Q, S, O;
+  thread_local std::vector<float> Q, S, O;
   for (int64_t g = 0; g < G; g++) {
     const WeightRef K = s.cache->key_ref(layer_ * G + g, T),
                     V = s.cache->value_ref(layer_ * G + g, T);
     for (int64_t i0 = 0; i0 < s.n; i0 += block) {
       const int64_t nb = std::min(block, s.n - i0), rows = nb * group, Tb = pos0 + i0 + nb;
-      Q.resize(size_t(rows * hd));
-      S.resize(size_t(rows * Tb));
-      O.resize(size_t(rows * hd));
+      grow(Q, rows * hd);
+      grow(S, rows * Tb);
+      grow(O, rows * hd);
       for (int64_t i = 0; i < nb; i++)
         std::copy_n(q + (i0 + i) * qd + g * group * hd, group * hd, Q.data() + i * group * hd);
       linear(Q.data(), rows, K.slice_rows(0, Tb), S.data());
+#pragma omp parallel for schedule(static) if (rows * Tb > kParallelScores) \
+    num_threads(num_threads())
       for (int64_t r = 0; r < rows; r++) {
         float* row = S.data() + r * Tb;
         const int64_t seen = pos0 + i0 + r / group + 1;  // causal: positions 0 .. pos

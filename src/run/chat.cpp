@@ -10,7 +10,6 @@ constexpr std::string_view kOutputsBegin = "<｜tool▁outputs▁begin｜>";
 constexpr std::string_view kOutputsEnd = "<｜tool▁outputs▁end｜>";
 constexpr std::string_view kOutputBegin = "<｜tool▁output▁begin｜>";
 constexpr std::string_view kOutputEnd = "<｜tool▁output▁end｜>";
-constexpr std::string_view kThinkEnd = "</think>";
 
 // Both templates: every system message, in order, joined by "\n\n".
 std::string system_prompt(const std::vector<ChatMessage>& messages) {

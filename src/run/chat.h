@@ -24,6 +24,9 @@
 
 namespace whale {
 
+// Where an R1 completion's reasoning ends.
+inline constexpr std::string_view kThinkEnd = "</think>";
+
 struct ChatMessage {
   std::string role;  // "system", "user", "assistant", "tool"
   std::string content;

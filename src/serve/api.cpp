@@ -10,7 +10,6 @@ namespace {
 using json = nlohmann::json;
 
 constexpr std::string_view kThink = "<think>";
-constexpr std::string_view kThinkEnd = "</think>";
 constexpr size_t kMaxStop = 16;
 
 // The same whitespace as split_reasoning (run/chat.cpp) trims.
@@ -387,7 +386,9 @@ nlohmann::json Usage::to_json() const {
           {"completion_tokens", completion_tokens},
           {"total_tokens", prompt_tokens + completion_tokens},
           {"prompt_cache_hit_tokens", cache_hit_tokens},
-          {"prompt_cache_miss_tokens", prompt_tokens - cache_hit_tokens}};
+          {"prompt_cache_miss_tokens", prompt_tokens - cache_hit_tokens},
+          {"prompt_tokens_details", {{"cached_tokens", cache_hit_tokens}}},
+          {"completion_tokens_details", {{"reasoning_tokens", reasoning_tokens}}}};
 }
 
 namespace {

@@ -55,8 +55,10 @@ struct GenRequest {
 GenRequest parse_request(std::string_view body, bool chat);
 
 struct Usage {
-  int64_t prompt_tokens = 0, completion_tokens = 0, cache_hit_tokens = 0;
-  nlohmann::json to_json() const;  // includes total_tokens, prompt_cache_hit_tokens, _miss_tokens
+  int64_t prompt_tokens = 0, completion_tokens = 0, cache_hit_tokens = 0, reasoning_tokens = 0;
+  // Also total_tokens, DeepSeek's prompt_cache_hit_tokens / _miss_tokens and OpenAI's
+  // prompt_tokens_details.cached_tokens and completion_tokens_details.reasoning_tokens.
+  nlohmann::json to_json() const;
 };
 
 // Non-streamed responses.

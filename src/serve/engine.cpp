@@ -4,6 +4,7 @@
 #include <cstring>
 #include <optional>
 
+#include "run/chat.h"
 #include "run/stop.h"
 
 namespace whale::serve {
@@ -74,6 +75,8 @@ struct Engine::Slot {
   std::optional<StopMatcher> stops;
   JsonState json;
   std::vector<int32_t> ids;  // generated
+  std::string think_tail;    // the end of the text so far, while "</think>" is not in it
+  bool think_closed = false;
   // Speculative decoding (as run/session.h): the MTP cache holds positions [0, mtp->len());
   // pend_h the main model's hidden states of positions [mtp->len(), cache.len()) and pend_t the
   // tokens after all of them but the last. `pair` is this step's [last, draft] input.
@@ -209,6 +212,8 @@ void Engine::admit(const std::shared_ptr<Job>& job) {
   s.job = job;
   s.last_used = stats_.steps;
   s.ids.clear();
+  s.think_tail.clear();
+  s.think_closed = false;
   s.json = JsonState();
   s.detok.emplace(tok_, /*skip_special=*/true);
   s.stops.emplace(job->opt.stop);
@@ -345,7 +350,15 @@ bool Engine::next_token(Slot& s, std::span<float> logits) {
     std::lock_guard lk(mu_);
     stats_.completion_tokens++;
   }
-  const StopMatcher::Result r = s.stops->push(s.detok->push(next));
+  const std::string text = s.detok->push(next);
+  if (job.count_reasoning && !s.think_closed) {
+    job.reasoning_tokens = job.completion_tokens;  // this token is still reasoning
+    s.think_tail += text;
+    s.think_closed = s.think_tail.find(kThinkEnd) != std::string::npos;
+    if (s.think_tail.size() > kThinkEnd.size())
+      s.think_tail.erase(0, s.think_tail.size() - kThinkEnd.size());
+  }
+  const StopMatcher::Result r = s.stops->push(text);
   job.push_text(r.emit);
   if (r.stopped) {
     finish(s, "stop");

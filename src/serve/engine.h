@@ -60,6 +60,9 @@ class Job {
   std::vector<int32_t> prompt;
   GenerateOptions opt;
   bool json_object = false;
+  // The completion starts inside a think block (an R1 chat): its tokens up to the one that
+  // completes "</think>" (all of them if none does) are counted as reasoning_tokens.
+  bool count_reasoning = false;
 
   // Cancels the job (client gone); the engine frees its slot at the next step.
   void cancel() { cancelled_ = true; }
@@ -74,7 +77,7 @@ class Job {
   // Results, valid once finished.
   std::string finish_reason;  // "stop", "length", "cancelled", or "error"
   std::string error;          // message when finish_reason == "error"
-  int64_t prompt_tokens = 0, cached_tokens = 0, completion_tokens = 0;
+  int64_t prompt_tokens = 0, cached_tokens = 0, completion_tokens = 0, reasoning_tokens = 0;
   double queue_seconds = 0, ttft_seconds = 0, total_seconds = 0;  // from submit()
 
  private:

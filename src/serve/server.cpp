@@ -233,6 +233,7 @@ void Server::handle(const httplib::Request& req, httplib::Response& res, bool ch
   job->opt.max_tokens = std::min(g.max_tokens.value_or(opt_.default_max_tokens), ctx - n_prompt);
   job->opt.stop = g.stop;
   job->json_object = g.json_object;
+  job->count_reasoning = chat && style_ == ChatStyle::R1;
   if (!engine_.submit(job)) {
     res.set_header("Retry-After", "1");
     throw ApiError(503, "server_error", "The server is busy (request queue full); retry shortly.",
@@ -245,7 +246,8 @@ void Server::handle(const httplib::Request& req, httplib::Response& res, bool ch
   const std::string model = g.model.empty() ? opt_.model_id : g.model;
   const int fd = find_client_socket(req.remote_port, opt_.port);
   auto usage = [job] {
-    return Usage{job->prompt_tokens, job->completion_tokens, job->cached_tokens};
+    return Usage{job->prompt_tokens, job->completion_tokens, job->cached_tokens,
+                 job->reasoning_tokens};
   };
   auto gone = [this, job] {
     job->cancel();

@@ -69,6 +69,12 @@ function checkUsage(u, what) {
     u.prompt_tokens,
     `${what}: prompt_cache_hit_tokens + prompt_cache_miss_tokens`,
   );
+  // OpenAI's detail fields, as the client's types declare them.
+  assert.equal(u.prompt_tokens_details?.cached_tokens, u.prompt_cache_hit_tokens,
+    `${what}: prompt_tokens_details.cached_tokens`);
+  const r = u.completion_tokens_details?.reasoning_tokens;
+  assert.ok(Number.isInteger(r) && r >= 0 && r <= u.completion_tokens,
+    `${what}: completion_tokens_details.reasoning_tokens in ${JSON.stringify(u)}`);
 }
 
 /** Reads a chat stream; checks the chunk shapes; -> {reasoning, content, finish, usage, chunks}. */
