@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <random>
 
 #include "formats/gguf.h"
 #include "formats/tokenizer.h"
@@ -42,6 +43,32 @@ std::vector<float> logits_of(const Model& m, const std::vector<int32_t>& ids) {
     out.insert(out.end(), row.begin(), row.end());
   }
   return out;
+}
+
+// A long prompt in one prefill (its attention scores split over the threads, several query blocks)
+// gives the logits of feeding it one token at a time, on both architectures.
+TEST(DenseModels, LongPrefillMatchesTokenByToken) {
+  for (const char* name : {"qwen2", "llama3"}) {
+    auto m = Model::load(kFixtures + name);
+    const int64_t V = m->config().vocab_size;
+    std::mt19937 rng(8);
+    std::vector<int32_t> ids(400);
+    for (int32_t& t : ids) t = int32_t(rng() % uint32_t(V));
+    KVCache a = m->new_cache(512), b = m->new_cache(512);
+    const std::vector<float> all = m->forward(a, ids, true);
+    std::vector<float> step;
+    for (int32_t t : ids) {
+      const auto row = m->forward(b, std::span<const int32_t>(&t, 1), false);
+      step.insert(step.end(), row.begin(), row.end());
+    }
+    ASSERT_EQ(all.size(), step.size());
+    double max_ref = 0, max_err = 0;
+    for (size_t i = 0; i < step.size(); i++) {
+      max_ref = std::max(max_ref, double(std::fabs(step[i])));
+      max_err = std::max(max_err, double(std::fabs(all[i] - step[i])));
+    }
+    EXPECT_LE(max_err, 1e-4 * max_ref) << name;
+  }
 }
 
 TEST(DenseModels, KvCacheTypesStoreKeysAndValues) {

@@ -109,10 +109,13 @@ void GQA::attend(const AttnSegment& s, const float* q, float* out) const {
       for (int64_t i = 0; i < nb; i++)
         std::copy_n(q + (i0 + i) * qd + g * group * hd, group * hd, Q.data() + i * group * hd);
       linear(Q.data(), rows, K.slice_rows(0, Tb), S.data());
+      // (The buffer through a plain pointer: inside the parallel region `S` would name each
+      // thread's own thread_local vector.)
+      float* const scores = S.data();
 #pragma omp parallel for schedule(static) if (rows * Tb > kParallelScores) \
     num_threads(num_threads())
       for (int64_t r = 0; r < rows; r++) {
-        float* row = S.data() + r * Tb;
+        float* row = scores + r * Tb;
         const int64_t seen = pos0 + i0 + r / group + 1;  // causal: positions 0 .. pos
         for (int64_t j = 0; j < seen; j++) row[j] *= scale_;
         softmax_inplace(row, seen);
