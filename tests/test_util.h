@@ -16,6 +16,14 @@
 
 namespace whale::testing {
 
+// True in the AddressSanitizer build (`make test-sanitize`, CI), where the slowest tests check the
+// same paths on fewer cases.
+#if defined(__SANITIZE_ADDRESS__)
+inline constexpr bool kSanitized = true;
+#else
+inline constexpr bool kSanitized = false;
+#endif
+
 inline const std::string kRoot = WHALE_SOURCE_DIR;
 
 // A shell command's exit code and its stdout + stderr.
