@@ -269,8 +269,8 @@ const bool registered = [] {
                 ->UseRealTime()
                 ->Unit(benchmark::kMillisecond);
           }
-  // GGML block types through the int8 kernels (kernels/qlinear.h): decode and prefill (the
-  // k-quants' prefill: the dequantizing GEMM on AVX-512).
+  // GGML block types through the int8 kernels (kernels/qlinear.h): decode and prefill (Q6_K's
+  // prefill: the dequantizing GEMM on AVX-512; the others the int8 GEMM).
   // (Named by hand: dtype_name of a block type reads a table that may not be initialised yet
   // while these registrations run during static initialisation.)
   for (auto [d, dn] : {std::pair<DType, const char*>{DType::Q8_0, "Q8_0"},
