@@ -62,12 +62,8 @@ TEST(DenseModels, LongPrefillMatchesTokenByToken) {
       step.insert(step.end(), row.begin(), row.end());
     }
     ASSERT_EQ(all.size(), step.size());
-    double max_ref = 0, max_err = 0;
-    for (size_t i = 0; i < step.size(); i++) {
-      max_ref = std::max(max_ref, double(std::fabs(step[i])));
-      max_err = std::max(max_err, double(std::fabs(all[i] - step[i])));
-    }
-    EXPECT_LE(max_err, 1e-4 * max_ref) << name;
+    const auto gap = whale::testing::logit_gap(all, step);
+    EXPECT_LE(gap.max_err, 1e-4 * gap.max_ref) << name;
   }
 }
 

@@ -17,6 +17,7 @@
 #include "run/chat.h"
 #include "run/session.h"
 #include "serve/engine.h"
+#include "test_util.h"
 
 namespace whale {
 namespace {
@@ -228,12 +229,8 @@ TEST(KvCache, LongSegmentsInBlocksMatchTokenByToken) {
     step.insert(step.end(), row.begin(), row.end());
   }
   ASSERT_EQ(naive.size(), step.size());
-  double max_ref = 0, max_err = 0;
-  for (size_t i = 0; i < step.size(); i++) {
-    max_ref = std::max(max_ref, double(std::fabs(step[i])));
-    max_err = std::max(max_err, double(std::fabs(naive[i] - step[i])));
-  }
-  EXPECT_LE(max_err, 1e-4 * max_ref);
+  const auto gap = whale::testing::logit_gap(naive, step);
+  EXPECT_LE(gap.max_err, 1e-4 * gap.max_ref);
 }
 
 // The server's prompt cache stores and restores q8 rows: a conversation's prefix comes back

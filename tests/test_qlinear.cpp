@@ -176,7 +176,7 @@ TEST(Int8Kernels, MatchTheFloat64LoopOnEveryTypeAndPath) {
               // More than kInt8MaxTokens tokens on AVX-512: the int8 GEMM (K a multiple of 64;
               // not Q6_K), else the dequantizing GEMM with exact f32 activations.
               const bool int8 = !(isa == Isa::Avx512 && n > detail::kInt8MaxTokens &&
-                                  (t == DType::Q6_K || K % 64 != 0));
+                                  (!int8_gemm_dtype(t) || K % 64 != 0));
               std::vector<double> want, mag;
               reference(t, m, rows, K, x, n, &want, &mag, int8);
               for (size_t i = 0; i < y.size(); i++)

@@ -6,13 +6,16 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <vector>
 
 namespace whale::testing {
 
@@ -25,6 +28,19 @@ inline constexpr bool kSanitized = false;
 #endif
 
 inline const std::string kRoot = WHALE_SOURCE_DIR;
+
+// The largest |got - want| and the largest |want| over two logit arrays of equal length.
+struct LogitGap {
+  double max_err = 0, max_ref = 0;
+};
+inline LogitGap logit_gap(const std::vector<float>& got, const std::vector<float>& want) {
+  LogitGap g;
+  for (size_t i = 0; i < want.size() && i < got.size(); i++) {
+    g.max_ref = std::max(g.max_ref, double(std::fabs(want[i])));
+    g.max_err = std::max(g.max_err, double(std::fabs(got[i] - want[i])));
+  }
+  return g;
+}
 
 // A shell command's exit code and its stdout + stderr.
 struct Result {

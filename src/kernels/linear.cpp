@@ -154,8 +154,8 @@ namespace {
 // The 32-value types, Q4_K and Q5_K take the int8 GEMM instead (qlinear_avx512.cpp) when int8
 // is on.
 bool blocks_gemm(const LinearJob& job) {
-  const bool int8_gemm = int8_activations_enabled() && int8_dtype(job.w.dtype) &&
-                         job.w.dtype != DType::Q6_K && job.w.cols % 64 == 0;
+  const bool int8_gemm =
+      int8_activations_enabled() && int8_gemm_dtype(job.w.dtype) && job.w.cols % 64 == 0;
   return dtype_is_quantized(job.w.dtype) && job.n > kInt8MaxTokens && active_isa() == Isa::Avx512 &&
          !int8_gemm && ggml_type_info(uint32_t(dtype_to_ggml(job.w.dtype))) &&
          ggml_type_info(uint32_t(dtype_to_ggml(job.w.dtype)))->dequantizable;

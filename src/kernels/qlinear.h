@@ -45,6 +45,11 @@ void set_int8_activations(bool on);
 
 // True for the weight types the int8 kernels handle (the k-quants need K a multiple of 256).
 bool int8_dtype(DType t);
+// The types whose prefill (more than kInt8MaxTokens tokens) the AVX-512 int8 GEMM takes (with K a
+// multiple of 64): all int8 types but Q6_K, whose scale per 16 values keeps the dequantizing GEMM.
+inline bool int8_gemm_dtype(DType t) {
+  return int8_dtype(t) && t != DType::Q6_K;
+}
 
 // Activations quantized in 32-value blocks, token-major: for token t and block b (K / 32 blocks),
 // the values q[t * K + 32 b + j], the scale d[t * nb + b] and the sum s[t * nb + b] of the 32

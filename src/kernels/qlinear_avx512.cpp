@@ -553,7 +553,7 @@ void qlinear_rows_avx512(const QuantizedActs& x, const WeightRef& w, int64_t r0,
   // Rows of an odd number of blocks (K = 32 (2k + 1)) are rare (no DeepSeek matrix has one): the
   // portable kernel takes them. The per-row kernels need the expanded activation scales (d2),
   // the GEMM (more than kInt8MaxTokens tokens, 32-value types) does not.
-  const bool gemm = x.n > kInt8MaxTokens && w.dtype != DType::Q6_K;
+  const bool gemm = x.n > kInt8MaxTokens && int8_gemm_dtype(w.dtype);
   if (x.blocks() % 2 != 0 || (!x.d2 && !gemm)) return kQLinearScalar(x, w, r0, r1, y);
   switch (w.dtype) {
     case DType::Q8_0:
