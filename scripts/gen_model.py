@@ -60,6 +60,10 @@ SCRIPT_MIN_MARGIN. Sampling at temperature 1 then follows the script too (a stra
 probability ~ vocab * e^-margin per step), while temperature 2 halves the margin and makes
 seeded samples diverge.
 
+--fim-script FILE (with or without --script) adds a second chain: the greedy answer to any
+fill-in-the-middle prompt (one ending with "<｜fim▁end｜>") is the text of FILE then EOS. The two
+scripts together must still have distinct tokens.
+
 Memory stays bounded (tensors are generated and written in row chunks), so ~1B-parameter models
 are fine: roughly 10-20 s per 1B parameters for bf16 on one core.
 """
@@ -200,6 +204,10 @@ SCRIPT_EMBED_STD = 0.1  # embedding rows of tokens outside the chain
 SCRIPT_HEAD_STD = 0.02  # lm_head rows of tokens that are no chain token's successor
 R1_GENERATION_PROMPT = "<｜Assistant｜><think>\n"
 SAMPLE_R1_PROMPT = "<｜begin▁of▁sentence｜><｜User｜>What is 2+2?" + R1_GENERATION_PROMPT
+# --fim-script: a chain that starts at the end of a fill-in-the-middle prompt.
+FIM_GENERATION_PROMPT = "<｜fim▁end｜>"
+SAMPLE_FIM_PROMPT = ("<｜begin▁of▁sentence｜><｜fim▁begin｜>def add(a, b):\n<｜fim▁hole｜>\n"
+                     + FIM_GENERATION_PROMPT)
 CHAT_FIXTURES = os.path.join(REPO, "tests", "fixtures", "tokenizer", "chat_cases.json")
 
 # Prints, for a JSON list of texts on stdin, the JSON list of their token ids (no special tokens
@@ -234,36 +242,44 @@ def encode_with_reference(texts, tokenizer_dir):
 
 
 class Script:
-    """The bigram chain of --script: chain[0] is the last token of an R1 generation prompt,
-    chain[1:] the script's tokens; chain token i maps to hidden dimension i and its successor
-    (the next chain token, EOS after the last) gets lm_head row SCRIPT_MARGIN / sqrt(H) * e_i."""
+    """The bigram chains of --script / --fim-script: each chain starts at the last token of its
+    generation prompt (R1 chat or FIM) and goes on with its script's tokens; chain token i (over all
+    chains) maps to hidden dimension i and its successor (the next token of its chain, EOS after the
+    last) gets lm_head row SCRIPT_MARGIN / sqrt(H) * e_i."""
 
-    def __init__(self, text, tokenizer_dir, c):
+    def __init__(self, parts, tokenizer_dir, c):
+        """parts: list of (after, text), after "r1" or "fim"."""
         H, eos = c["hidden_size"], c["eos_token_id"]
         if c.get("tie_word_embeddings"):
             raise SystemExit("--script needs separate lm_head weights (tie_word_embeddings false)")
-        if not text:
-            raise SystemExit("--script: the script is empty")
-        self.prompt, gen, self.ids = encode_with_reference(
-            [SAMPLE_R1_PROMPT, R1_GENERATION_PROMPT, text], tokenizer_dir)
-        start = gen[-1]
-        if self.prompt[-1] != start:
-            raise SystemExit("--script: the R1 generation prompt does not end with one fixed token")
-        self.chain = [start] + self.ids
+        self.chain, self.successors, self.checks = [], [], []  # checks: (prompt ids, script ids)
         seen = {}
-        for pos, tok in enumerate(self.chain):
-            if tok in seen:
-                what = "the generation prompt's last token" if seen[tok] == 0 else \
-                    f"script token {seen[tok]}"
-                raise SystemExit(f"--script: script token {pos} (id {tok}) repeats {what}; a "
-                                 f"bigram chain needs distinct tokens, reword the script")
-            seen[tok] = pos
+        for after, text in parts:
+            if not text:
+                raise SystemExit("--script: the script is empty")
+            sample, generation = ((SAMPLE_FIM_PROMPT, FIM_GENERATION_PROMPT) if after == "fim"
+                                  else (SAMPLE_R1_PROMPT, R1_GENERATION_PROMPT))
+            prompt, gen, ids = encode_with_reference([sample, generation, text], tokenizer_dir)
+            start = gen[-1]
+            if prompt[-1] != start:
+                raise SystemExit("--script: the generation prompt does not end with one fixed token")
+            chain = [start] + ids
+            for pos, tok in enumerate(chain):
+                if tok in seen:
+                    raise SystemExit(f"--script: token {pos} (id {tok}) of the {after} script "
+                                     f"repeats {seen[tok]}; a bigram chain needs distinct tokens, "
+                                     f"reword the script")
+                seen[tok] = f"token {pos} of the {after} script" if pos else \
+                    "the generation prompt's last token"
+            self.chain += chain
+            self.successors += chain[1:] + [eos]
+            self.checks.append((prompt, ids))
         if eos in seen:
             raise SystemExit("--script: the script contains the EOS token")
         if len(self.chain) > H:
             raise SystemExit(f"--script: {len(self.chain)} chain tokens need hidden_size >= "
                              f"{len(self.chain)} (it is {H})")
-        self.successors = self.chain[1:] + [eos]
+        self.ids = [t for _, ids in self.checks for t in ids]
         self.config = c
         self.head_value = SCRIPT_MARGIN / math.sqrt(H)
 
@@ -287,9 +303,11 @@ class Script:
             rows, value = self.successors, self.head_value
         else:
             return
-        for dim, row in enumerate(rows):
+        for row in rows:  # EOS succeeds the last token of every chain: zero rows first
             if r0 <= row < r0 + x.shape[0]:
                 x[row - r0] = 0.0
+        for dim, row in enumerate(rows):
+            if r0 <= row < r0 + x.shape[0]:
                 x[row - r0, dim] = value
 
     def verify(self, out_dir):
@@ -298,19 +316,20 @@ class Script:
         from deepseek_ref import DeepseekRef  # torch: only needed here
         from dense_ref import DenseRef
         ref = DenseRef(out_dir) if dense_arch(self.config) else DeepseekRef(out_dir)
-        logits = ref.forward_logits(self.prompt + self.ids)
-        first = len(self.prompt) - 1
         margins = []
-        for k, want in enumerate(self.successors):
-            row = logits[first + k].clone()
-            best = float(row[want])
-            row[want] = -math.inf
-            margins.append(best - float(row.max()))
-            if margins[-1] < SCRIPT_MIN_MARGIN:
-                raise SystemExit(f"--script: the reference forward gives token {want} a margin of "
-                                 f"only {margins[-1]:.2f} at step {k} (need "
-                                 f"{SCRIPT_MIN_MARGIN}); the layers are too strong for this "
-                                 f"config")
+        for prompt, ids in self.checks:
+            logits = ref.forward_logits(prompt + ids)
+            first = len(prompt) - 1
+            for k, want in enumerate(ids + [self.config["eos_token_id"]]):
+                row = logits[first + k].clone()
+                best = float(row[want])
+                row[want] = -math.inf
+                margins.append(best - float(row.max()))
+                if margins[-1] < SCRIPT_MIN_MARGIN:
+                    raise SystemExit(f"--script: the reference forward gives token {want} a "
+                                     f"margin of only {margins[-1]:.2f} at step {k} (need "
+                                     f"{SCRIPT_MIN_MARGIN}); the layers are too strong for this "
+                                     f"config")
         return min(margins)
 
     def write_tokenizer(self, tokenizer_dir, out_dir):
@@ -551,19 +570,20 @@ def write_tensor(writer, t, c, dtype, seed, std, tiny_frac, script=None):
 
 
 def generate(user_config, out_dir, dtype="bf16", shards=1, seed=0, std=None, tiny_frac=0.0,
-             tokenizer=None, verbose=True, script_text=None):
-    """Writes the model; returns (config dict, list of (name, st_dtype, shape)). script_text: see
-    --script."""
+             tokenizer=None, verbose=True, script_text=None, fim_script_text=None):
+    """Writes the model; returns (config dict, list of (name, st_dtype, shape)). script_text,
+    fim_script_text: see --script and --fim-script."""
     if dtype not in STORE:
         raise ValueError(f"--dtype must be one of {sorted(STORE)}")
     c = complete_config(user_config, dtype)
     script = None
-    if script_text is not None:
+    parts = [(a, t) for a, t in (("r1", script_text), ("fim", fim_script_text)) if t is not None]
+    if parts:
         if not tokenizer:
             raise SystemExit("--script needs --tokenizer")
         if std is not None:
             raise SystemExit("--script sets its own weight scales; drop --std")
-        script = Script(script_text, tokenizer, c)
+        script = Script(parts, tokenizer, c)
     os.makedirs(out_dir, exist_ok=True)
     for old in os.listdir(out_dir):  # never leave stale shards / index behind
         if old.endswith(".safetensors") or old == "model.safetensors.index.json":
@@ -600,8 +620,8 @@ def generate(user_config, out_dir, dtype="bf16", shards=1, seed=0, std=None, tin
     if script is not None:
         margin = script.verify(out_dir)
         if verbose:
-            print(f"{out_dir}: script of {len(script.ids)} tokens (chain {script.chain[0]} -> "
-                  f"{' '.join(map(str, script.ids))} -> eos), smallest greedy logit margin "
+            print(f"{out_dir}: script of {len(script.ids)} tokens (chains "
+                  f"{' '.join(map(str, script.chain))}, each -> eos), smallest greedy logit margin "
                   f"{margin:.2f} (reference forward)")
     return c, specs
 
@@ -622,16 +642,21 @@ def main():
                     help="directory with tokenizer.json / tokenizer_config.json to copy")
     ap.add_argument("--script", default=None,
                     help="text file: make a scripted R1 model whose greedy answer is this text")
+    ap.add_argument("--fim-script", default=None,
+                    help="text file: the scripted model's greedy answer to a fill-in-the-middle "
+                         "prompt (the middle); with or without --script")
     args = ap.parse_args()
     with open(args.config) as f:
         user = json.load(f)
-    script_text = None
-    if args.script is not None:
-        with open(args.script, encoding="utf-8") as f:
-            script_text = f.read()
-        script_text = script_text[:-1] if script_text.endswith("\n") else script_text
+    def read_script(path):
+        if path is None:
+            return None
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+        return text[:-1] if text.endswith("\n") else text
     generate(user, args.out, args.dtype, args.shards, args.seed, args.std, args.tiny_frac,
-             args.tokenizer, script_text=script_text)
+             args.tokenizer, script_text=read_script(args.script),
+             fim_script_text=read_script(args.fim_script))
 
 
 if __name__ == "__main__":

@@ -214,6 +214,27 @@ TEST(ApiParse, CompletionPrompts) {
   EXPECT_TRUE(r.sampling.greedy);
   EXPECT_EQ(r.stop, std::vector<std::string>{"\n"});
   EXPECT_EQ(r.sampling.seed, 3u);
+  EXPECT_EQ(r.top_logprobs, -1);
+  EXPECT_FALSE(r.suffix);
+
+  // logprobs: a count of alternatives; FIM: a suffix.
+  r = completion(R"({"prompt":"x","logprobs":5,"suffix":""})");
+  EXPECT_EQ(r.top_logprobs, 5);
+  EXPECT_EQ(r.suffix, "");
+  EXPECT_EQ(completion(R"({"prompt":"x","logprobs":0})").top_logprobs, 0);
+}
+
+TEST(ApiParse, ChatLogprobsAndPrefix) {
+  EXPECT_EQ(chat(chat_body(R"("logprobs":true)")).top_logprobs, 0);
+  EXPECT_EQ(chat(chat_body(R"("logprobs":true,"top_logprobs":20)")).top_logprobs, 20);
+  EXPECT_EQ(chat(chat_body(R"("logprobs":false,"top_logprobs":null)")).top_logprobs, -1);
+  const GenRequest r =
+      chat(R"({"messages":[{"role":"user","content":"q"},)"
+           R"({"role":"assistant","content":"a","reasoning_content":"r","prefix":true}]})");
+  ASSERT_EQ(r.messages.size(), 2u);
+  EXPECT_TRUE(r.messages[1].prefix);
+  EXPECT_FALSE(r.messages[0].prefix);
+  EXPECT_EQ(r.messages[1].reasoning_content, "r");
 }
 
 TEST(ApiParse, ChatIgnoresEchoAndCompletionIgnoresMessages) {
@@ -340,9 +361,23 @@ TEST(ApiParse, Errors) {
        "response_format.type", "'json_schema' is not supported"},
       {chat_body(R"("response_format":{"type":"yaml"})"), true, "response_format.type",
        "unknown type 'yaml'"},
-      {chat_body(R"("logprobs":true)"), true, "logprobs", "not supported"},
-      {R"({"prompt":"a","logprobs":2})", false, "logprobs", "not supported"},
-      {R"({"prompt":"a","logprobs":0})", false, "logprobs", "not supported"},
+      {chat_body(R"("logprobs":true,"top_logprobs":21)"), true, "top_logprobs",
+       "must be between 0 and 20"},
+      {chat_body(R"("top_logprobs":2)"), true, "top_logprobs", "needs logprobs: true"},
+      {chat_body(R"("logprobs":true,"top_logprobs":1.5)"), true, "top_logprobs",
+       "expected an integer"},
+      {R"({"prompt":"a","logprobs":21})", false, "logprobs", "must be between 0 and 20"},
+      {R"({"prompt":"a","logprobs":-1})", false, "logprobs", "must be between 0 and 20"},
+      {R"({"prompt":"a","logprobs":1,"echo":true})", false, "echo", "not supported"},
+      {R"({"prompt":"a","suffix":"b","echo":true})", false, "echo", "cannot be combined"},
+      {R"({"prompt":"a","suffix":["b"]})", false, "suffix", "expected a string"},
+      {R"({"messages":[{"role":"user","content":"a","prefix":true}]})", true, "messages[0].prefix",
+       "only the last message"},
+      {R"({"messages":[{"role":"assistant","content":"a","prefix":true},)"
+       R"({"role":"user","content":"b"}]})",
+       true, "messages[0].prefix", "only the last message"},
+      {R"({"messages":[{"role":"assistant","content":"a","prefix":1}]})", true,
+       "messages[0].prefix", "expected a boolean"},
       {R"({"prompt":"a","logprobs":"2"})", false, "logprobs", "expected an integer, got string"},
       {chat_body(R"("top_k":-1)"), true, "top_k", "must be >= 0"},
       {chat_body(R"("min_p":1.5)"), true, "min_p", "must be >= 0 and <= 1"},
@@ -388,8 +423,8 @@ TEST(ApiError, ToJson) {
 }
 
 TEST(ApiResponse, Usage) {
-  const Usage u{.prompt_tokens = 10, .completion_tokens = 5, .cache_hit_tokens = 4,
-                .reasoning_tokens = 3};
+  const Usage u{
+      .prompt_tokens = 10, .completion_tokens = 5, .cache_hit_tokens = 4, .reasoning_tokens = 3};
   EXPECT_EQ(u.to_json(), json::parse(R"({"prompt_tokens":10,"completion_tokens":5,
       "total_tokens":15,"prompt_cache_hit_tokens":4,"prompt_cache_miss_tokens":6,
       "prompt_tokens_details":{"cached_tokens":4},

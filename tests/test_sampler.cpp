@@ -437,3 +437,28 @@ TEST(SamplerSpeed, Vocab129280) {
 
 }  // namespace
 }  // namespace whale
+
+// token_logprobs: log_softmax of the raw logits (computed here in long double), the top
+// alternatives sorted with ties to the lower id, NaN as -inf, bad ids rejected.
+TEST(TokenLogprobs, MatchLogSoftmaxAndOrderTies) {
+  const std::vector<float> z = {1.0f, 3.0f, NAN, 3.0f, -2.0f, 0.5f};
+  long double sum = 0;
+  for (float v : z)
+    if (!std::isnan(v)) sum += std::exp((long double)v);
+  auto lp = [&](int i) { return double((long double)z[size_t(i)] - std::log(sum)); };
+  const whale::TokenLogprob t = whale::token_logprobs(z, 4, 3);
+  EXPECT_EQ(t.id, 4);
+  EXPECT_NEAR(t.logprob, lp(4), 1e-6);
+  ASSERT_EQ(t.top.size(), 3u);
+  EXPECT_EQ(t.top[0].first, 1);  // tie between 1 and 3: lower id first
+  EXPECT_EQ(t.top[1].first, 3);
+  EXPECT_EQ(t.top[2].first, 0);
+  EXPECT_NEAR(t.top[0].second, lp(1), 1e-6);
+  EXPECT_NEAR(t.top[2].second, lp(0), 1e-6);
+  EXPECT_EQ(whale::token_logprobs(z, 2, 0).logprob, -INFINITY);  // the NaN token
+  EXPECT_TRUE(whale::token_logprobs(z, 0, 0).top.empty());
+  EXPECT_EQ(whale::token_logprobs(z, 0, 100).top.size(), z.size());
+  EXPECT_THROW(whale::token_logprobs(z, 6, 1), std::invalid_argument);
+  EXPECT_THROW(whale::token_logprobs(std::vector<float>{NAN, -INFINITY}, 0, 1),
+               std::invalid_argument);
+}

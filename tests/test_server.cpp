@@ -8,9 +8,12 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <numeric>
 #include <thread>
 
 #include "formats/tokenizer.h"
@@ -469,4 +472,254 @@ TEST(Server, SigtermShutsDownCleanly) {
       "sleep 0.1; done; kill -TERM $pid; wait $pid; rc=$?; rm -f /tmp/whale_sigterm_$$.log; "
       "exit $rc'";
   EXPECT_EQ(std::system(cmd.c_str()), 0);
+}
+
+// ------------------------------------------------------------------ logprobs, prefix, FIM
+
+namespace {
+
+// log_softmax of the logits after `prompt`, by the model directly (one sequence, fresh cache).
+std::vector<double> reference_logprobs(const Model& model, const std::vector<int32_t>& prompt) {
+  KVCache cache = model.new_cache(256);
+  const std::vector<float> z = model.forward(cache, prompt, false);
+  double m = -INFINITY, sum = 0;
+  for (float v : z) m = std::max(m, double(v));
+  for (float v : z) sum += std::exp(double(v) - m);
+  std::vector<double> out;
+  for (float v : z) out.push_back(double(v) - m - std::log(sum));
+  return out;
+}
+
+// A string as the server's JSON carries it: bytes that are not valid UTF-8 become U+FFFD.
+json as_json_text(const std::string& s) {
+  return json::parse(json(s).dump(-1, ' ', false, json::error_handler_t::replace));
+}
+
+}  // namespace
+
+// Chat logprobs (OpenAI's shape): the first token's logprob and its top alternatives equal the
+// model's own log_softmax; greedy picks the top alternative every time; streamed chunks carry the
+// same entries; completions give the legacy shape; bad values are 400s naming the field.
+TEST(Server, LogprobsAreTheModelsAndStreamTheSame) {
+  Running s(whale::testing::chat_tiny_model(), engine_opts(), {});
+  auto c = s.client();
+  json body = chat_body("Hello", 6);
+  body["logprobs"] = true;
+  body["top_logprobs"] = 5;
+  auto r = post(c, "/v1/chat/completions", body.dump());
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  const json j = json::parse(r->body);
+  const json& content = j["choices"][0]["logprobs"]["content"];
+  ASSERT_TRUE(content.is_array()) << r->body;
+  ASSERT_EQ(content.size(), j["usage"]["completion_tokens"].get<size_t>());
+  for (const json& e : content) {
+    ASSERT_EQ(e["top_logprobs"].size(), 5u);
+    EXPECT_EQ(e["token"], e["top_logprobs"][0]["token"]);  // greedy: the most likely token
+    EXPECT_FLOAT_EQ(e["logprob"].get<float>(), e["top_logprobs"][0]["logprob"].get<float>());
+    EXPECT_LE(e["logprob"].get<double>(), 0.0);
+    for (size_t k = 1; k < 5; ++k)
+      EXPECT_GE(e["top_logprobs"][k - 1]["logprob"].get<double>(),
+                e["top_logprobs"][k]["logprob"].get<double>());
+  }
+  // The tokens' bytes make up the text (a token that ends inside a UTF-8 character shows U+FFFD
+  // in "token"; "bytes" has its real bytes).
+  std::string joined;
+  for (const json& e : content)
+    for (const json& b : e["bytes"]) joined += char(b.get<int>());
+  EXPECT_EQ(as_json_text(joined), j["choices"][0]["message"]["content"]);
+  // The first token against the model's log_softmax after the prompt.
+  std::vector<ChatMessage> msgs = {{"system", "Be brief.", ""}, {"user", "Hello", ""}};
+  const auto prompt = s.tok.encode(render_chat(msgs, ChatStyle::V3, s.tok.bos_token()));
+  const std::vector<double> ref = reference_logprobs(*s.model, prompt);
+  std::vector<int32_t> order(ref.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::partial_sort(order.begin(), order.begin() + 5, order.end(),
+                    [&](int32_t a, int32_t b) { return ref[size_t(a)] > ref[size_t(b)]; });
+  for (size_t k = 0; k < 5; ++k) {
+    const json& alt = content[0]["top_logprobs"][k];
+    EXPECT_EQ(alt["token"], as_json_text(s.tok.token_text(order[k]))) << k;
+    EXPECT_NEAR(alt["logprob"].get<double>(), ref[size_t(order[k])], 1e-4) << k;
+  }
+  // Streamed: the chunks' entries in order are the same.
+  body["stream"] = true;
+  auto st = post(c, "/v1/chat/completions", body.dump());
+  ASSERT_TRUE(st);
+  json streamed = json::array();
+  for (const std::string& e : sse_data(st->body)) {
+    if (e == "[DONE]") break;
+    const json lp = json::parse(e)["choices"][0]["logprobs"];
+    if (lp.is_object())
+      for (const json& x : lp["content"]) streamed.push_back(x);
+  }
+  // (The second request reuses the cached prompt: its logits come from a one-token pass and may
+  // differ from the full prefill's in the last float bits.)
+  ASSERT_EQ(streamed.size(), content.size());
+  for (size_t i = 0; i < content.size(); ++i) {
+    EXPECT_EQ(streamed[i]["token"], content[i]["token"]);
+    EXPECT_EQ(streamed[i]["bytes"], content[i]["bytes"]);
+    EXPECT_NEAR(streamed[i]["logprob"].get<double>(), content[i]["logprob"].get<double>(), 1e-4);
+    EXPECT_EQ(streamed[i]["top_logprobs"].size(), 5u);
+  }
+  // Without logprobs the field is null.
+  r = post(c, "/v1/chat/completions", chat_body("Hello", 2).dump());
+  ASSERT_TRUE(r);
+  EXPECT_TRUE(json::parse(r->body)["choices"][0]["logprobs"].is_null());
+
+  // Completions: the legacy shape, offsets counting the text's bytes.
+  json cb = {
+      {"prompt", "Once upon a time"}, {"max_tokens", 5}, {"temperature", 0}, {"logprobs", 3}};
+  r = post(c, "/v1/completions", cb.dump());
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  const json cj = json::parse(r->body);
+  const json& lp = cj["choices"][0]["logprobs"];
+  ASSERT_EQ(lp["tokens"].size(), cj["usage"]["completion_tokens"].get<size_t>()) << r->body;
+  ASSERT_EQ(lp["token_logprobs"].size(), lp["tokens"].size());
+  ASSERT_EQ(lp["top_logprobs"].size(), lp["tokens"].size());
+  size_t offset = 0;
+  for (size_t i = 0; i < lp["tokens"].size(); ++i) {
+    EXPECT_EQ(lp["text_offset"][i], offset);
+    offset += lp["tokens"][i].get<std::string>().size();
+    EXPECT_LE(lp["top_logprobs"][i].size(), 3u);
+    EXPECT_GE(lp["top_logprobs"][i].size(), 1u);
+  }
+  cb["stream"] = true;
+  st = post(c, "/v1/completions", cb.dump());
+  ASSERT_TRUE(st);
+  json tokens = json::array(), offsets = json::array();
+  for (const std::string& e : sse_data(st->body)) {
+    if (e == "[DONE]") break;
+    const json x = json::parse(e)["choices"][0]["logprobs"];
+    if (!x.is_object()) continue;
+    for (const json& t : x["tokens"]) tokens.push_back(t);
+    for (const json& t : x["text_offset"]) offsets.push_back(t);
+  }
+  EXPECT_EQ(tokens, lp["tokens"]);
+  EXPECT_EQ(offsets, lp["text_offset"]);
+
+  // Bad values.
+  json bad = chat_body("Hello", 2);
+  bad["logprobs"] = true;
+  bad["top_logprobs"] = 21;
+  expect_error(post(c, "/v1/chat/completions", bad.dump()), 400, "", "top_logprobs");
+  bad["logprobs"] = false;
+  bad["top_logprobs"] = 2;
+  expect_error(post(c, "/v1/chat/completions", bad.dump()), 400, "", "top_logprobs");
+  bad.erase("top_logprobs");
+  bad["logprobs"] = 3;
+  expect_error(post(c, "/v1/chat/completions", bad.dump()), 400, "", "logprobs");
+  cb.erase("stream");
+  cb["logprobs"] = 21;
+  expect_error(post(c, "/v1/completions", cb.dump()), 400, "", "logprobs");
+  cb["logprobs"] = 1;
+  cb["echo"] = true;
+  expect_error(post(c, "/v1/completions", cb.dump()), 400, "", "echo");
+}
+
+// Chat prefix completion: the last assistant message, marked "prefix", is continued; the answer
+// is what `whale run` gives on the open turn, under /beta and /v1 alike. R1: content in the
+// prefix closes the think block, so the continuation is all content.
+TEST(Server, ChatPrefixCompletionContinuesTheLastMessage) {
+  Running s(whale::testing::chat_tiny_model(), engine_opts(), {});
+  auto c = s.client();
+  std::vector<ChatMessage> msgs = {{"user", "Write code", "", false},
+                                   {"assistant", "```python\n", "", true}};
+  const std::string rendered = render_chat(msgs, ChatStyle::V3, s.tok.bos_token());
+  EXPECT_TRUE(rendered.ends_with("<｜User｜>Write code<｜Assistant｜>```python\n")) << rendered;
+  Session session(*s.model, 256);
+  GenerateOptions go;
+  go.max_tokens = 8;
+  go.sampling.greedy = true;
+  const GenerateResult ref = session.generate(s.tok.encode(rendered), s.tok, go);
+  const json body = {{"messages",
+                      {{{"role", "user"}, {"content", "Write code"}},
+                       {{"role", "assistant"}, {"content", "```python\n"}, {"prefix", true}}}},
+                     {"max_tokens", 8},
+                     {"temperature", 0}};
+  for (const char* path : {"/beta/chat/completions", "/v1/chat/completions"}) {
+    auto r = post(c, path, body.dump());
+    ASSERT_TRUE(r);
+    ASSERT_EQ(r->status, 200) << r->body;
+    const json j = json::parse(r->body);
+    EXPECT_EQ(j["choices"][0]["message"]["content"], ref.text) << path;
+    EXPECT_EQ(j["usage"]["prompt_tokens"], s.tok.encode(rendered).size());
+  }
+  // Only the last message, an assistant one, can be a prefix.
+  json bad = body;
+  bad["messages"][0]["prefix"] = true;
+  expect_error(post(c, "/beta/chat/completions", bad.dump()), 400, "", "messages[0].prefix");
+  bad = body;
+  bad["messages"][1]["prefix"] = "yes";
+  expect_error(post(c, "/beta/chat/completions", bad.dump()), 400, "", "messages[1].prefix");
+
+  // R1: a prefix with content continues the answer after a closed think block.
+  std::vector<ChatMessage> r1 = {{"user", "Hi", "", false},
+                                 {"assistant", "The answer", "Easy.", true}};
+  EXPECT_TRUE(render_chat(r1, ChatStyle::R1, "<s>")
+                  .ends_with("<｜Assistant｜><think>\nEasy.\n</think>\n\nThe answer"));
+  EXPECT_FALSE(continues_reasoning(r1, ChatStyle::R1));
+  r1[1].content.clear();
+  EXPECT_TRUE(render_chat(r1, ChatStyle::R1, "<s>").ends_with("<｜Assistant｜><think>\nEasy."));
+  EXPECT_TRUE(continues_reasoning(r1, ChatStyle::R1));
+  Running r1s(r1_model(), engine_opts(), {});
+  auto c1 = r1s.client();
+  json rb = body;
+  rb["messages"][1]["reasoning_content"] = "Simple.";
+  auto r = post(c1, "/beta/chat/completions", rb.dump());
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  const json j = json::parse(r->body);
+  EXPECT_FALSE(j["choices"][0]["message"].contains("reasoning_content")) << r->body;
+  EXPECT_EQ(j["usage"]["completion_tokens_details"]["reasoning_tokens"], 0);
+}
+
+// Fill in the middle on /v1/completions (and /beta/completions) with `suffix`: a model scripted to
+// answer FIM prompts writes the known middle; the prompt is rendered with the tokenizer's FIM
+// tokens.
+TEST(Server, FimWritesTheMiddle) {
+  const std::string middle = "    return a + b";
+  const std::string dir = whale::testing::scripted_model("fim-add", middle, "scripted-r1.json",
+                                                         whale::testing::kTokenizerDir, "fim");
+  Running s(dir, engine_opts(), {});
+  auto c = s.client();
+  const json body = {{"prompt", "def add(a, b):\n"},
+                     {"suffix", "\n\nprint(add(1, 2))\n"},
+                     {"max_tokens", 32},
+                     {"temperature", 0}};
+  const auto want = s.tok.encode(
+      "<｜begin▁of▁sentence｜><｜fim▁begin｜>def add(a, b):\n<｜fim▁hole｜>\n\nprint(add(1, "
+      "2))\n<｜fim▁end｜>");
+  for (const char* path : {"/beta/completions", "/v1/completions"}) {
+    auto r = post(c, path, body.dump());
+    ASSERT_TRUE(r);
+    ASSERT_EQ(r->status, 200) << r->body;
+    const json j = json::parse(r->body);
+    EXPECT_EQ(j["choices"][0]["text"], middle) << path;
+    EXPECT_EQ(j["choices"][0]["finish_reason"], "stop");
+    EXPECT_EQ(j["usage"]["prompt_tokens"], want.size());
+  }
+  // Streamed, the same middle.
+  json sb = body;
+  sb["stream"] = true;
+  auto st = post(c, "/beta/completions", sb.dump());
+  ASSERT_TRUE(st);
+  std::string text;
+  for (const std::string& e : sse_data(st->body)) {
+    if (e == "[DONE]") break;
+    text += json::parse(e)["choices"][0]["text"].get<std::string>();
+  }
+  EXPECT_EQ(text, middle);
+  // Without a suffix the prompt is plain text: no FIM answer.
+  auto plain =
+      post(c, "/v1/completions",
+           json{{"prompt", "def add(a, b):\n"}, {"max_tokens", 4}, {"temperature", 0}}.dump());
+  ASSERT_TRUE(plain);
+  EXPECT_NE(json::parse(plain->body)["choices"][0]["text"], middle.substr(0, 4));
+  json bad = body;
+  bad["suffix"] = 3;
+  expect_error(post(c, "/v1/completions", bad.dump()), 400, "", "suffix");
+  bad["suffix"] = "x";
+  bad["echo"] = true;
+  expect_error(post(c, "/v1/completions", bad.dump()), 400, "", "echo");
 }

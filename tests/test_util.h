@@ -96,10 +96,12 @@ inline std::string chat_tiny_model() {
 // An R1 model whose every completion is `script` then eos (gen_model.py --script), made once per
 // build tree under test-models/NAME.
 // `config` (tests/configs/) and `tokenizer` pick the architecture and vocabulary (default: a
-// DeepSeek-V3-style model with the DeepSeek-V3 tokenizer).
+// DeepSeek-V3-style model with the DeepSeek-V3 tokenizer); `after` "fim" makes the script answer
+// fill-in-the-middle prompts instead of R1 chats (gen_model.py --fim-script).
 inline std::string scripted_model(const std::string& name, const std::string& script,
                                   const std::string& config = "scripted-r1.json",
-                                  const std::string& tokenizer = kTokenizerDir) {
+                                  const std::string& tokenizer = kTokenizerDir,
+                                  const std::string& after = "r1") {
   const std::string bin = WHALE_BINARY;
   const std::string dir = bin.substr(0, bin.rfind('/')) + "/test-models/" + name;
   if (std::filesystem::exists(dir + "/config.json")) return dir;
@@ -107,9 +109,10 @@ inline std::string scripted_model(const std::string& name, const std::string& sc
   std::filesystem::create_directories(tmp);
   std::ofstream(tmp + ".txt") << script << "\n";
   const std::string root = kRoot;
-  const Result r = sh("/usr/bin/python3 " + root + "/scripts/gen_model.py --config " + root +
-                      "/tests/configs/" + config + " --out " + tmp + " --dtype bf16 --seed 3" +
-                      " --tokenizer " + tokenizer + " --script " + tmp + ".txt");
+  const Result r =
+      sh("/usr/bin/python3 " + root + "/scripts/gen_model.py --config " + root + "/tests/configs/" +
+         config + " --out " + tmp + " --dtype bf16 --seed 3" + " --tokenizer " + tokenizer +
+         (after == "fim" ? " --fim-script " : " --script ") + tmp + ".txt");
   EXPECT_EQ(r.code, 0) << r.out;
   std::filesystem::remove(tmp + ".txt");
   std::error_code ec;

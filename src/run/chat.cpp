@@ -56,6 +56,16 @@ std::string render_chat(const std::vector<ChatMessage>& messages, ChatStyle styl
     if (m.role == "user") {
       in_tool_outputs = false;
       out.append(kUser).append(m.content);
+    } else if (m.role == "assistant" && m.prefix) {
+      // Continued by the model, so left open (only the last message can be a prefix).
+      out.append(in_tool_outputs ? kOutputsEnd : kAssistant);
+      in_tool_outputs = false;
+      if (style == ChatStyle::R1) {
+        out.append("<think>\n").append(m.reasoning_content);
+        if (!m.content.empty()) out.append("\n</think>\n\n");
+      }
+      out.append(m.content);
+      return out;
     } else if (m.role == "assistant") {
       if (in_tool_outputs) {
         out.append(kOutputsEnd).append(m.content).append(kEos);
@@ -82,6 +92,11 @@ std::string render_chat(const std::vector<ChatMessage>& messages, ChatStyle styl
     if (style == ChatStyle::R1) out += "<think>\n";
   }
   return out;
+}
+
+bool continues_reasoning(const std::vector<ChatMessage>& messages, ChatStyle style) {
+  if (style != ChatStyle::R1) return false;
+  return messages.empty() || !messages.back().prefix || messages.back().content.empty();
 }
 
 ReasoningSplit split_reasoning(std::string_view generated) {

@@ -14,6 +14,10 @@
 //   other roles render nothing. Tool *calls* (assistant messages with tool_calls) are not modelled.
 // Generation prompt (unless the conversation ends with tool outputs): V3 "<｜Assistant｜>",
 // R1 "<｜Assistant｜><think>\n".
+// Prefix completion (DeepSeek's beta feature): a last assistant message with `prefix` set is not
+// closed but continued. It renders as the generation prompt followed by its content (V3); R1 puts
+// its reasoning_content after "<think>\n" and, when content is not empty, closes the think block
+// first: "<｜Assistant｜><think>\n" + reasoning + "\n</think>\n\n" + content.
 // R1 only: an earlier assistant turn keeps just the text after its last "</think>"; its
 // reasoning_content is never rendered (by either template).
 #pragma once
@@ -31,6 +35,7 @@ struct ChatMessage {
   std::string role;  // "system", "user", "assistant", "tool"
   std::string content;
   std::string reasoning_content;  // R1 reasoning of an assistant turn; not rendered
+  bool prefix = false;            // the last assistant message, to be continued (see above)
 };
 
 enum class ChatStyle { V3, R1 };
@@ -41,6 +46,10 @@ ChatStyle detect_chat_style(std::string_view chat_template);
 
 std::string render_chat(const std::vector<ChatMessage>& messages, ChatStyle style,
                         const std::string& bos_token, bool add_generation_prompt = true);
+
+// Whether the continuation of `messages` starts inside an R1 think block: an R1 chat that does not
+// end with a prefix whose content closes the reasoning.
+bool continues_reasoning(const std::vector<ChatMessage>& messages, ChatStyle style);
 
 // Splits R1 output (generated after "<think>\n") at the first "</think>". reasoning: the text
 // before it, without a leading "<think>" and surrounding whitespace; content: the text after it,

@@ -438,4 +438,35 @@ std::vector<TokenProb> Sampler::distribution(std::span<const float> logits,
   return out;
 }
 
+TokenLogprob token_logprobs(std::span<const float> logits, int32_t chosen, int top) {
+  if (chosen < 0 || size_t(chosen) >= logits.size())
+    throw std::invalid_argument("token_logprobs: token id outside the vocabulary");
+  auto value = [&](size_t i) { return std::isnan(logits[i]) ? -kInf : logits[i]; };
+  float m = -kInf;
+  for (size_t i = 0; i < logits.size(); ++i) m = std::max(m, value(i));
+  if (!std::isfinite(m)) throw std::invalid_argument("token_logprobs: no finite logit");
+  double sum = 0;  // in double: 129280 terms
+  for (size_t i = 0; i < logits.size(); ++i) sum += std::exp(double(value(i)) - m);
+  const double lse = double(m) + std::log(sum);
+  TokenLogprob out;
+  out.id = chosen;
+  out.logprob = float(double(value(size_t(chosen))) - lse);
+  const size_t k = std::min(size_t(std::max(top, 0)), logits.size());
+  if (k == 0) return out;
+  // Keep a sorted list of the k best seen so far; most tokens fail the first comparison.
+  std::vector<std::pair<int32_t, float>> best;
+  best.reserve(k + 1);
+  auto better = [](const std::pair<int32_t, float>& a, const std::pair<int32_t, float>& b) {
+    return a.second > b.second || (a.second == b.second && a.first < b.first);
+  };
+  for (size_t i = 0; i < logits.size(); ++i) {
+    const std::pair<int32_t, float> c{int32_t(i), value(i)};
+    if (best.size() == k && !better(c, best.back())) continue;
+    best.insert(std::upper_bound(best.begin(), best.end(), c, better), c);
+    if (best.size() > k) best.pop_back();
+  }
+  for (auto& [id, z] : best) out.top.emplace_back(id, float(double(z) - lse));
+  return out;
+}
+
 }  // namespace whale

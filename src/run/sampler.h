@@ -39,6 +39,7 @@
 #include <cstdint>
 #include <random>
 #include <span>
+#include <utility>
 #include <vector>
 
 namespace whale {
@@ -119,5 +120,17 @@ class Sampler {
   bool all_kept_ = true;
   bool sorted_ = false;
 };
+
+// The log-probability of token `chosen` under softmax(logits) (the model's own distribution:
+// no penalties, temperature or filters), and the `top` most probable tokens with theirs, by
+// descending log-probability (ties: lower id first). This is what the OpenAI API's `logprobs` /
+// `top_logprobs` report. NaN logits count as -inf. Throws std::invalid_argument when no logit is
+// finite or `chosen` is outside the vocabulary.
+struct TokenLogprob {
+  int32_t id = -1;
+  float logprob = 0;
+  std::vector<std::pair<int32_t, float>> top;  // (id, logprob)
+};
+TokenLogprob token_logprobs(std::span<const float> logits, int32_t chosen, int top);
 
 }  // namespace whale

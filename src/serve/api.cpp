@@ -11,6 +11,7 @@ using json = nlohmann::json;
 
 constexpr std::string_view kThink = "<think>";
 constexpr size_t kMaxStop = 16;
+constexpr int64_t kMaxTopLogprobs = 20;
 
 // The same whitespace as split_reasoning (run/chat.cpp) trims.
 bool is_space(char c) {
@@ -155,6 +156,7 @@ ChatMessage parse_message(const json& m, size_t i) {
       msg.reasoning_content = get_string(*r, p + ".reasoning_content");
     }
   }
+  if (const json* prefix = field(m, "prefix")) msg.prefix = get_bool(*prefix, p + ".prefix");
   return msg;
 }
 
@@ -165,6 +167,12 @@ void parse_messages(const json& body, GenRequest& req) {
   if (messages->empty()) fail("messages", "must contain at least one message");
   for (size_t i = 0; i < messages->size(); ++i) {
     req.messages.push_back(parse_message((*messages)[i], i));
+    // Chat prefix completion: only the last message, an assistant one, may be continued.
+    if (req.messages.back().prefix &&
+        (i + 1 != messages->size() || req.messages.back().role != "assistant")) {
+      fail(index_param("messages", i) + ".prefix",
+           "only the last message, with role assistant, can be a prefix");
+    }
   }
 }
 
@@ -289,13 +297,23 @@ void parse_common(const json& body, GenRequest& req) {
   }
   if (const json* j = field(body, "stop")) parse_stop(*j, req);
   if (const json* j = field(body, "response_format")) parse_response_format(*j, req);
-  // Chat takes logprobs as a boolean, completions as an integer count; neither is implemented.
+  // Chat takes logprobs as a boolean plus top_logprobs, completions logprobs as a count.
   if (const json* j = field(body, "logprobs")) {
-    if (req.chat && !j->is_boolean()) wrong_type("logprobs", "a boolean", *j);
-    if (!req.chat && !j->is_boolean() && !j->is_number_integer()) {
-      wrong_type("logprobs", "an integer", *j);
+    if (req.chat) {
+      if (get_bool(*j, "logprobs")) req.top_logprobs = 0;
+    } else if (j->is_boolean()) {  // accepted too: false is "none", true "no alternatives"
+      if (j->get<bool>()) req.top_logprobs = 0;
+    } else {
+      const int64_t n = get_int(*j, "logprobs");
+      if (n < 0 || n > kMaxTopLogprobs) fail("logprobs", "must be between 0 and 20");
+      req.top_logprobs = int(n);
     }
-    if (!j->is_boolean() || j->get<bool>()) fail("logprobs", "logprobs are not supported");
+  }
+  if (const json* j = field(body, "top_logprobs"); j && req.chat) {
+    const int64_t n = get_int(*j, "top_logprobs");
+    if (n < 0 || n > kMaxTopLogprobs) fail("top_logprobs", "must be between 0 and 20");
+    if (req.top_logprobs < 0) fail("top_logprobs", "needs logprobs: true");
+    req.top_logprobs = int(n);
   }
   // Extensions of llama.cpp and vLLM.
   if (const json* j = field(body, "top_k")) {
@@ -376,8 +394,13 @@ GenRequest parse_request(std::string_view body, bool chat) {
   } else {
     parse_prompt(j, req);
     if (const json* e = field(j, "echo")) req.echo = get_bool(*e, "echo");
+    if (const json* sfx = field(j, "suffix")) req.suffix = get_string(*sfx, "suffix");
   }
   parse_common(j, req);
+  if (req.echo && req.suffix) fail("echo", "echo cannot be combined with suffix (FIM)");
+  if (req.echo && req.top_logprobs >= 0) {
+    fail("echo", "echo with logprobs (prompt logprobs) is not supported");
+  }
   return req;
 }
 
@@ -411,13 +434,14 @@ json finish_or_null(const std::string& finish_reason) {
 nlohmann::json chat_response(const std::string& id, int64_t created, const std::string& model,
                              const std::string& content,
                              const std::optional<std::string>& reasoning_content,
-                             const std::string& finish_reason, const Usage& usage) {
+                             const std::string& finish_reason, const Usage& usage,
+                             nlohmann::json logprobs) {
   json message = {{"role", "assistant"}, {"content", content}};
   if (reasoning_content) message["reasoning_content"] = *reasoning_content;
   json j = envelope(id, "chat.completion", created, model);
   j["choices"] = json::array({{{"index", 0},
                                {"message", std::move(message)},
-                               {"logprobs", nullptr},
+                               {"logprobs", std::move(logprobs)},
                                {"finish_reason", finish_reason}}});
   j["usage"] = usage.to_json();
   return j;
@@ -425,16 +449,19 @@ nlohmann::json chat_response(const std::string& id, int64_t created, const std::
 
 nlohmann::json completion_response(const std::string& id, int64_t created, const std::string& model,
                                    const std::string& text, const std::string& finish_reason,
-                                   const Usage& usage) {
+                                   const Usage& usage, nlohmann::json logprobs) {
   json j = envelope(id, "text_completion", created, model);
-  j["choices"] = json::array(
-      {{{"index", 0}, {"text", text}, {"logprobs", nullptr}, {"finish_reason", finish_reason}}});
+  j["choices"] = json::array({{{"index", 0},
+                               {"text", text},
+                               {"logprobs", std::move(logprobs)},
+                               {"finish_reason", finish_reason}}});
   j["usage"] = usage.to_json();
   return j;
 }
 
 nlohmann::json chat_chunk(const std::string& id, int64_t created, const std::string& model,
-                          const ChatDelta& delta, const std::string& finish_reason) {
+                          const ChatDelta& delta, const std::string& finish_reason,
+                          nlohmann::json logprobs) {
   json d = json::object();
   if (delta.role) d["role"] = "assistant";
   if (delta.content) d["content"] = *delta.content;
@@ -442,19 +469,61 @@ nlohmann::json chat_chunk(const std::string& id, int64_t created, const std::str
   json j = envelope(id, "chat.completion.chunk", created, model);
   j["choices"] = json::array({{{"index", 0},
                                {"delta", std::move(d)},
-                               {"logprobs", nullptr},
+                               {"logprobs", std::move(logprobs)},
                                {"finish_reason", finish_or_null(finish_reason)}}});
   return j;
 }
 
 nlohmann::json completion_chunk(const std::string& id, int64_t created, const std::string& model,
-                                const std::string& text, const std::string& finish_reason) {
+                                const std::string& text, const std::string& finish_reason,
+                                nlohmann::json logprobs) {
   json j = envelope(id, "text_completion", created, model);
   j["choices"] = json::array({{{"index", 0},
                                {"text", text},
-                               {"logprobs", nullptr},
+                               {"logprobs", std::move(logprobs)},
                                {"finish_reason", finish_or_null(finish_reason)}}});
   return j;
+}
+
+namespace {
+
+json token_bytes(const std::string& s) {
+  json b = json::array();
+  for (unsigned char c : s) b.push_back(int(c));
+  return b;
+}
+
+}  // namespace
+
+nlohmann::json chat_logprobs(const std::vector<LogprobEntry>& entries) {
+  json content = json::array();
+  for (const LogprobEntry& e : entries) {
+    json top = json::array();
+    for (const auto& [t, lp] : e.top)
+      top.push_back({{"token", t}, {"logprob", lp}, {"bytes", token_bytes(t)}});
+    content.push_back({{"token", e.token},
+                       {"logprob", e.logprob},
+                       {"bytes", token_bytes(e.token)},
+                       {"top_logprobs", std::move(top)}});
+  }
+  return {{"content", std::move(content)}};
+}
+
+nlohmann::json completion_logprobs(const std::vector<LogprobEntry>& entries, size_t offset) {
+  json tokens = json::array(), lps = json::array(), tops = json::array(), offsets = json::array();
+  for (const LogprobEntry& e : entries) {
+    tokens.push_back(e.token);
+    lps.push_back(e.logprob);
+    json top = json::object();
+    for (const auto& [t, lp] : e.top) top[t] = lp;
+    tops.push_back(std::move(top));
+    offsets.push_back(offset);
+    offset += e.token.size();
+  }
+  return {{"tokens", std::move(tokens)},
+          {"token_logprobs", std::move(lps)},
+          {"top_logprobs", std::move(tops)},
+          {"text_offset", std::move(offsets)}};
 }
 
 nlohmann::json usage_chunk(const std::string& id, int64_t created, const std::string& model,

@@ -14,6 +14,7 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "run/chat.h"
@@ -48,6 +49,11 @@ struct GenRequest {
   std::vector<std::string> stop;      // string or array of strings
   bool json_object = false;           // response_format {"type":"json_object"}
   bool echo = false;                  // completions only: echo the prompt
+  // completions only: fill in the middle between `prompt` and `suffix` (FIM); absent: no FIM.
+  std::optional<std::string> suffix;
+  // Log-probabilities: -1 none; otherwise each generated token's logprob and this many most
+  // likely alternatives (chat: logprobs true + top_logprobs 0-20; completions: logprobs 0-20).
+  int top_logprobs = -1;
 };
 
 // Parses and validates a request body. `chat`: which endpoint. Throws ApiError (400) naming the
@@ -61,14 +67,28 @@ struct Usage {
   nlohmann::json to_json() const;
 };
 
-// Non-streamed responses.
+// One generated token's log-probability and its most likely alternatives, as text.
+struct LogprobEntry {
+  std::string token;  // the token's bytes (may be part of a UTF-8 character)
+  float logprob = 0;
+  std::vector<std::pair<std::string, float>> top;
+};
+// The `logprobs` object of a chat choice or chunk: {"content": [{token, logprob, bytes,
+// top_logprobs: [{token, logprob, bytes}]}]}.
+nlohmann::json chat_logprobs(const std::vector<LogprobEntry>& entries);
+// The legacy completions shape: {tokens, token_logprobs, top_logprobs: [{token: logprob}],
+// text_offset}; offsets count bytes from `offset`, the position of the first token in the text.
+nlohmann::json completion_logprobs(const std::vector<LogprobEntry>& entries, size_t offset);
+
+// Non-streamed responses. `logprobs`: the choice's logprobs object, or null.
 nlohmann::json chat_response(const std::string& id, int64_t created, const std::string& model,
                              const std::string& content,
                              const std::optional<std::string>& reasoning_content,
-                             const std::string& finish_reason, const Usage& usage);
+                             const std::string& finish_reason, const Usage& usage,
+                             nlohmann::json logprobs = nullptr);
 nlohmann::json completion_response(const std::string& id, int64_t created, const std::string& model,
                                    const std::string& text, const std::string& finish_reason,
-                                   const Usage& usage);
+                                   const Usage& usage, nlohmann::json logprobs = nullptr);
 
 // Stream chunks ("chat.completion.chunk" / "text_completion"). Fields left empty (nullopt) are
 // omitted from the delta, an engaged "" is kept (OpenAI's first chunk: {"role": "assistant",
@@ -78,9 +98,11 @@ struct ChatDelta {
   std::optional<std::string> content, reasoning_content;
 };
 nlohmann::json chat_chunk(const std::string& id, int64_t created, const std::string& model,
-                          const ChatDelta& delta, const std::string& finish_reason);
+                          const ChatDelta& delta, const std::string& finish_reason,
+                          nlohmann::json logprobs = nullptr);
 nlohmann::json completion_chunk(const std::string& id, int64_t created, const std::string& model,
-                                const std::string& text, const std::string& finish_reason);
+                                const std::string& text, const std::string& finish_reason,
+                                nlohmann::json logprobs = nullptr);
 nlohmann::json usage_chunk(const std::string& id, int64_t created, const std::string& model,
                            bool chat, const Usage& usage);
 

@@ -36,6 +36,14 @@ void Job::push_text(const std::string& s) {
   cv_.notify_all();
 }
 
+void Job::push_logprob(TokenLogprob lp) {
+  {
+    std::lock_guard lk(mu_);
+    pending_lp_.push_back(std::move(lp));
+  }
+  cv_.notify_all();
+}
+
 void Job::finish(const std::string& reason) {
   {
     std::lock_guard lk(mu_);
@@ -46,12 +54,20 @@ void Job::finish(const std::string& reason) {
   cv_.notify_all();
 }
 
-bool Job::wait_text(std::string& out, std::chrono::milliseconds timeout) {
+bool Job::wait_text(std::string& out, std::chrono::milliseconds timeout,
+                    std::vector<TokenLogprob>* logprobs) {
   std::unique_lock lk(mu_);
-  cv_.wait_for(lk, timeout, [&] { return done_ || !pending_.empty(); });
+  cv_.wait_for(lk, timeout,
+               [&] { return done_ || !pending_.empty() || (logprobs && !pending_lp_.empty()); });
   out.clear();
   std::swap(out, pending_);
-  return !(done_ && out.empty());
+  bool got_lp = false;
+  if (logprobs) {
+    logprobs->clear();
+    std::swap(*logprobs, pending_lp_);
+    got_lp = !logprobs->empty();
+  }
+  return !(done_ && out.empty() && !got_lp);
 }
 
 void Job::wait_done() {
@@ -74,8 +90,9 @@ struct Engine::Slot {
   std::optional<StreamDecoder> detok;
   std::optional<StopMatcher> stops;
   JsonState json;
-  std::vector<int32_t> ids;  // generated
-  std::string think_tail;    // the end of the text so far, while "</think>" is not in it
+  std::vector<int32_t> ids;       // generated
+  std::vector<float> raw_logits;  // the logits before masking, when logprobs are asked for
+  std::string think_tail;         // the end of the text so far, while "</think>" is not in it
   bool think_closed = false;
   // Speculative decoding (as run/session.h): the MTP cache holds positions [0, mtp->len());
   // pend_h the main model's hidden states of positions [mtp->len(), cache.len()) and pend_t the
@@ -332,8 +349,18 @@ bool Engine::next_token(Slot& s, std::span<float> logits) {
   }
   int32_t next;
   try {
-    if (job.json_object) json_filter_->mask(s.json, logits);
+    // Log-probabilities are the model's own: taken before JSON masking.
+    std::span<const float> raw = logits;
+    if (job.json_object) {
+      if (job.top_logprobs >= 0) {
+        s.raw_logits.assign(logits.begin(), logits.end());
+        raw = s.raw_logits;
+      }
+      json_filter_->mask(s.json, logits);
+    }
     next = s.sampler->sample(logits, s.ids);
+    if (job.top_logprobs >= 0 && !(job.opt.stop_at_eos && next == tok_.eos_id()))
+      job.push_logprob(token_logprobs(raw, next, job.top_logprobs));
   } catch (const std::exception& e) {
     job.error = e.what();
     finish(s, "error");

@@ -34,6 +34,7 @@
 
 #include "formats/tokenizer.h"
 #include "model/model.h"
+#include "run/sampler.h"
 #include "run/session.h"
 #include "serve/json_mode.h"
 
@@ -63,14 +64,21 @@ class Job {
   // The completion starts inside a think block (an R1 chat): its tokens up to the one that
   // completes "</think>" (all of them if none does) are counted as reasoning_tokens.
   bool count_reasoning = false;
+  // Log-probabilities: -1 none; else each generated token's (run/sampler.h token_logprobs) with
+  // this many alternatives, handed out by wait_text beside the text.
+  int top_logprobs = -1;
 
   // Cancels the job (client gone); the engine frees its slot at the next step.
   void cancel() { cancelled_ = true; }
   bool cancelled() const { return cancelled_; }
 
-  // Moves the text produced since the last call into `out`; blocks up to `timeout` when there is
-  // none yet. Returns false once the job is finished and all its text has been taken.
-  bool wait_text(std::string& out, std::chrono::milliseconds timeout);
+  // Moves the text produced since the last call into `out` (and, when `logprobs` is given, the
+  // log-probabilities of the tokens generated since then into it); blocks up to `timeout` when
+  // there is nothing yet. Returns false once the job is finished and all its output has been taken.
+  // A token's logprob can come before its text (the stop matcher holds text back) and exists for
+  // tokens whose text is cut by a stop string.
+  bool wait_text(std::string& out, std::chrono::milliseconds timeout,
+                 std::vector<TokenLogprob>* logprobs = nullptr);
   // Blocks until the job is finished.
   void wait_done();
 
@@ -83,11 +91,13 @@ class Job {
  private:
   friend class Engine;
   void push_text(const std::string& s);
+  void push_logprob(TokenLogprob lp);
   void finish(const std::string& reason);
 
   std::mutex mu_;
   std::condition_variable cv_;
   std::string pending_;
+  std::vector<TokenLogprob> pending_lp_;
   bool done_ = false;
   std::atomic<bool> cancelled_{false};
   std::chrono::steady_clock::time_point submitted_;

@@ -6,9 +6,11 @@
 #include <poll.h>
 #include <sys/socket.h>
 
+#include <array>
 #include <chrono>
 #include <cstdio>
 #include <ctime>
+#include <optional>
 #include <random>
 
 #include "serve/api.h"
@@ -74,6 +76,30 @@ uint64_t random_seed() {
   return rng();
 }
 
+// The fill-in-the-middle tokens in prompt order, where the tokenizer has them: DeepSeek's
+// <｜fim▁begin｜> prefix <｜fim▁hole｜> suffix <｜fim▁end｜> or Qwen's
+// <|fim_prefix|> prefix <|fim_suffix|> suffix <|fim_middle|>; the model writes the middle.
+std::optional<std::array<int32_t, 3>> fim_tokens(const Tokenizer& tok) {
+  for (const auto& names :
+       {std::array<const char*, 3>{"<｜fim▁begin｜>", "<｜fim▁hole｜>", "<｜fim▁end｜>"},
+        std::array<const char*, 3>{"<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>"}}) {
+    const auto a = tok.token_id(names[0]), b = tok.token_id(names[1]), c = tok.token_id(names[2]);
+    if (a && b && c) return std::array<int32_t, 3>{*a, *b, *c};
+  }
+  return std::nullopt;
+}
+
+std::vector<LogprobEntry> logprob_entries(const Tokenizer& tok,
+                                          const std::vector<TokenLogprob>& lps) {
+  std::vector<LogprobEntry> out;
+  for (const TokenLogprob& lp : lps) {
+    LogprobEntry e{tok.token_text(lp.id), lp.logprob, {}};
+    for (const auto& [id, v] : lp.top) e.top.emplace_back(tok.token_text(id), v);
+    out.push_back(std::move(e));
+  }
+  return out;
+}
+
 void send_error(httplib::Response& res, const ApiError& e) {
   res.status = e.status;
   res.set_content(e.to_json().dump(), "application/json");
@@ -129,7 +155,7 @@ void Server::routes() {
 
   // Authentication for the API routes when a key is set.
   s.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
-    if (opt_.api_key.empty() || !req.path.starts_with("/v1/"))
+    if (opt_.api_key.empty() || !(req.path.starts_with("/v1/") || req.path.starts_with("/beta/")))
       return httplib::Server::HandlerResponse::Unhandled;
     if (req.get_header_value("Authorization") == "Bearer " + opt_.api_key)
       return httplib::Server::HandlerResponse::Unhandled;
@@ -196,8 +222,12 @@ void Server::routes() {
       count(endpoint, res.status == -1 ? 200 : res.status);
     };
   };
-  s.Post("/v1/chat/completions", generate(true));
-  s.Post("/v1/completions", generate(false));
+  // DeepSeek serves its beta features (chat prefix completion, FIM) under /beta; whale serves
+  // every route under both.
+  for (const char* root : {"/v1", "/beta"}) {
+    s.Post(std::string(root) + "/chat/completions", generate(true));
+    s.Post(std::string(root) + "/completions", generate(false));
+  }
 }
 
 // ------------------------------------------------------------------ generation requests
@@ -210,17 +240,34 @@ void Server::handle(const httplib::Request& req, httplib::Response& res, bool ch
   std::string echo;
   if (chat) {
     job->prompt = tok_.encode(render_chat(g.messages, style_, tok_.bos_token()));
-  } else if (!g.prompt_ids.empty()) {
-    for (int32_t id : g.prompt_ids)
-      if (id < 0 || size_t(id) >= tok_.vocab_size())
-        throw ApiError(400, "invalid_request_error",
-                       "prompt: token id " + std::to_string(id) + " is outside the vocabulary", "",
-                       "prompt");
-    job->prompt = g.prompt_ids;
-    if (g.echo) echo = tok_.decode(g.prompt_ids, true);
   } else {
-    job->prompt = tok_.encode(g.prompt, tok_.add_bos());
-    if (g.echo) echo = g.prompt;
+    if (!g.prompt_ids.empty()) {
+      for (int32_t id : g.prompt_ids)
+        if (id < 0 || size_t(id) >= tok_.vocab_size())
+          throw ApiError(400, "invalid_request_error",
+                         "prompt: token id " + std::to_string(id) + " is outside the vocabulary",
+                         "", "prompt");
+      if (g.echo) echo = tok_.decode(g.prompt_ids, true);
+    } else if (g.echo) {
+      echo = g.prompt;
+    }
+    const bool bos = tok_.add_bos() && g.prompt_ids.empty();
+    std::vector<int32_t> ids = g.prompt_ids.empty() ? tok_.encode(g.prompt, false) : g.prompt_ids;
+    if (g.suffix) {
+      const auto fim = fim_tokens(tok_);
+      if (!fim)
+        throw ApiError(400, "invalid_request_error",
+                       "suffix: this model's tokenizer has no fill-in-the-middle tokens "
+                       "(<｜fim▁begin｜>, <｜fim▁hole｜>, <｜fim▁end｜>)",
+                       "", "suffix");
+      ids.insert(ids.begin(), (*fim)[0]);
+      ids.push_back((*fim)[1]);
+      const std::vector<int32_t> sfx = tok_.encode(*g.suffix, false);
+      ids.insert(ids.end(), sfx.begin(), sfx.end());
+      ids.push_back((*fim)[2]);
+    }
+    if (bos && tok_.bos_id() >= 0) ids.insert(ids.begin(), tok_.bos_id());
+    job->prompt = std::move(ids);
   }
   const int64_t n_prompt = int64_t(job->prompt.size());
   if (n_prompt >= ctx)
@@ -233,14 +280,16 @@ void Server::handle(const httplib::Request& req, httplib::Response& res, bool ch
   job->opt.max_tokens = std::min(g.max_tokens.value_or(opt_.default_max_tokens), ctx - n_prompt);
   job->opt.stop = g.stop;
   job->json_object = g.json_object;
-  job->count_reasoning = chat && style_ == ChatStyle::R1;
+  const bool reasoning = chat && continues_reasoning(g.messages, style_);
+  job->count_reasoning = reasoning;
+  job->top_logprobs = g.top_logprobs;
+  const bool want_lp = g.top_logprobs >= 0;
   if (!engine_.submit(job)) {
     res.set_header("Retry-After", "1");
     throw ApiError(503, "server_error", "The server is busy (request queue full); retry shortly.",
                    "server_overloaded");
   }
 
-  const bool reasoning = chat && style_ == ChatStyle::R1;
   const std::string id = random_id(chat ? "chatcmpl-" : "cmpl-");
   const int64_t created = std::time(nullptr);
   const std::string model = g.model.empty() ? opt_.model_id : g.model;
@@ -257,8 +306,10 @@ void Server::handle(const httplib::Request& req, httplib::Response& res, bool ch
 
   if (!g.stream) {
     std::string text = echo, piece;
-    while (job->wait_text(piece, 100ms)) {
+    std::vector<TokenLogprob> lps, got;
+    while (job->wait_text(piece, 100ms, want_lp ? &got : nullptr)) {
       text += piece;
+      lps.insert(lps.end(), got.begin(), got.end());
       if (peer_closed(fd)) {
         gone();
         job->wait_done();
@@ -266,15 +317,18 @@ void Server::handle(const httplib::Request& req, httplib::Response& res, bool ch
       }
     }
     if (job->finish_reason == "error") throw ApiError(500, "server_error", job->error);
-    json body;
+    json body, lp = nullptr;
+    if (want_lp)
+      lp = chat ? chat_logprobs(logprob_entries(tok_, lps))
+                : completion_logprobs(logprob_entries(tok_, lps), 0);
     if (!chat) {
-      body = completion_response(id, created, model, text, job->finish_reason, usage());
+      body = completion_response(id, created, model, text, job->finish_reason, usage(), lp);
     } else if (reasoning) {
       const ReasoningSplit sp = split_reasoning(text);
-      body =
-          chat_response(id, created, model, sp.content, sp.reasoning, job->finish_reason, usage());
+      body = chat_response(id, created, model, sp.content, sp.reasoning, job->finish_reason,
+                           usage(), lp);
     } else {
-      body = chat_response(id, created, model, text, std::nullopt, job->finish_reason, usage());
+      body = chat_response(id, created, model, text, std::nullopt, job->finish_reason, usage(), lp);
     }
     res.set_content(body.dump(-1, ' ', false, json::error_handler_t::replace), "application/json");
     return;
@@ -286,13 +340,26 @@ void Server::handle(const httplib::Request& req, httplib::Response& res, bool ch
   const bool include_usage = g.include_usage;
   res.set_chunked_content_provider(
       "text/event-stream",
-      [=](size_t, httplib::DataSink& sink) {
+      [=, this](size_t, httplib::DataSink& sink) {
         auto send = [&](const json& j) {
           const std::string ev = sse_event(j);
           return sink.write(ev.data(), ev.size());
         };
         ReasoningStream split;
         bool ok = true;
+        // Log-probabilities ride on the next chunk sent after their tokens arrive (the final
+        // chunk takes what is left); completions number their text offsets in token bytes.
+        std::vector<TokenLogprob> got, held;
+        size_t lp_offset = 0;
+        auto take_lp = [&]() -> json {
+          if (!want_lp) return nullptr;
+          const std::vector<LogprobEntry> e = logprob_entries(tok_, held);
+          held.clear();
+          if (chat) return chat_logprobs(e);
+          json j = completion_logprobs(e, lp_offset);
+          for (const LogprobEntry& x : e) lp_offset += x.token.size();
+          return j;
+        };
         if (chat) {
           ChatDelta first;
           first.role = true;
@@ -305,26 +372,27 @@ void Server::handle(const httplib::Request& req, httplib::Response& res, bool ch
           if (!p.reasoning.empty()) {
             ChatDelta d;
             d.reasoning_content = p.reasoning;
-            ok = ok && send(chat_chunk(id, created, model, d, ""));
+            ok = ok && send(chat_chunk(id, created, model, d, "", take_lp()));
           }
           if (!p.content.empty()) {
             ChatDelta d;
             d.content = p.content;
-            ok = ok && send(chat_chunk(id, created, model, d, ""));
+            ok = ok && send(chat_chunk(id, created, model, d, "", take_lp()));
           }
         };
         std::string piece;
-        while (ok && job->wait_text(piece, 100ms)) {
+        while (ok && job->wait_text(piece, 100ms, want_lp ? &got : nullptr)) {
           if (peer_closed(fd)) ok = false;
+          held.insert(held.end(), got.begin(), got.end());
           if (piece.empty() || !ok) continue;
           if (!chat) {
-            ok = send(completion_chunk(id, created, model, piece, ""));
+            ok = send(completion_chunk(id, created, model, piece, "", take_lp()));
           } else if (reasoning) {
             relay(split.push(piece));
           } else {
             ChatDelta d;
             d.content = piece;
-            ok = send(chat_chunk(id, created, model, d, ""));
+            ok = send(chat_chunk(id, created, model, d, "", take_lp()));
           }
         }
         if (!ok) {
@@ -333,12 +401,13 @@ void Server::handle(const httplib::Request& req, httplib::Response& res, bool ch
           return false;
         }
         if (reasoning) relay(split.flush());
+        const json rest = held.empty() ? json(nullptr) : take_lp();
         if (job->finish_reason == "error") {
           ok = ok && send(ApiError(500, "server_error", job->error).to_json());
         } else if (chat) {
-          ok = ok && send(chat_chunk(id, created, model, ChatDelta{}, job->finish_reason));
+          ok = ok && send(chat_chunk(id, created, model, ChatDelta{}, job->finish_reason, rest));
         } else {
-          ok = ok && send(completion_chunk(id, created, model, "", job->finish_reason));
+          ok = ok && send(completion_chunk(id, created, model, "", job->finish_reason, rest));
         }
         if (ok && include_usage) ok = send(usage_chunk(id, created, model, chat, usage()));
         const std::string done = sse_done();

@@ -149,6 +149,14 @@ export function scriptText() {
   return readFileSync(SCRIPT_FILE, "utf8").replace(/\n$/, "");
 }
 
+/** The served model's greedy answer to a fill-in-the-middle prompt (gen_model.py --fim-script). */
+export function fimScriptText() {
+  return readFileSync(SCRIPT_FILE.replace("scripted-r1.txt", "scripted-fim.txt"), "utf8").replace(
+    /\n$/,
+    "",
+  );
+}
+
 /**
  * DeepSeek API split of a generated R1 text, written from its documented behaviour (not from the
  * server's code): reasoning_content is the text before "</think>" (an opening "<think>" dropped),

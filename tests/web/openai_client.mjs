@@ -12,6 +12,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import {
   artifactDir,
+  fimScriptText,
   importDep,
   loadTokenizer,
   ok,
@@ -361,6 +362,77 @@ async function main() {
   assert.equal(streamed, script, "streamed completions text");
   assert.equal(cfinish, "stop");
   ok("completions: raw script text, streamed alike");
+
+  // ---- logprobs: one entry per generated token, their bytes make up the raw text, greedy picks
+  // the top alternative; streamed chunks carry the same entries
+  const lpReq = { ...greedy, logprobs: true, top_logprobs: 3 };
+  const rlp = await client.chat.completions.create(lpReq);
+  const lpc = rlp.choices[0].logprobs?.content;
+  assert.ok(Array.isArray(lpc), `logprobs.content in ${JSON.stringify(rlp.choices[0])}`);
+  assert.equal(lpc.length, scriptIds.length, "one logprobs entry per script token");
+  assert.equal(Buffer.from(lpc.flatMap((e) => e.bytes)).toString("utf8"), script, "logprob bytes");
+  for (const e of lpc) {
+    assert.equal(e.top_logprobs.length, 3, JSON.stringify(e));
+    assert.equal(e.top_logprobs[0].token, e.token, JSON.stringify(e));
+    // The script's ~24-logit margin: each token is all but certain.
+    assert.ok(e.logprob <= 0 && e.logprob > -1e-3, `logprob ${e.logprob} of ${e.token}`);
+  }
+  const slp = [];
+  for await (const c of await client.chat.completions.create({ ...lpReq, stream: true })) {
+    for (const e of c.choices[0]?.logprobs?.content ?? []) slp.push(e.token);
+  }
+  assert.deepEqual(slp, lpc.map((e) => e.token), "streamed logprobs tokens");
+  const clp = await client.completions.create({
+    model,
+    prompt: renderR1([{ role: "user", content: "What is 2+2?" }]),
+    temperature: 0,
+    max_tokens: 200,
+    logprobs: 2,
+  });
+  assert.equal(clp.choices[0].logprobs.tokens.join(""), script, "completions logprobs tokens");
+  assert.equal(clp.choices[0].logprobs.token_logprobs.length, scriptIds.length);
+  ok(`logprobs: ${lpc.length} entries (chat, streamed and completions) spell the script`);
+
+  // ---- chat prefix completion under /beta: the last assistant message is continued
+  const beta = new OpenAI({ apiKey: KEY, baseURL: `${server.url}/beta`, maxRetries: 0 });
+  const firstThought = want.reasoning.slice(0, want.reasoning.indexOf(".") + 1);
+  const pr = await beta.chat.completions.create({
+    ...greedy,
+    messages: [
+      ...messages,
+      { role: "assistant", content: "", reasoning_content: firstThought, prefix: true },
+    ],
+  });
+  assert.equal(
+    firstThought + " " + pr.choices[0].message.reasoning_content,
+    want.reasoning,
+    "reasoning continued after a reasoning prefix",
+  );
+  assert.equal(pr.choices[0].message.content, want.content);
+  const pc = await beta.chat.completions.create({
+    ...greedy,
+    messages: [
+      ...messages,
+      { role: "assistant", content: "The answer", reasoning_content: want.reasoning, prefix: true },
+    ],
+  });
+  assert.equal("The answer" + pc.choices[0].message.content, want.content, "content continued");
+  assert.equal(pc.choices[0].message.reasoning_content, undefined);
+  ok(`prefix completion: reasoning prefix ${JSON.stringify(firstThought)} and content prefix continued`);
+
+  // ---- fill in the middle: prompt + suffix, the model writes the middle (also under /beta)
+  const fim = { model, prompt: "def mul(x, y):\n", suffix: "\n\nprint(mul(2, 3))\n",
+    temperature: 0, max_tokens: 50 };
+  const f1 = await client.completions.create(fim);
+  assert.equal(f1.choices[0].text, fimScriptText(), "FIM middle");
+  assert.equal(f1.choices[0].finish_reason, "stop");
+  checkUsage(f1.usage, "FIM");
+  let fimStreamed = "";
+  for await (const c of await beta.completions.create({ ...fim, stream: true })) {
+    fimStreamed += c.choices[0]?.text ?? "";
+  }
+  assert.equal(fimStreamed, fimScriptText(), "streamed FIM middle (/beta)");
+  ok(`FIM: middle ${JSON.stringify(f1.choices[0].text)}, streamed alike`);
 
   // ---- unknown request fields are ignored
   const ru = await client.chat.completions.create({
