@@ -22,6 +22,7 @@
 #include "run/session.h"
 #include "serve/engine.h"
 #include "serve/server.h"
+#include "serve/tools.h"
 #include "test_util.h"
 
 using namespace whale;
@@ -722,4 +723,147 @@ TEST(Server, FimWritesTheMiddle) {
   bad["suffix"] = "x";
   bad["echo"] = true;
   expect_error(post(c, "/v1/completions", bad.dump()), 400, "", "echo");
+}
+
+// ------------------------------------------------------------------ function calling
+
+// A model scripted to think briefly and then call get_weather (the V3.1 call layout: a bigram
+// chain cannot repeat the "\n" and "```" of the V3 one; tests/test_tools.cpp covers both layouts):
+// the call comes back as message.tool_calls / streamed fragments with finish_reason tool_calls;
+// tool_choice required forces it through the prompt, none leaves the text alone; a tool result
+// round trip renders the history.
+TEST(Server, ToolCallsFromAScriptedModel) {
+  const std::string call = std::string(kCallsBegin) + std::string(kCallBegin) + "get_weather" +
+                           std::string(kToolSep) + R"({"city": "Paris"})" + std::string(kCallEnd) +
+                           std::string(kCallsEnd);
+  const std::string dir = whale::testing::scripted_model(
+      "tool-weather", "I will look up the weather.\n</think>\n\n" + call);
+  Running s(dir, engine_opts(), {});
+  auto c = s.client();
+  const json tools = json::parse(R"([{"type": "function", "function": {"name": "get_weather",
+      "description": "The weather in a city.", "parameters": {"type": "object",
+      "properties": {"city": {"type": "string"}}, "required": ["city"]}}}])");
+  const json user = {{"role", "user"}, {"content", "Weather in Paris?"}};
+  json body = {{"messages", {user}}, {"tools", tools}, {"max_tokens", 64}, {"temperature", 0}};
+  ToolDef def;
+  def.name = "get_weather";
+  def.description = "The weather in a city.";
+  def.parameters = tools[0]["function"]["parameters"];
+  const std::vector<ChatMessage> msgs = {{"user", "Weather in Paris?"}};
+  const std::string rendered =
+      render_chat(msgs, ChatStyle::R1, s.tok.bos_token(), true, tools_prompt({def}));
+
+  auto r = post(c, "/v1/chat/completions", body.dump());
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  json j = json::parse(r->body);
+  const json m = j["choices"][0]["message"];
+  EXPECT_EQ(j["choices"][0]["finish_reason"], "tool_calls") << r->body;
+  EXPECT_TRUE(m["content"].is_null()) << r->body;
+  EXPECT_EQ(m["reasoning_content"], "I will look up the weather.");
+  ASSERT_EQ(m["tool_calls"].size(), 1u) << r->body;
+  const json tc = m["tool_calls"][0];
+  EXPECT_TRUE(tc["id"].get<std::string>().starts_with("call_"));
+  EXPECT_EQ(tc["type"], "function");
+  EXPECT_EQ(tc["function"]["name"], "get_weather");
+  EXPECT_EQ(tc["function"]["arguments"], R"({"city": "Paris"})");
+  EXPECT_EQ(j["usage"]["prompt_tokens"], s.tok.encode(rendered).size());
+
+  // Streamed: reasoning, then the call in OpenAI's fragments.
+  json sb = body;
+  sb["stream"] = true;
+  auto st = post(c, "/v1/chat/completions", sb.dump());
+  ASSERT_TRUE(st);
+  std::string reasoning, content, finish, name, args, call_id;
+  int fragments = 0;
+  for (const std::string& e : sse_data(st->body)) {
+    if (e == "[DONE]") break;
+    const json ch = json::parse(e)["choices"][0];
+    const json& d = ch["delta"];
+    if (d.contains("reasoning_content")) reasoning += d["reasoning_content"].get<std::string>();
+    if (d.contains("content") && d["content"].is_string())
+      content += d["content"].get<std::string>();
+    if (ch["finish_reason"].is_string()) finish = ch["finish_reason"];
+    if (!d.contains("tool_calls")) continue;
+    for (const json& f : d["tool_calls"]) {
+      EXPECT_EQ(f["index"], 0);
+      if (fragments++ == 0) {
+        EXPECT_EQ(f["type"], "function");
+        call_id = f["id"];
+        name = f["function"]["name"];
+      } else {
+        EXPECT_FALSE(f.contains("id")) << f;
+        EXPECT_FALSE(f["function"].contains("name")) << f;  // never "name": null
+      }
+      args += f["function"]["arguments"].get<std::string>();
+    }
+  }
+  EXPECT_EQ(reasoning, "I will look up the weather.");
+  EXPECT_EQ(content, "");
+  EXPECT_EQ(name, "get_weather");
+  EXPECT_EQ(args, R"({"city": "Paris"})");
+  EXPECT_TRUE(call_id.starts_with("call_"));
+  EXPECT_EQ(finish, "tool_calls");
+  EXPECT_GE(fragments, 2);
+
+  // tool_choice required: the calls section is opened in the prompt (after an empty think block)
+  // and the model's continuation completes the call.
+  json req = body;
+  req["tool_choice"] = "required";
+  r = post(c, "/v1/chat/completions", req.dump());
+  ASSERT_TRUE(r);
+  j = json::parse(r->body);
+  ASSERT_EQ(j["choices"][0]["message"]["tool_calls"].size(), 1u) << r->body;
+  EXPECT_EQ(j["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"],
+            R"({"city": "Paris"})");
+  EXPECT_EQ(j["usage"]["prompt_tokens"],
+            s.tok.encode(rendered + forced_call_prefix({ToolChoice::kRequired, ""}, true)).size());
+  // tool_choice none: no tool list, no parsing: the text as the model wrote it.
+  req["tool_choice"] = "none";
+  r = post(c, "/v1/chat/completions", req.dump());
+  ASSERT_TRUE(r);
+  j = json::parse(r->body);
+  EXPECT_EQ(j["choices"][0]["message"]["content"], call) << r->body;
+  EXPECT_FALSE(j["choices"][0]["message"].contains("tool_calls"));
+  EXPECT_EQ(j["choices"][0]["finish_reason"], "stop");
+  EXPECT_EQ(j["usage"]["prompt_tokens"],
+            s.tok.encode(render_chat(msgs, ChatStyle::R1, s.tok.bos_token())).size());
+
+  // The round trip: the call and its result in the history.
+  json trip = body;
+  trip["messages"] = {
+      user,
+      {{"role", "assistant"},
+       {"content", nullptr},
+       {"tool_calls",
+        {{{"id", tc["id"]},
+          {"type", "function"},
+          {"function", {{"name", "get_weather"}, {"arguments", tc["function"]["arguments"]}}}}}}},
+      {{"role", "tool"}, {"tool_call_id", tc["id"]}, {"content", "18C and sunny"}}};
+  r = post(c, "/v1/chat/completions", trip.dump());
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  std::vector<ChatMessage> hist = msgs;
+  hist.push_back({"assistant", ""});
+  hist.back().tool_calls = {{tc["id"], "function", "get_weather", R"({"city": "Paris"})"}};
+  hist.push_back({"tool", "18C and sunny"});
+  EXPECT_EQ(
+      json::parse(r->body)["usage"]["prompt_tokens"],
+      s.tok.encode(render_chat(hist, ChatStyle::R1, s.tok.bos_token(), true, tools_prompt({def})))
+          .size());
+
+  // Bad tool requests.
+  json bad = body;
+  bad["tool_choice"] = {{"type", "function"}, {"function", {{"name", "nope"}}}};
+  expect_error(post(c, "/v1/chat/completions", bad.dump()), 400, "", "tool_choice.function.name");
+  bad = body;
+  bad["tools"][0]["type"] = "retrieval";
+  expect_error(post(c, "/v1/chat/completions", bad.dump()), 400, "", "tools[0].type");
+  bad = body;
+  bad["tools"][0]["function"]["name"] = "bad name!";
+  expect_error(post(c, "/v1/chat/completions", bad.dump()), 400, "", "tools[0].function.name");
+  bad = body;
+  bad.erase("tools");
+  bad["tool_choice"] = "required";
+  expect_error(post(c, "/v1/chat/completions", bad.dump()), 400, "", "tool_choice");
 }

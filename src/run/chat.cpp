@@ -40,6 +40,17 @@ std::string_view trim(std::string_view s, bool front, bool back) {
   return s;
 }
 
+// "<｜tool▁calls▁begin｜>...<｜tool▁calls▁end｜>" for an assistant turn's calls.
+std::string render_calls(const std::vector<ToolCall>& calls) {
+  std::string out(kCallsBegin);
+  for (size_t i = 0; i < calls.size(); ++i) {
+    if (i > 0) out += '\n';
+    out.append(kCallBegin).append(calls[i].type).append(kToolSep).append(calls[i].name);
+    out.append("\n```json\n").append(calls[i].arguments).append("\n```").append(kCallEnd);
+  }
+  return out.append(kCallsEnd);
+}
+
 }  // namespace
 
 ChatStyle detect_chat_style(std::string_view chat_template) {
@@ -48,8 +59,11 @@ ChatStyle detect_chat_style(std::string_view chat_template) {
 }
 
 std::string render_chat(const std::vector<ChatMessage>& messages, ChatStyle style,
-                        const std::string& bos_token, bool add_generation_prompt) {
-  std::string out = bos_token + system_prompt(messages);
+                        const std::string& bos_token, bool add_generation_prompt,
+                        const std::string& tools_prompt) {
+  std::string system = system_prompt(messages);
+  if (!tools_prompt.empty()) system += (system.empty() ? "" : "\n\n") + tools_prompt;
+  std::string out = bos_token + system;
   bool in_tool_outputs = false;   // ns.is_tool
   bool first_tool_output = true;  // ns.is_output_first (never reset, as in the templates)
   for (const ChatMessage& m : messages) {
@@ -67,14 +81,18 @@ std::string render_chat(const std::vector<ChatMessage>& messages, ChatStyle styl
       out.append(m.content);
       return out;
     } else if (m.role == "assistant") {
+      const std::string_view content =
+          style == ChatStyle::R1 ? drop_reasoning(m.content) : std::string_view(m.content);
       if (in_tool_outputs) {
-        out.append(kOutputsEnd).append(m.content).append(kEos);
+        // After tool results the turn goes on without "<｜Assistant｜>" (the templates' form; an
+        // R1 answer here keeps its text as is).
+        out.append(kOutputsEnd).append(m.content);
         in_tool_outputs = false;
       } else {
-        const std::string_view content =
-            style == ChatStyle::R1 ? drop_reasoning(m.content) : std::string_view(m.content);
-        out.append(kAssistant).append(content).append(kEos);
+        out.append(kAssistant).append(content);
       }
+      if (!m.tool_calls.empty()) out += render_calls(m.tool_calls);
+      out.append(kEos);
     } else if (m.role == "tool") {
       in_tool_outputs = true;
       if (first_tool_output) {

@@ -11,7 +11,15 @@
 //              for the first tool message of the conversation, "<｜tool▁output▁begin｜>" + ... for
 //              later ones (V3 puts "\n" before those, R1 does not); "<｜tool▁outputs▁end｜>"
 //              closes trailing tool outputs.
-//   other roles render nothing. Tool *calls* (assistant messages with tool_calls) are not modelled.
+//   assistant with tool_calls: its content (if any), then
+//              "<｜tool▁calls▁begin｜>" + per call ("\n" between calls)
+//              "<｜tool▁call▁begin｜>" + type + "<｜tool▁sep｜>" + name + "\n```json\n" + arguments
+//              +
+//              "\n```<｜tool▁call▁end｜>", then "<｜tool▁calls▁end｜><｜end▁of▁sentence｜>"; the
+//              official V3 template's namespace flag drops "<｜Assistant｜><｜tool▁calls▁begin｜>"
+//              from every tool-call turn but the first and the end tags from one-call turns: whale
+//              renders every turn whole, as DeepSeek's later templates do.
+//   other roles render nothing.
 // Generation prompt (unless the conversation ends with tool outputs): V3 "<｜Assistant｜>",
 // R1 "<｜Assistant｜><think>\n".
 // Prefix completion (DeepSeek's beta feature): a last assistant message with `prefix` set is not
@@ -31,11 +39,25 @@ namespace whale {
 // Where an R1 completion's reasoning ends.
 inline constexpr std::string_view kThinkEnd = "</think>";
 
+// The tags of DeepSeek's function calls (see render_chat and serve/tools.h).
+inline constexpr std::string_view kCallsBegin = "<｜tool▁calls▁begin｜>";
+inline constexpr std::string_view kCallsEnd = "<｜tool▁calls▁end｜>";
+inline constexpr std::string_view kCallBegin = "<｜tool▁call▁begin｜>";
+inline constexpr std::string_view kCallEnd = "<｜tool▁call▁end｜>";
+inline constexpr std::string_view kToolSep = "<｜tool▁sep｜>";
+
+// A function call an assistant turn made (OpenAI's tool_calls entry).
+struct ToolCall {
+  std::string id, type = "function", name, arguments;  // arguments: JSON text
+};
+
 struct ChatMessage {
-  std::string role;  // "system", "user", "assistant", "tool"
-  std::string content;
-  std::string reasoning_content;  // R1 reasoning of an assistant turn; not rendered
-  bool prefix = false;            // the last assistant message, to be continued (see above)
+  std::string role = {};  // "system", "user", "assistant", "tool"
+  std::string content = {};
+  std::string reasoning_content = {};     // R1 reasoning of an assistant turn; not rendered
+  bool prefix = false;                    // the last assistant message, to be continued (see above)
+  std::vector<ToolCall> tool_calls = {};  // assistant: calls made after the content
+  std::string tool_call_id = {};          // tool: the call this is the result of (not rendered)
 };
 
 enum class ChatStyle { V3, R1 };
@@ -44,8 +66,11 @@ enum class ChatStyle { V3, R1 };
 // V3 otherwise (including an empty template).
 ChatStyle detect_chat_style(std::string_view chat_template);
 
+// `tools_prompt`: appended to the system prompt ("\n\n" after it when there is one): the tool
+// list of a function-calling request (serve/tools.h).
 std::string render_chat(const std::vector<ChatMessage>& messages, ChatStyle style,
-                        const std::string& bos_token, bool add_generation_prompt = true);
+                        const std::string& bos_token, bool add_generation_prompt = true,
+                        const std::string& tools_prompt = "");
 
 // Whether the continuation of `messages` starts inside an R1 think block: an R1 chat that does not
 // end with a prefix whose content closes the reasoning.

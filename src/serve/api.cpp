@@ -1,5 +1,6 @@
 #include "serve/api.h"
 
+#include <cctype>
 #include <cstdio>
 #include <limits>
 #include <utility>
@@ -12,6 +13,7 @@ using json = nlohmann::json;
 constexpr std::string_view kThink = "<think>";
 constexpr size_t kMaxStop = 16;
 constexpr int64_t kMaxTopLogprobs = 20;
+constexpr size_t kMaxTools = 128;
 
 // The same whitespace as split_reasoning (run/chat.cpp) trims.
 bool is_space(char c) {
@@ -133,6 +135,33 @@ std::string parse_content(const json& c, const std::string& param) {
   return out;
 }
 
+// An assistant message's tool_calls: [{id, type: "function", function: {name, arguments}}].
+std::vector<ToolCall> parse_calls(const json& calls, const std::string& msg) {
+  const std::string p = msg + ".tool_calls";
+  if (!calls.is_array()) wrong_type(p, "an array", calls);
+  std::vector<ToolCall> out;
+  for (size_t k = 0; k < calls.size(); ++k) {
+    const std::string q = index_param(p, k);
+    const json& c = calls[k];
+    if (!c.is_object()) wrong_type(q, "an object", c);
+    ToolCall call;
+    if (const json* id = field(c, "id")) call.id = get_string(*id, q + ".id");
+    if (const json* t = field(c, "type"); t && get_string(*t, q + ".type") != "function")
+      fail(q + ".type", "only 'function' tool calls are supported");
+    const json* f = field(c, "function");
+    if (!f) fail(q + ".function", "is required");
+    if (!f->is_object()) wrong_type(q + ".function", "an object", *f);
+    const json* name = field(*f, "name");
+    if (!name) fail(q + ".function.name", "is required");
+    call.name = get_string(*name, q + ".function.name");
+    const json* args = field(*f, "arguments");
+    if (!args) fail(q + ".function.arguments", "is required");
+    call.arguments = get_string(*args, q + ".function.arguments");
+    out.push_back(std::move(call));
+  }
+  return out;
+}
+
 ChatMessage parse_message(const json& m, size_t i) {
   const std::string p = index_param("messages", i);
   if (!m.is_object()) wrong_type(p, "an object", m);
@@ -154,6 +183,12 @@ ChatMessage parse_message(const json& m, size_t i) {
   if (msg.role == "assistant") {
     if (const json* r = field(m, "reasoning_content")) {
       msg.reasoning_content = get_string(*r, p + ".reasoning_content");
+    }
+    if (const json* calls = field(m, "tool_calls")) msg.tool_calls = parse_calls(*calls, p);
+  }
+  if (msg.role == "tool") {
+    if (const json* id = field(m, "tool_call_id")) {
+      msg.tool_call_id = get_string(*id, p + ".tool_call_id");
     }
   }
   if (const json* prefix = field(m, "prefix")) msg.prefix = get_bool(*prefix, p + ".prefix");
@@ -250,6 +285,89 @@ void parse_response_format(const json& rf, GenRequest& req) {
     fail("response_format.type",
          "unknown type " + excerpt(t) + " (expected 'text' or 'json_object')");
   }
+}
+
+// A function name as OpenAI allows it: 1-64 of [a-zA-Z0-9_-].
+bool valid_function_name(const std::string& n) {
+  if (n.empty() || n.size() > 64) return false;
+  for (char c : n)
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '_' && c != '-') return false;
+  return true;
+}
+
+void parse_tools(const json& body, GenRequest& req) {
+  if (const json* tools = field(body, "tools")) {
+    if (!tools->is_array()) wrong_type("tools", "an array", *tools);
+    if (tools->size() > kMaxTools) fail("tools", "at most 128 tools are supported");
+    for (size_t i = 0; i < tools->size(); ++i) {
+      const std::string p = index_param("tools", i);
+      const json& t = (*tools)[i];
+      if (!t.is_object()) wrong_type(p, "an object", t);
+      const json* type = field(t, "type");
+      if (!type) fail(p + ".type", "is required");
+      if (get_string(*type, p + ".type") != "function")
+        fail(p + ".type", "only 'function' tools are supported");
+      const json* f = field(t, "function");
+      if (!f) fail(p + ".function", "is required");
+      if (!f->is_object()) wrong_type(p + ".function", "an object", *f);
+      ToolDef def;
+      const json* name = field(*f, "name");
+      if (!name) fail(p + ".function.name", "is required");
+      def.name = get_string(*name, p + ".function.name");
+      if (!valid_function_name(def.name))
+        fail(p + ".function.name",
+             "must be 1-64 characters of a-z, A-Z, 0-9, '_' and '-', got " + excerpt(def.name));
+      for (const ToolDef& d : req.tools)
+        if (d.name == def.name)
+          fail(p + ".function.name", "duplicate function name " + excerpt(def.name));
+      if (const json* d = field(*f, "description"))
+        def.description = get_string(*d, p + ".function.description");
+      if (const json* params = field(*f, "parameters")) {
+        if (!params->is_object()) wrong_type(p + ".function.parameters", "an object", *params);
+        def.parameters = *params;
+      }
+      if (const json* strict = field(*f, "strict"))
+        def.strict = get_bool(*strict, p + ".function.strict");
+      req.tools.push_back(std::move(def));
+    }
+  }
+  req.tool_choice.kind = req.tools.empty() ? ToolChoice::kNone : ToolChoice::kAuto;
+  if (const json* tc = field(body, "tool_choice")) {
+    if (tc->is_string()) {
+      const std::string& v = tc->get_ref<const std::string&>();
+      if (v == "none") {
+        req.tool_choice.kind = ToolChoice::kNone;
+      } else if (v == "auto") {
+        req.tool_choice.kind = ToolChoice::kAuto;
+      } else if (v == "required") {
+        req.tool_choice.kind = ToolChoice::kRequired;
+      } else {
+        fail("tool_choice", "unknown value " + excerpt(v) + " (expected none, auto or required)");
+      }
+    } else if (tc->is_object()) {
+      const json* type = field(*tc, "type");
+      if (!type || get_string(*type, "tool_choice.type") != "function")
+        fail("tool_choice.type", "must be 'function'");
+      const json* f = field(*tc, "function");
+      if (!f || !f->is_object()) fail("tool_choice.function", "must be an object with a name");
+      const json* name = field(*f, "name");
+      if (!name) fail("tool_choice.function.name", "is required");
+      req.tool_choice = {ToolChoice::kNamed, get_string(*name, "tool_choice.function.name")};
+      bool known = false;
+      for (const ToolDef& d : req.tools) known = known || d.name == req.tool_choice.name;
+      if (!known)
+        fail("tool_choice.function.name",
+             "no tool named " + excerpt(req.tool_choice.name) + " in tools");
+    } else {
+      wrong_type("tool_choice", "a string or an object", *tc);
+    }
+    if (req.tools.empty() && req.tool_choice.kind != ToolChoice::kNone &&
+        req.tool_choice.kind != ToolChoice::kAuto)
+      fail("tool_choice", "needs tools");
+    if (req.tools.empty()) req.tool_choice.kind = ToolChoice::kNone;
+  }
+  if (const json* par = field(body, "parallel_tool_calls"))
+    req.parallel_tool_calls = get_bool(*par, "parallel_tool_calls");
 }
 
 // Sampling, limits and streaming: the fields both endpoints share.
@@ -391,6 +509,7 @@ GenRequest parse_request(std::string_view body, bool chat) {
   req.chat = chat;
   if (chat) {
     parse_messages(j, req);
+    parse_tools(j, req);
   } else {
     parse_prompt(j, req);
     if (const json* e = field(j, "echo")) req.echo = get_bool(*e, "echo");
@@ -435,9 +554,18 @@ nlohmann::json chat_response(const std::string& id, int64_t created, const std::
                              const std::string& content,
                              const std::optional<std::string>& reasoning_content,
                              const std::string& finish_reason, const Usage& usage,
-                             nlohmann::json logprobs) {
+                             nlohmann::json logprobs, const std::vector<ToolCall>& tool_calls) {
   json message = {{"role", "assistant"}, {"content", content}};
   if (reasoning_content) message["reasoning_content"] = *reasoning_content;
+  if (!tool_calls.empty()) {
+    if (content.empty()) message["content"] = nullptr;
+    json calls = json::array();
+    for (const ToolCall& c : tool_calls)
+      calls.push_back({{"id", c.id},
+                       {"type", "function"},
+                       {"function", {{"name", c.name}, {"arguments", c.arguments}}}});
+    message["tool_calls"] = std::move(calls);
+  }
   json j = envelope(id, "chat.completion", created, model);
   j["choices"] = json::array({{{"index", 0},
                                {"message", std::move(message)},
@@ -466,6 +594,21 @@ nlohmann::json chat_chunk(const std::string& id, int64_t created, const std::str
   if (delta.role) d["role"] = "assistant";
   if (delta.content) d["content"] = *delta.content;
   if (delta.reasoning_content) d["reasoning_content"] = *delta.reasoning_content;
+  if (!delta.tool_calls.empty()) {
+    json calls = json::array();
+    for (const ChatDelta::CallFragment& f : delta.tool_calls) {
+      json c = {{"index", f.index}};
+      if (!f.id.empty()) {
+        c["id"] = f.id;
+        c["type"] = "function";
+        c["function"] = {{"name", f.name}, {"arguments", f.arguments}};
+      } else {
+        c["function"] = {{"arguments", f.arguments}};
+      }
+      calls.push_back(std::move(c));
+    }
+    d["tool_calls"] = std::move(calls);
+  }
   json j = envelope(id, "chat.completion.chunk", created, model);
   j["choices"] = json::array({{{"index", 0},
                                {"delta", std::move(d)},

@@ -19,6 +19,7 @@
 
 #include "run/chat.h"
 #include "run/sampler.h"
+#include "serve/tools.h"
 
 namespace whale::serve {
 
@@ -54,6 +55,11 @@ struct GenRequest {
   // Log-probabilities: -1 none; otherwise each generated token's logprob and this many most
   // likely alternatives (chat: logprobs true + top_logprobs 0-20; completions: logprobs 0-20).
   int top_logprobs = -1;
+  // Function calling (chat): the functions offered, which the model may or must call, and
+  // whether it may make several calls in one turn.
+  std::vector<ToolDef> tools;
+  ToolChoice tool_choice;  // defaults to auto with tools, none without
+  bool parallel_tool_calls = true;
 };
 
 // Parses and validates a request body. `chat`: which endpoint. Throws ApiError (400) naming the
@@ -81,11 +87,13 @@ nlohmann::json chat_logprobs(const std::vector<LogprobEntry>& entries);
 nlohmann::json completion_logprobs(const std::vector<LogprobEntry>& entries, size_t offset);
 
 // Non-streamed responses. `logprobs`: the choice's logprobs object, or null.
+// `tool_calls`: the calls of the message (then `content` "" becomes null, as OpenAI sends it).
 nlohmann::json chat_response(const std::string& id, int64_t created, const std::string& model,
                              const std::string& content,
                              const std::optional<std::string>& reasoning_content,
                              const std::string& finish_reason, const Usage& usage,
-                             nlohmann::json logprobs = nullptr);
+                             nlohmann::json logprobs = nullptr,
+                             const std::vector<ToolCall>& tool_calls = {});
 nlohmann::json completion_response(const std::string& id, int64_t created, const std::string& model,
                                    const std::string& text, const std::string& finish_reason,
                                    const Usage& usage, nlohmann::json logprobs = nullptr);
@@ -96,6 +104,14 @@ nlohmann::json completion_response(const std::string& id, int64_t created, const
 struct ChatDelta {
   bool role = false;  // include "role": "assistant" (first chunk)
   std::optional<std::string> content, reasoning_content;
+  // Tool calls, OpenAI's streamed shape: the first fragment of a call carries index, id, type and
+  // function.name (arguments ""), later ones index and function.arguments only.
+  struct CallFragment {
+    int index = 0;
+    std::string id, name;  // both empty: an arguments-only fragment
+    std::string arguments;
+  };
+  std::vector<CallFragment> tool_calls;
 };
 nlohmann::json chat_chunk(const std::string& id, int64_t created, const std::string& model,
                           const ChatDelta& delta, const std::string& finish_reason,

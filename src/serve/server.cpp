@@ -238,8 +238,25 @@ void Server::handle(const httplib::Request& req, httplib::Response& res, bool ch
 
   auto job = std::make_shared<Job>();
   std::string echo;
+  // Function calling: the tool list goes into the system prompt; a forced call opens the calls
+  // section in the prompt, and that opening is read back as the start of the output.
+  const bool use_tools = chat && g.tool_choice.kind != ToolChoice::kNone;
+  const bool prefix = chat && g.messages.back().prefix;
+  bool reasoning = chat && continues_reasoning(g.messages, style_);
+  std::string forced;
+  if (use_tools && !prefix) forced = forced_call_prefix(g.tool_choice, reasoning);
+  if (!forced.empty()) reasoning = false;  // R1: the forced call comes after an empty think block
+  const std::string forced_calls =
+      forced.empty() ? std::string() : forced.substr(forced.find(kCallsBegin));
+  if (use_tools && prefix &&
+      (g.tool_choice.kind == ToolChoice::kRequired || g.tool_choice.kind == ToolChoice::kNamed))
+    throw ApiError(400, "invalid_request_error",
+                   "tool_choice: a forced call cannot continue a prefix message", "",
+                   "tool_choice");
   if (chat) {
-    job->prompt = tok_.encode(render_chat(g.messages, style_, tok_.bos_token()));
+    job->prompt = tok_.encode(render_chat(g.messages, style_, tok_.bos_token(), true,
+                                          use_tools ? tools_prompt(g.tools) : "") +
+                              forced);
   } else {
     if (!g.prompt_ids.empty()) {
       for (int32_t id : g.prompt_ids)
@@ -280,7 +297,6 @@ void Server::handle(const httplib::Request& req, httplib::Response& res, bool ch
   job->opt.max_tokens = std::min(g.max_tokens.value_or(opt_.default_max_tokens), ctx - n_prompt);
   job->opt.stop = g.stop;
   job->json_object = g.json_object;
-  const bool reasoning = chat && continues_reasoning(g.messages, style_);
   job->count_reasoning = reasoning;
   job->top_logprobs = g.top_logprobs;
   const bool want_lp = g.top_logprobs >= 0;
@@ -323,12 +339,23 @@ void Server::handle(const httplib::Request& req, httplib::Response& res, bool ch
                 : completion_logprobs(logprob_entries(tok_, lps), 0);
     if (!chat) {
       body = completion_response(id, created, model, text, job->finish_reason, usage(), lp);
-    } else if (reasoning) {
-      const ReasoningSplit sp = split_reasoning(text);
-      body = chat_response(id, created, model, sp.content, sp.reasoning, job->finish_reason,
-                           usage(), lp);
     } else {
-      body = chat_response(id, created, model, text, std::nullopt, job->finish_reason, usage(), lp);
+      std::optional<std::string> thought;
+      std::string content = text;
+      if (reasoning) {
+        ReasoningSplit sp = split_reasoning(text);
+        thought = std::move(sp.reasoning);
+        content = std::move(sp.content);
+      }
+      std::vector<ToolCall> calls;
+      if (use_tools) {
+        ParsedCalls pc = parse_tool_calls(forced_calls + content, id.substr(id.find('-') + 1));
+        content = std::move(pc.content);
+        calls = std::move(pc.calls);
+        if (!g.parallel_tool_calls && calls.size() > 1) calls.resize(1);
+      }
+      body = chat_response(id, created, model, content, thought,
+                           calls.empty() ? job->finish_reason : "tool_calls", usage(), lp, calls);
     }
     res.set_content(body.dump(-1, ' ', false, json::error_handler_t::replace), "application/json");
     return;
@@ -368,17 +395,40 @@ void Server::handle(const httplib::Request& req, httplib::Response& res, bool ch
         } else if (!echo.empty()) {
           ok = send(completion_chunk(id, created, model, echo, ""));
         }
+        // Answer text goes through the tool-call parser when tools are on: content as it is
+        // released, each call in two fragments (id, type and name; then its arguments).
+        ToolCallStream calls(id.substr(id.find('-') + 1));
+        size_t n_calls = 0;
+        auto emit = [&](const ToolCallStream::Events& ev) {
+          if (!ev.content.empty()) {
+            ChatDelta d;
+            d.content = ev.content;
+            ok = ok && send(chat_chunk(id, created, model, d, "", take_lp()));
+          }
+          for (const ToolCall& c : ev.calls) {
+            if (!g.parallel_tool_calls && n_calls > 0) break;
+            const int index = int(n_calls++);
+            ChatDelta head, args;
+            head.tool_calls.push_back({index, c.id, c.name, ""});
+            args.tool_calls.push_back({index, "", "", c.arguments});
+            ok = ok && send(chat_chunk(id, created, model, head, "", take_lp()));
+            ok = ok && send(chat_chunk(id, created, model, args, ""));
+          }
+        };
+        auto answer = [&](const std::string& text) {
+          if (use_tools) return emit(calls.push(text));
+          ToolCallStream::Events ev;
+          ev.content = text;
+          emit(ev);
+        };
+        if (!forced_calls.empty()) answer(forced_calls);
         auto relay = [&](const ReasoningStream::Piece& p) {
           if (!p.reasoning.empty()) {
             ChatDelta d;
             d.reasoning_content = p.reasoning;
             ok = ok && send(chat_chunk(id, created, model, d, "", take_lp()));
           }
-          if (!p.content.empty()) {
-            ChatDelta d;
-            d.content = p.content;
-            ok = ok && send(chat_chunk(id, created, model, d, "", take_lp()));
-          }
+          if (!p.content.empty()) answer(p.content);
         };
         std::string piece;
         while (ok && job->wait_text(piece, 100ms, want_lp ? &got : nullptr)) {
@@ -390,9 +440,7 @@ void Server::handle(const httplib::Request& req, httplib::Response& res, bool ch
           } else if (reasoning) {
             relay(split.push(piece));
           } else {
-            ChatDelta d;
-            d.content = piece;
-            ok = send(chat_chunk(id, created, model, d, "", take_lp()));
+            answer(piece);
           }
         }
         if (!ok) {
@@ -401,11 +449,17 @@ void Server::handle(const httplib::Request& req, httplib::Response& res, bool ch
           return false;
         }
         if (reasoning) relay(split.flush());
+        if (chat && use_tools) {
+          // The rest: held content, or a calls section that did not close well (as content).
+          emit(calls.flush());
+        }
+        const std::string finish =
+            n_calls > 0 && job->finish_reason != "error" ? "tool_calls" : job->finish_reason;
         const json rest = held.empty() ? json(nullptr) : take_lp();
         if (job->finish_reason == "error") {
           ok = ok && send(ApiError(500, "server_error", job->error).to_json());
         } else if (chat) {
-          ok = ok && send(chat_chunk(id, created, model, ChatDelta{}, job->finish_reason, rest));
+          ok = ok && send(chat_chunk(id, created, model, ChatDelta{}, finish, rest));
         } else {
           ok = ok && send(completion_chunk(id, created, model, "", job->finish_reason, rest));
         }
