@@ -2,15 +2,18 @@
 // parse_request must return a valid request or throw a 400 ApiError whose error object
 // serialises; any other exception escapes and libFuzzer reports it. A parsed request's text is
 // also streamed through ReasoningStream in pieces and checked against split_reasoning, and put
-// into a response to check that it serialises.
+// into a response to check that it serialises; the same text goes through the tool-call parser,
+// whole and streamed in pieces, which must agree.
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "run/chat.h"
 #include "serve/api.h"
+#include "serve/tools.h"
 
 namespace {
 
@@ -38,6 +41,28 @@ void check_reasoning_stream(const std::string& text) {
   check(content + last.content == want.content);
 }
 
+// The streaming tool-call parser, fed pieces of 1..7 bytes, against the whole-text one.
+void check_tool_stream(const std::string& text) {
+  whale::serve::ToolCallStream ts("f");
+  std::string content;
+  std::vector<whale::ToolCall> calls;
+  auto take = [&](const whale::serve::ToolCallStream::Events& e) {
+    content += e.content;
+    calls.insert(calls.end(), e.calls.begin(), e.calls.end());
+  };
+  for (size_t pos = 0; pos < text.size();) {
+    const size_t len = 1 + static_cast<unsigned char>(text[pos]) % 7;
+    take(ts.push(std::string_view(text).substr(pos, len)));
+    pos += len;
+  }
+  take(ts.flush());
+  const whale::serve::ParsedCalls want = whale::serve::parse_tool_calls(text, "f");
+  check(content == want.content && calls.size() == want.calls.size());
+  for (size_t i = 0; i < calls.size(); ++i)
+    check(calls[i].name == want.calls[i].name && calls[i].arguments == want.calls[i].arguments &&
+          calls[i].id == want.calls[i].id && !calls[i].name.empty());
+}
+
 void check_request(const GenRequest& r) {
   const whale::SamplingParams& s = r.sampling;
   check(s.temperature >= 0 && s.temperature <= 2 && s.top_p > 0 && s.top_p <= 1);
@@ -56,12 +81,19 @@ void check_request(const GenRequest& r) {
     text = r.prompt;
   }
   check_reasoning_stream(text);
+  check_tool_stream(text);
+  for (const whale::serve::ToolDef& t : r.tools) check(!t.name.empty() && t.parameters.is_object());
+  (void)whale::serve::tools_prompt(r.tools);
   const whale::ReasoningSplit split = whale::split_reasoning(text);
   const whale::serve::Usage usage{
       .prompt_tokens = 1, .completion_tokens = 2, .cache_hit_tokens = 0};
   // Parsed strings are valid UTF-8, so the strict dump must not throw.
   (void)whale::serve::chat_response("id", 0, r.model, split.content, split.reasoning, "stop", usage)
       .dump();
+  const whale::serve::ParsedCalls pc = whale::serve::parse_tool_calls(split.content, "f");
+  (void)whale::serve::chat_response("id", 0, r.model, pc.content, split.reasoning, "tool_calls",
+                                    usage, nullptr, pc.calls)
+      .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   (void)whale::serve::sse_event(whale::serve::completion_chunk("id", 0, r.model, text, ""));
 }
 

@@ -30,6 +30,15 @@ cat > "$corpus/request/json_mode.json" <<'EOF'
 "response_format":{"type":"json_object"},"max_completion_tokens":8,"top_k":40,"min_p":0.1,
 "repetition_penalty":1.1,"stop":null}
 EOF
+cat > "$corpus/request/tools.json" <<'EOF'
+{"messages":[{"role":"user","content":"Weather?"},{"role":"assistant","content":"<think>\nhm\n</think>\n\n<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>get_weather\n```json\n{\"city\": \"Paris\"}\n```<｜tool▁call▁end｜>\n<｜tool▁call▁begin｜>t<｜tool▁sep｜>{}<｜tool▁call▁end｜><｜tool▁calls▁end｜>",
+"tool_calls":[{"id":"c","type":"function","function":{"name":"get_weather","arguments":"{}"}}]},
+{"role":"tool","tool_call_id":"c","content":"18C"}],"tools":[{"type":"function","function":
+{"name":"get_weather","description":"d","parameters":{"type":"object"},"strict":true}}],
+"tool_choice":{"type":"function","function":{"name":"get_weather"}},"parallel_tool_calls":false,
+"logprobs":true,"top_logprobs":3}
+EOF
+printf '{"prompt":"def f(","suffix":")\\n","logprobs":2}' > "$corpus/request/fim.json"
 printf '{"prompt":"The whale is","echo":true,"max_tokens":4,"temperature":0}' > "$corpus/request/prompt.json"
 printf '{"prompt":[[1,2,3]],"stream":true,"seed":18446744073709551615}' > "$corpus/request/ids.json"
 # Completion-shaped seeds (the first byte picks the problem): a well-formed one, typical mistakes.

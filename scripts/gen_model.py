@@ -62,7 +62,9 @@ seeded samples diverge.
 
 --fim-script FILE (with or without --script) adds a second chain: the greedy answer to any
 fill-in-the-middle prompt (one ending with "<｜fim▁end｜>") is the text of FILE then EOS. The two
-scripts together must still have distinct tokens.
+scripts together must still have distinct tokens. --tool-script FILE adds a chain that continues a
+forced function call (a prompt ending with "<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>", as
+`tool_choice: "required"` makes it).
 
 Memory stays bounded (tensors are generated and written in row chunks), so ~1B-parameter models
 are fine: roughly 10-20 s per 1B parameters for bf16 on one core.
@@ -206,6 +208,9 @@ R1_GENERATION_PROMPT = "<｜Assistant｜><think>\n"
 SAMPLE_R1_PROMPT = "<｜begin▁of▁sentence｜><｜User｜>What is 2+2?" + R1_GENERATION_PROMPT
 # --fim-script: a chain that starts at the end of a fill-in-the-middle prompt.
 FIM_GENERATION_PROMPT = "<｜fim▁end｜>"
+# --tool-script: a chain that starts where a forced function call opens (tool_choice required).
+TOOL_GENERATION_PROMPT = "<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>"
+SAMPLE_TOOL_PROMPT = SAMPLE_R1_PROMPT + "\n</think>\n\n" + TOOL_GENERATION_PROMPT
 SAMPLE_FIM_PROMPT = ("<｜begin▁of▁sentence｜><｜fim▁begin｜>def add(a, b):\n<｜fim▁hole｜>\n"
                      + FIM_GENERATION_PROMPT)
 CHAT_FIXTURES = os.path.join(REPO, "tests", "fixtures", "tokenizer", "chat_cases.json")
@@ -248,7 +253,7 @@ class Script:
     last) gets lm_head row SCRIPT_MARGIN / sqrt(H) * e_i."""
 
     def __init__(self, parts, tokenizer_dir, c):
-        """parts: list of (after, text), after "r1" or "fim"."""
+        """parts: list of (after, text), after "r1", "fim" or "tool"."""
         H, eos = c["hidden_size"], c["eos_token_id"]
         if c.get("tie_word_embeddings"):
             raise SystemExit("--script needs separate lm_head weights (tie_word_embeddings false)")
@@ -257,8 +262,10 @@ class Script:
         for after, text in parts:
             if not text:
                 raise SystemExit("--script: the script is empty")
-            sample, generation = ((SAMPLE_FIM_PROMPT, FIM_GENERATION_PROMPT) if after == "fim"
-                                  else (SAMPLE_R1_PROMPT, R1_GENERATION_PROMPT))
+            sample, generation = {
+                "r1": (SAMPLE_R1_PROMPT, R1_GENERATION_PROMPT),
+                "fim": (SAMPLE_FIM_PROMPT, FIM_GENERATION_PROMPT),
+                "tool": (SAMPLE_TOOL_PROMPT, TOOL_GENERATION_PROMPT)}[after]
             prompt, gen, ids = encode_with_reference([sample, generation, text], tokenizer_dir)
             start = gen[-1]
             if prompt[-1] != start:
@@ -570,14 +577,16 @@ def write_tensor(writer, t, c, dtype, seed, std, tiny_frac, script=None):
 
 
 def generate(user_config, out_dir, dtype="bf16", shards=1, seed=0, std=None, tiny_frac=0.0,
-             tokenizer=None, verbose=True, script_text=None, fim_script_text=None):
+             tokenizer=None, verbose=True, script_text=None, fim_script_text=None,
+             tool_script_text=None):
     """Writes the model; returns (config dict, list of (name, st_dtype, shape)). script_text,
-    fim_script_text: see --script and --fim-script."""
+    fim_script_text, tool_script_text: see --script, --fim-script and --tool-script."""
     if dtype not in STORE:
         raise ValueError(f"--dtype must be one of {sorted(STORE)}")
     c = complete_config(user_config, dtype)
     script = None
-    parts = [(a, t) for a, t in (("r1", script_text), ("fim", fim_script_text)) if t is not None]
+    parts = [(a, t) for a, t in (("r1", script_text), ("fim", fim_script_text),
+                                 ("tool", tool_script_text)) if t is not None]
     if parts:
         if not tokenizer:
             raise SystemExit("--script needs --tokenizer")
@@ -645,6 +654,9 @@ def main():
     ap.add_argument("--fim-script", default=None,
                     help="text file: the scripted model's greedy answer to a fill-in-the-middle "
                          "prompt (the middle); with or without --script")
+    ap.add_argument("--tool-script", default=None,
+                    help="text file: the scripted model's continuation of a forced function call "
+                         "(after <｜tool▁calls▁begin｜><｜tool▁call▁begin｜>)")
     args = ap.parse_args()
     with open(args.config) as f:
         user = json.load(f)
@@ -656,7 +668,8 @@ def main():
         return text[:-1] if text.endswith("\n") else text
     generate(user, args.out, args.dtype, args.shards, args.seed, args.std, args.tiny_frac,
              args.tokenizer, script_text=read_script(args.script),
-             fim_script_text=read_script(args.fim_script))
+             fim_script_text=read_script(args.fim_script),
+             tool_script_text=read_script(args.tool_script))
 
 
 if __name__ == "__main__":

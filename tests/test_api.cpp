@@ -224,6 +224,41 @@ TEST(ApiParse, CompletionPrompts) {
   EXPECT_EQ(completion(R"({"prompt":"x","logprobs":0})").top_logprobs, 0);
 }
 
+TEST(ApiParse, ToolsAndToolCalls) {
+  GenRequest r = chat(chat_body(""));
+  EXPECT_TRUE(r.tools.empty());
+  EXPECT_EQ(r.tool_choice.kind, ToolChoice::kNone);
+  r = chat(
+      chat_body(R"("tools":[{"type":"function","function":{"name":"get_weather","description":"d",)"
+                R"("parameters":{"type":"object"},"strict":true}}],"parallel_tool_calls":false)"));
+  ASSERT_EQ(r.tools.size(), 1u);
+  EXPECT_EQ(r.tools[0].name, "get_weather");
+  EXPECT_EQ(r.tools[0].description, "d");
+  EXPECT_EQ(r.tools[0].parameters, nlohmann::json::parse(R"({"type":"object"})"));
+  EXPECT_TRUE(r.tools[0].strict);
+  EXPECT_EQ(r.tool_choice.kind, ToolChoice::kAuto);
+  EXPECT_FALSE(r.parallel_tool_calls);
+  r = chat(chat_body(R"("tools":[{"type":"function","function":{"name":"f"}}],)"
+                     R"("tool_choice":{"type":"function","function":{"name":"f"}})"));
+  EXPECT_EQ(r.tool_choice.kind, ToolChoice::kNamed);
+  EXPECT_EQ(r.tool_choice.name, "f");
+  EXPECT_EQ(chat(chat_body(R"("tools":[{"type":"function","function":{"name":"f"}}],)"
+                           R"("tool_choice":"none")"))
+                .tool_choice.kind,
+            ToolChoice::kNone);
+  // History: an assistant turn with calls (content null) and the tool's answer.
+  r = chat(
+      R"({"messages":[{"role":"user","content":"q"},{"role":"assistant","content":null,)"
+      R"("tool_calls":[{"id":"c1","type":"function","function":{"name":"f","arguments":"{}"}}]},)"
+      R"({"role":"tool","tool_call_id":"c1","content":"42"}]})");
+  ASSERT_EQ(r.messages.size(), 3u);
+  ASSERT_EQ(r.messages[1].tool_calls.size(), 1u);
+  EXPECT_EQ(r.messages[1].tool_calls[0].id, "c1");
+  EXPECT_EQ(r.messages[1].tool_calls[0].name, "f");
+  EXPECT_EQ(r.messages[1].tool_calls[0].arguments, "{}");
+  EXPECT_EQ(r.messages[2].tool_call_id, "c1");
+}
+
 TEST(ApiParse, ChatLogprobsAndPrefix) {
   EXPECT_EQ(chat(chat_body(R"("logprobs":true)")).top_logprobs, 0);
   EXPECT_EQ(chat(chat_body(R"("logprobs":true,"top_logprobs":20)")).top_logprobs, 20);
@@ -366,6 +401,35 @@ TEST(ApiParse, Errors) {
       {chat_body(R"("top_logprobs":2)"), true, "top_logprobs", "needs logprobs: true"},
       {chat_body(R"("logprobs":true,"top_logprobs":1.5)"), true, "top_logprobs",
        "expected an integer"},
+      {chat_body(R"("tools":{})"), true, "tools", "expected an array"},
+      {chat_body(R"("tools":[{"type":"function"}])"), true, "tools[0].function", "is required"},
+      {chat_body(R"("tools":[{"function":{"name":"f"}}])"), true, "tools[0].type", "is required"},
+      {chat_body(R"("tools":[{"type":"code","function":{"name":"f"}}])"), true, "tools[0].type",
+       "only 'function'"},
+      {chat_body(R"("tools":[{"type":"function","function":{"name":"a b"}}])"), true,
+       "tools[0].function.name", "must be 1-64 characters"},
+      {chat_body(R"("tools":[{"type":"function","function":{"name":"f"}},)"
+                 R"({"type":"function","function":{"name":"f"}}])"),
+       true, "tools[1].function.name", "duplicate"},
+      {chat_body(R"("tools":[{"type":"function","function":{"name":"f","parameters":[]}}])"), true,
+       "tools[0].function.parameters", "expected an object"},
+      {chat_body(R"("tools":[{"type":"function","function":{"name":"f","strict":"yes"}}])"), true,
+       "tools[0].function.strict", "expected a boolean"},
+      {chat_body(R"("tools":[{"type":"function","function":{"name":"f"}}],"tool_choice":"any")"),
+       true, "tool_choice", "unknown value 'any'"},
+      {chat_body(R"("tools":[{"type":"function","function":{"name":"f"}}],"tool_choice":)"
+                 R"({"type":"function","function":{"name":"g"}})"),
+       true, "tool_choice.function.name", "no tool named 'g'"},
+      {chat_body(R"("tool_choice":"required")"), true, "tool_choice", "needs tools"},
+      {chat_body(R"("tools":[{"type":"function","function":{"name":"f"}}],"tool_choice":5)"), true,
+       "tool_choice", "expected a string or an object"},
+      {R"({"messages":[{"role":"assistant","tool_calls":[{"type":"function"}]}]})", true,
+       "messages[0].tool_calls[0].function", "is required"},
+      {R"({"messages":[{"role":"assistant","tool_calls":[{"function":{"name":"f",)"
+       R"("arguments":{}}}]}]})",
+       true, "messages[0].tool_calls[0].function.arguments", "expected a string"},
+      {R"({"messages":[{"role":"tool","content":"x","tool_call_id":3}]})", true,
+       "messages[0].tool_call_id", "expected a string"},
       {R"({"prompt":"a","logprobs":21})", false, "logprobs", "must be between 0 and 20"},
       {R"({"prompt":"a","logprobs":-1})", false, "logprobs", "must be between 0 and 20"},
       {R"({"prompt":"a","logprobs":1,"echo":true})", false, "echo", "not supported"},

@@ -434,6 +434,69 @@ async function main() {
   assert.equal(fimStreamed, fimScriptText(), "streamed FIM middle (/beta)");
   ok(`FIM: middle ${JSON.stringify(f1.choices[0].text)}, streamed alike`);
 
+  // ---- function calling: the served model answers a forced call (tool_choice required) with
+  // get_weather {"city": "Paris"} (gen_model.py --tool-script); with tool_choice auto it answers
+  // as usual, in content
+  const tools = [
+    {
+      type: "function",
+      function: {
+        name: "get_weather",
+        description: "The weather in a city.",
+        parameters: { type: "object", properties: { city: { type: "string" } }, required: ["city"] },
+      },
+    },
+  ];
+  const weatherQ = [{ role: "user", content: "What is the weather in Paris?" }];
+  const tr = await client.chat.completions.create({
+    model, messages: weatherQ, tools, tool_choice: "required", temperature: 0, max_tokens: 60 });
+  const tmsg = tr.choices[0].message;
+  assert.equal(tr.choices[0].finish_reason, "tool_calls", JSON.stringify(tr));
+  assert.equal(tmsg.content, null);
+  assert.equal(tmsg.tool_calls?.length, 1, JSON.stringify(tmsg));
+  const call = tmsg.tool_calls[0];
+  assert.equal(call.type, "function");
+  assert.match(call.id, /^call_/);
+  assert.equal(call.function.name, "get_weather");
+  assert.deepEqual(JSON.parse(call.function.arguments), { city: "Paris" });
+  checkUsage(tr.usage, "tool call");
+  // Streamed: the first fragment has id, type and name; later ones only arguments.
+  const frags = [];
+  let tfinish = null;
+  for await (const c of await client.chat.completions.create({
+    model, messages: weatherQ, tools, tool_choice: "required", temperature: 0, max_tokens: 60,
+    stream: true })) {
+    for (const f of c.choices[0]?.delta?.tool_calls ?? []) frags.push(f);
+    tfinish = c.choices[0]?.finish_reason ?? tfinish;
+  }
+  assert.ok(frags.length >= 2, JSON.stringify(frags));
+  assert.equal(frags[0].index, 0);
+  assert.match(frags[0].id, /^call_/);
+  assert.equal(frags[0].type, "function");
+  assert.equal(frags[0].function.name, "get_weather");
+  for (const f of frags.slice(1)) {
+    assert.equal(f.id, undefined, JSON.stringify(f));
+    assert.ok(!("name" in f.function), `a later fragment names the function: ${JSON.stringify(f)}`);
+  }
+  assert.deepEqual(JSON.parse(frags.map((f) => f.function.arguments).join("")), { city: "Paris" });
+  assert.equal(tfinish, "tool_calls");
+  // The round trip: the call and its result go back; the model answers in text.
+  const back = await client.chat.completions.create({
+    model,
+    tools,
+    temperature: 0,
+    max_tokens: 20,
+    messages: [...weatherQ, tmsg, { role: "tool", tool_call_id: call.id, content: "18C, sunny" }],
+  });
+  assert.equal(back.choices[0].message.tool_calls, undefined, JSON.stringify(back));
+  checkUsage(back.usage, "tool round trip");
+  // tool_choice auto: this model does not call, it answers.
+  const ta = await client.chat.completions.create({ ...greedy, tools });
+  assert.equal(ta.choices[0].message.content, want.content);
+  assert.equal(ta.choices[0].finish_reason, "stop");
+  ok(`tools: forced call get_weather(${call.function.arguments}), streamed in ${frags.length} ` +
+    "fragments, round trip answered, auto answers in text");
+
   // ---- unknown request fields are ignored
   const ru = await client.chat.completions.create({
     ...greedy,
