@@ -3,7 +3,8 @@
 // serialises; any other exception escapes and libFuzzer reports it. A parsed request's text is
 // also streamed through ReasoningStream in pieces and checked against split_reasoning, and put
 // into a response to check that it serialises; the same text goes through the tool-call parser,
-// whole and streamed in pieces, which must agree.
+// whole and streamed in pieces, which must agree; with a json_schema response format, the text goes
+// through its automaton, and what that accepts must parse.
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -13,6 +14,7 @@
 
 #include "run/chat.h"
 #include "serve/api.h"
+#include "serve/json_schema.h"
 #include "serve/tools.h"
 
 namespace {
@@ -82,6 +84,12 @@ void check_request(const GenRequest& r) {
   }
   check_reasoning_stream(text);
   check_tool_stream(text);
+  // A structured-output schema: whatever text the automaton accepts as complete is JSON.
+  if (r.json_schema) {
+    whale::serve::SchemaState st(r.json_schema.get());
+    if (st.push(text) && st.complete())
+      check(!nlohmann::json::parse(text, nullptr, false).is_discarded());
+  }
   for (const whale::serve::ToolDef& t : r.tools) check(!t.name.empty() && t.parameters.is_object());
   (void)whale::serve::tools_prompt(r.tools);
   const whale::ReasoningSplit split = whale::split_reasoning(text);

@@ -38,6 +38,13 @@ cat > "$corpus/request/tools.json" <<'EOF'
 "tool_choice":{"type":"function","function":{"name":"get_weather"}},"parallel_tool_calls":false,
 "logprobs":true,"top_logprobs":3}
 EOF
+cat > "$corpus/request/schema.json" <<'EOF'
+{"messages":[{"role":"user","content":"{\"a\": [1, 2.5e3], \"b\": {\"c\": null}}"}],
+"response_format":{"type":"json_schema","json_schema":{"name":"x","schema":{"type":"object",
+"properties":{"a":{"type":"array","items":{"type":"number"},"maxItems":3},"b":{"anyOf":[
+{"type":"object","properties":{"c":{"type":["null","string"]}},"additionalProperties":false},
+{"$ref":"#"}]},"e":{"enum":["x",1,true]}},"required":["a"]}}}}
+EOF
 printf '{"prompt":"def f(","suffix":")\\n","logprobs":2}' > "$corpus/request/fim.json"
 printf '{"prompt":"The whale is","echo":true,"max_tokens":4,"temperature":0}' > "$corpus/request/prompt.json"
 printf '{"prompt":[[1,2,3]],"stream":true,"seed":18446744073709551615}' > "$corpus/request/ids.json"

@@ -867,3 +867,75 @@ TEST(Server, ToolCallsFromAScriptedModel) {
   bad["tool_choice"] = "required";
   expect_error(post(c, "/v1/chat/completions", bad.dump()), 400, "", "tool_choice");
 }
+
+// Structured outputs: a random model constrained by a JSON schema writes a valid value and stops
+// when it closes; a strict function's arguments follow its parameters schema; unsupported schema
+// keywords are 400s naming them.
+TEST(Server, JsonSchemaAndStrictToolsConstrainTheOutput) {
+  Running s(whale::testing::chat_tiny_model(), engine_opts(1, 512), {});
+  auto c = s.client();
+  const json schema = json::parse(R"({"type": "object", "properties": {
+      "ok": {"type": "boolean"}, "n": {"enum": [1, 2, 3]},
+      "mode": {"anyOf": [{"const": "fast"}, {"type": "null"}]}},
+      "required": ["ok", "n", "mode"], "additionalProperties": false})");
+  json body = chat_body("Give me JSON", 200);
+  body["response_format"] = {
+      {"type", "json_schema"},
+      {"json_schema", {{"name", "answer"}, {"schema", schema}, {"strict", true}}}};
+  for (const bool stream : {false, true}) {
+    body["stream"] = stream;
+    auto r = post(c, "/v1/chat/completions", body.dump());
+    ASSERT_TRUE(r);
+    ASSERT_EQ(r->status, 200) << r->body;
+    std::string content, finish;
+    if (!stream) {
+      const json j = json::parse(r->body);
+      content = j["choices"][0]["message"]["content"];
+      finish = j["choices"][0]["finish_reason"];
+    } else {
+      for (const std::string& e : sse_data(r->body)) {
+        if (e == "[DONE]") break;
+        const json ch = json::parse(e)["choices"][0];
+        if (ch["delta"].contains("content")) content += ch["delta"]["content"].get<std::string>();
+        if (ch["finish_reason"].is_string()) finish = ch["finish_reason"];
+      }
+    }
+    EXPECT_EQ(finish, "stop") << content;
+    const json v = json::parse(content, nullptr, false);
+    ASSERT_TRUE(v.is_object()) << content;
+    EXPECT_TRUE(v["ok"].is_boolean()) << content;
+    EXPECT_TRUE(v["n"] == 1 || v["n"] == 2 || v["n"] == 3) << content;
+    EXPECT_TRUE(v["mode"] == "fast" || v["mode"].is_null()) << content;
+    EXPECT_EQ(v.size(), 3u) << content;
+  }
+  // A strict function named by tool_choice: its arguments follow the schema.
+  json tb = chat_body("Call it", 200);
+  tb["tools"] = {{{"type", "function"},
+                  {"function", {{"name", "set_mode"}, {"strict", true}, {"parameters", schema}}}}};
+  tb["tool_choice"] = {{"type", "function"}, {"function", {{"name", "set_mode"}}}};
+  auto r = post(c, "/v1/chat/completions", tb.dump());
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  const json j = json::parse(r->body);
+  EXPECT_EQ(j["choices"][0]["finish_reason"], "tool_calls") << r->body;
+  ASSERT_EQ(j["choices"][0]["message"]["tool_calls"].size(), 1u) << r->body;
+  const json& f = j["choices"][0]["message"]["tool_calls"][0]["function"];
+  EXPECT_EQ(f["name"], "set_mode");
+  const json args = json::parse(f["arguments"].get<std::string>(), nullptr, false);
+  ASSERT_TRUE(args.is_object()) << f;
+  EXPECT_TRUE(args["ok"].is_boolean()) << f;
+  EXPECT_EQ(args.size(), 3u) << f;
+  // Keywords not supported are named.
+  json bad = body;
+  bad["response_format"]["json_schema"]["schema"]["properties"]["ok"] = {{"type", "string"},
+                                                                         {"pattern", "a+"}};
+  expect_error(post(c, "/v1/chat/completions", bad.dump()), 400, "",
+               "response_format.json_schema.schema.properties.ok.pattern");
+  bad = body;
+  bad["response_format"]["json_schema"].erase("schema");
+  expect_error(post(c, "/v1/chat/completions", bad.dump()), 400, "",
+               "response_format.json_schema.schema");
+  tb["tools"][0]["function"]["parameters"] = {{"type", "object"}, {"minProperties", 1}};
+  expect_error(post(c, "/v1/chat/completions", tb.dump()), 400, "",
+               "tools[0].function.parameters.minProperties");
+}

@@ -272,6 +272,16 @@ void parse_stop(const json& stop, GenRequest& req) {
   }
 }
 
+// A JSON schema compiled for constrained generation; an unsupported keyword is a 400 naming it.
+std::shared_ptr<const JsonSchema> compile_schema(const json& schema, const std::string& param) {
+  try {
+    return JsonSchema::compile(schema);
+  } catch (const SchemaError& e) {
+    const std::string p = e.path.empty() ? param : param + "." + e.path;
+    throw ApiError(400, "invalid_request_error", param + ": " + e.what(), "", p);
+  }
+}
+
 void parse_response_format(const json& rf, GenRequest& req) {
   if (!rf.is_object()) wrong_type("response_format", "an object", rf);
   const json* type = field(rf, "type");
@@ -280,10 +290,19 @@ void parse_response_format(const json& rf, GenRequest& req) {
   if (t == "json_object") {
     req.json_object = true;
   } else if (t == "json_schema") {
-    fail("response_format.type", "'json_schema' is not supported; use 'json_object'");
+    const json* js = field(rf, "json_schema");
+    if (!js) fail("response_format.json_schema", "is required");
+    if (!js->is_object()) wrong_type("response_format.json_schema", "an object", *js);
+    if (const json* name = field(*js, "name"))
+      get_string(*name, "response_format.json_schema.name");
+    if (const json* strict = field(*js, "strict"))
+      get_bool(*strict, "response_format.json_schema.strict");
+    const json* schema = field(*js, "schema");
+    if (!schema) fail("response_format.json_schema.schema", "is required");
+    req.json_schema = compile_schema(*schema, "response_format.json_schema.schema");
   } else if (t != "text") {
     fail("response_format.type",
-         "unknown type " + excerpt(t) + " (expected 'text' or 'json_object')");
+         "unknown type " + excerpt(t) + " (expected 'text', 'json_object' or 'json_schema')");
   }
 }
 
@@ -328,6 +347,7 @@ void parse_tools(const json& body, GenRequest& req) {
       }
       if (const json* strict = field(*f, "strict"))
         def.strict = get_bool(*strict, p + ".function.strict");
+      if (def.strict) def.schema = compile_schema(def.parameters, p + ".function.parameters");
       req.tools.push_back(std::move(def));
     }
   }

@@ -19,6 +19,7 @@
 
 #include "run/chat.h"
 #include "run/sampler.h"
+#include "serve/json_schema.h"
 #include "serve/tools.h"
 
 namespace whale::serve {
@@ -49,7 +50,9 @@ struct GenRequest {
   bool has_seed = false;              // seed given by the client
   std::vector<std::string> stop;      // string or array of strings
   bool json_object = false;           // response_format {"type":"json_object"}
-  bool echo = false;                  // completions only: echo the prompt
+  // response_format {"type":"json_schema","json_schema":{"schema":...}}, compiled.
+  std::shared_ptr<const JsonSchema> json_schema;
+  bool echo = false;  // completions only: echo the prompt
   // completions only: fill in the middle between `prompt` and `suffix` (FIM); absent: no FIM.
   std::optional<std::string> suffix;
   // Log-probabilities: -1 none; otherwise each generated token's logprob and this many most

@@ -90,6 +90,7 @@ struct Engine::Slot {
   std::optional<StreamDecoder> detok;
   std::optional<StopMatcher> stops;
   JsonState json;
+  SchemaState schema;
   std::vector<int32_t> ids;       // generated
   std::vector<float> raw_logits;  // the logits before masking, when logprobs are asked for
   std::string think_tail;         // the end of the text so far, while "</think>" is not in it
@@ -232,6 +233,7 @@ void Engine::admit(const std::shared_ptr<Job>& job) {
   s.think_tail.clear();
   s.think_closed = false;
   s.json = JsonState();
+  if (job->schema) s.schema = SchemaState(job->schema.get());
   s.detok.emplace(tok_, /*skip_special=*/true);
   s.stops.emplace(job->opt.stop);
   {
@@ -240,7 +242,7 @@ void Engine::admit(const std::shared_ptr<Job>& job) {
   }
   try {
     s.sampler.emplace(job->opt.sampling);
-    if (job->json_object && !json_filter_)
+    if ((job->json_object || job->schema) && !json_filter_)
       json_filter_ = std::make_unique<JsonTokenFilter>(tok_, tok_.eos_id());
   } catch (const std::exception& e) {
     job->error = e.what();
@@ -351,12 +353,15 @@ bool Engine::next_token(Slot& s, std::span<float> logits) {
   try {
     // Log-probabilities are the model's own: taken before JSON masking.
     std::span<const float> raw = logits;
-    if (job.json_object) {
+    if (job.json_object || job.schema) {
       if (job.top_logprobs >= 0) {
         s.raw_logits.assign(logits.begin(), logits.end());
         raw = s.raw_logits;
       }
-      json_filter_->mask(s.json, logits);
+      if (job.schema)
+        json_filter_->mask(s.schema, logits);
+      else
+        json_filter_->mask(s.json, logits);
     }
     next = s.sampler->sample(logits, s.ids);
     if (job.top_logprobs >= 0 && !(job.opt.stop_at_eos && next == tok_.eos_id()))
@@ -392,6 +397,14 @@ bool Engine::next_token(Slot& s, std::span<float> logits) {
     return false;
   }
   if (job.json_object && s.json.push(tok_.token_text(next)) && s.json.complete()) {
+    finish(s, "stop");
+    return false;
+  }
+  if (job.schema && s.schema.push(tok_.token_text(next)) && s.schema.closed()) {
+    if (!job.schema_tail.empty()) {
+      const StopMatcher::Result t = s.stops->push(s.detok->flush() + job.schema_tail);
+      job.push_text(t.emit);
+    }
     finish(s, "stop");
     return false;
   }

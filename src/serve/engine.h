@@ -37,6 +37,7 @@
 #include "run/sampler.h"
 #include "run/session.h"
 #include "serve/json_mode.h"
+#include "serve/json_schema.h"
 
 namespace whale::serve {
 
@@ -61,6 +62,11 @@ class Job {
   std::vector<int32_t> prompt;
   GenerateOptions opt;
   bool json_object = false;
+  // Structured output: the text must be a value valid for this schema (serve/json_schema.h).
+  // Once the value is closed, `schema_tail` is appended to the output and the job ends (a strict
+  // function call: the rest of the call's markup).
+  std::shared_ptr<const JsonSchema> schema;
+  std::string schema_tail;
   // The completion starts inside a think block (an R1 chat): its tokens up to the one that
   // completes "</think>" (all of them if none does) are counted as reasoning_tokens.
   bool count_reasoning = false;

@@ -5,6 +5,8 @@
 #include <stdexcept>
 #include <type_traits>
 
+#include "serve/json_schema.h"
+
 namespace whale::serve {
 
 static_assert(std::is_trivially_copyable_v<JsonState>, "the filter copies states per token");
@@ -367,13 +369,30 @@ bool JsonTokenFilter::allowed(const JsonState& state, int32_t id) const {
   return s.push(std::string_view(bytes_).substr(e.offset, e.size));
 }
 
+bool JsonTokenFilter::in_plain_string(const JsonState& state) {
+  return state.mode_ == JsonState::Mode::kString;
+}
+
+bool JsonTokenFilter::in_plain_string(const SchemaState& state) {
+  return state.in_free_string();
+}
+
 size_t JsonTokenFilter::mask(const JsonState& state, std::span<float> logits) const {
+  return mask_any(state, logits);
+}
+
+size_t JsonTokenFilter::mask(const SchemaState& state, std::span<float> logits) const {
+  return mask_any(state, logits);
+}
+
+template <class State>
+size_t JsonTokenFilter::mask_any(const State& state, std::span<float> logits) const {
   if (logits.size() < vocab_size_) {
     throw std::invalid_argument("JSON mode: " + std::to_string(logits.size()) +
                                 " logits for a vocabulary of " + std::to_string(vocab_size_));
   }
-  size_t allowed_count = state.mode_ == JsonState::Mode::kString ? mask_in_string(state, logits)
-                                                                 : mask_walk(state, logits);
+  size_t allowed_count =
+      in_plain_string(state) ? mask_in_string(state, logits) : mask_walk(state, logits);
   for (int32_t id : never_) logits[id] = kNegInf;
   for (size_t id = vocab_size_; id < logits.size(); ++id) logits[id] = kNegInf;
   if (eos_id_ >= 0) {
@@ -386,10 +405,12 @@ size_t JsonTokenFilter::mask(const JsonState& state, std::span<float> logits) co
   return allowed_count;
 }
 
-size_t JsonTokenFilter::mask_in_string(const JsonState& state, std::span<float> logits) const {
+template <class State>
+size_t JsonTokenFilter::mask_in_string(const State& state, std::span<float> logits) const {
   size_t allowed_count = 0;
+  State s;
   for (const Entry& e : entries_) {
-    JsonState s = state;
+    if (e.plain != e.size) s = state;
     if (e.plain == e.size ||
         s.push(std::string_view(bytes_).substr(e.offset + e.plain, e.size - e.plain))) {
       ++allowed_count;
@@ -400,10 +421,11 @@ size_t JsonTokenFilter::mask_in_string(const JsonState& state, std::span<float> 
   return allowed_count;
 }
 
-size_t JsonTokenFilter::mask_walk(const JsonState& state, std::span<float> logits) const {
+template <class State>
+size_t JsonTokenFilter::mask_walk(const State& state, std::span<float> logits) const {
   // states[k]: `state` after the first k bytes of the current entry. `rejected`: the length of the
   // shortest prefix of the previous entry known to be rejected (none: larger than any token).
-  std::vector<JsonState> states(max_token_size_ + 1);
+  std::vector<State> states(max_token_size_ + 1);
   states[0] = state;
   size_t rejected = std::numeric_limits<size_t>::max();
   size_t allowed_count = 0;

@@ -24,6 +24,8 @@
 
 namespace whale::serve {
 
+class SchemaState;
+
 class JsonState {
  public:
   static constexpr int kMaxDepth = 64;
@@ -117,6 +119,9 @@ class JsonTokenFilter {
   // masked too; a logits span smaller than the vocabulary is std::invalid_argument. Returns the
   // number of ids left allowed.
   size_t mask(const JsonState& state, std::span<float> logits) const;
+  // The same for a JSON-schema state (serve/json_schema.h): the tokens that keep the text a prefix
+  // of a value valid for the schema.
+  size_t mask(const SchemaState& state, std::span<float> logits) const;
 
   // Whether token `id` may follow `state` (same rule as mask).
   bool allowed(const JsonState& state, int32_t id) const;
@@ -138,8 +143,14 @@ class JsonTokenFilter {
     uint32_t plain;  // length of the leading plain string content
     int32_t id;
   };
-  size_t mask_in_string(const JsonState& state, std::span<float> logits) const;
-  size_t mask_walk(const JsonState& state, std::span<float> logits) const;
+  template <class State>
+  size_t mask_any(const State& state, std::span<float> logits) const;
+  template <class State>
+  size_t mask_in_string(const State& state, std::span<float> logits) const;
+  template <class State>
+  size_t mask_walk(const State& state, std::span<float> logits) const;
+  static bool in_plain_string(const JsonState& state);
+  static bool in_plain_string(const SchemaState& state);
 
   std::string bytes_;
   std::vector<Entry> entries_;

@@ -243,8 +243,22 @@ void Server::handle(const httplib::Request& req, httplib::Response& res, bool ch
   const bool use_tools = chat && g.tool_choice.kind != ToolChoice::kNone;
   const bool prefix = chat && g.messages.back().prefix;
   bool reasoning = chat && continues_reasoning(g.messages, style_);
+  // `required` with one tool is that tool named; a named strict tool's arguments are constrained
+  // to its schema, and the call's closing markup follows them.
+  ToolChoice choice = g.tool_choice;
+  if (choice.kind == ToolChoice::kRequired && g.tools.size() == 1)
+    choice = {ToolChoice::kNamed, g.tools[0].name};
   std::string forced;
-  if (use_tools && !prefix) forced = forced_call_prefix(g.tool_choice, reasoning);
+  if (use_tools && !prefix) forced = forced_call_prefix(choice, reasoning);
+  if (!forced.empty() && choice.kind == ToolChoice::kNamed) {
+    for (const ToolDef& d : g.tools)
+      if (d.name == choice.name && d.strict) {
+        job->schema = d.schema;
+        job->schema_tail = "\n```" + std::string(kCallEnd) + std::string(kCallsEnd);
+      }
+  } else if (g.json_schema) {
+    job->schema = g.json_schema;
+  }
   if (!forced.empty()) reasoning = false;  // R1: the forced call comes after an empty think block
   const std::string forced_calls =
       forced.empty() ? std::string() : forced.substr(forced.find(kCallsBegin));

@@ -15,6 +15,7 @@
 // are not a JSON object, a section cut off by max_tokens) is returned as plain content.
 #pragma once
 
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
@@ -22,6 +23,7 @@
 #include <vector>
 
 #include "run/chat.h"
+#include "serve/json_schema.h"
 
 namespace whale::serve {
 
@@ -30,6 +32,7 @@ struct ToolDef {
   std::string name, description;
   nlohmann::json parameters = nlohmann::json::object();  // a JSON schema
   bool strict = false;
+  std::shared_ptr<const JsonSchema> schema;  // compiled parameters, when strict
 };
 
 // `tool_choice`: none (tools are neither shown nor parsed), auto (the model decides), required (a
