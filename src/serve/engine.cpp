@@ -350,10 +350,13 @@ bool Engine::next_token(Slot& s, std::span<float> logits) {
     return false;
   }
   int32_t next;
+  // JSON mode and schemas constrain the answer: in an R1 chat, the text after "</think>".
+  const bool constrained =
+      (job.json_object || job.schema) && !(job.count_reasoning && !s.think_closed);
   try {
     // Log-probabilities are the model's own: taken before JSON masking.
     std::span<const float> raw = logits;
-    if (job.json_object || job.schema) {
+    if (constrained) {
       if (job.top_logprobs >= 0) {
         s.raw_logits.assign(logits.begin(), logits.end());
         raw = s.raw_logits;
@@ -383,10 +386,14 @@ bool Engine::next_token(Slot& s, std::span<float> logits) {
     stats_.completion_tokens++;
   }
   const std::string text = s.detok->push(next);
+  std::string json_bytes = constrained ? tok_.token_text(next) : std::string();
   if (job.count_reasoning && !s.think_closed) {
     job.reasoning_tokens = job.completion_tokens;  // this token is still reasoning
     s.think_tail += text;
-    s.think_closed = s.think_tail.find(kThinkEnd) != std::string::npos;
+    const size_t end = s.think_tail.find(kThinkEnd);
+    s.think_closed = end != std::string::npos;
+    // The answer may start in the token that closes the think block.
+    if (s.think_closed) json_bytes = s.think_tail.substr(end + kThinkEnd.size());
     if (s.think_tail.size() > kThinkEnd.size())
       s.think_tail.erase(0, s.think_tail.size() - kThinkEnd.size());
   }
@@ -396,11 +403,20 @@ bool Engine::next_token(Slot& s, std::span<float> logits) {
     finish(s, "stop");
     return false;
   }
-  if (job.json_object && s.json.push(tok_.token_text(next)) && s.json.complete()) {
+  // Bytes after "</think>" in the closing token were not masked: when they cannot start the
+  // value, the value starts after them instead.
+  if (!constrained && !json_bytes.empty()) {
+    JsonState j = s.json;
+    SchemaState sc = s.schema;
+    if (job.json_object && j.push(json_bytes)) s.json = j;
+    if (job.schema && sc.push(json_bytes)) s.schema = sc;
+    json_bytes.clear();
+  }
+  if (job.json_object && !json_bytes.empty() && s.json.push(json_bytes) && s.json.complete()) {
     finish(s, "stop");
     return false;
   }
-  if (job.schema && s.schema.push(tok_.token_text(next)) && s.schema.closed()) {
+  if (job.schema && !json_bytes.empty() && s.schema.push(json_bytes) && s.schema.closed()) {
     if (!job.schema_tail.empty()) {
       const StopMatcher::Result t = s.stops->push(s.detok->flush() + job.schema_tail);
       job.push_text(t.emit);

@@ -243,10 +243,10 @@ void Server::handle(const httplib::Request& req, httplib::Response& res, bool ch
   const bool use_tools = chat && g.tool_choice.kind != ToolChoice::kNone;
   const bool prefix = chat && g.messages.back().prefix;
   bool reasoning = chat && continues_reasoning(g.messages, style_);
-  // `required` with one tool is that tool named; a named strict tool's arguments are constrained
-  // to its schema, and the call's closing markup follows them.
+  // `required` with one strict tool is that tool named; a named strict tool's arguments are
+  // constrained to its schema, and the call's closing markup follows them.
   ToolChoice choice = g.tool_choice;
-  if (choice.kind == ToolChoice::kRequired && g.tools.size() == 1)
+  if (choice.kind == ToolChoice::kRequired && g.tools.size() == 1 && g.tools[0].strict)
     choice = {ToolChoice::kNamed, g.tools[0].name};
   std::string forced;
   if (use_tools && !prefix) forced = forced_call_prefix(choice, reasoning);

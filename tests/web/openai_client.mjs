@@ -497,6 +497,43 @@ async function main() {
   ok(`tools: forced call get_weather(${call.function.arguments}), streamed in ${frags.length} ` +
     "fragments, round trip answered, auto answers in text");
 
+  // ---- structured outputs: the reasoning runs free, the answer after </think> follows the schema
+  const so = await client.chat.completions.create({
+    ...greedy,
+    response_format: {
+      type: "json_schema",
+      json_schema: {
+        name: "answer",
+        strict: true,
+        schema: {
+          type: "object",
+          properties: { answer: { type: "integer" }, unit: { enum: ["apples", null] } },
+          required: ["answer", "unit"],
+          additionalProperties: false,
+        },
+      },
+    },
+  });
+  assert.equal(so.choices[0].message.reasoning_content, want.reasoning, "reasoning left free");
+  const parsed = JSON.parse(so.choices[0].message.content);
+  assert.ok(Number.isInteger(parsed.answer), so.choices[0].message.content);
+  assert.ok(parsed.unit === "apples" || parsed.unit === null, so.choices[0].message.content);
+  assert.deepEqual(Object.keys(parsed).sort(), ["answer", "unit"]);
+  assert.equal(so.choices[0].finish_reason, "stop");
+  await expectApiError(
+    client.chat.completions.create({
+      ...greedy,
+      response_format: {
+        type: "json_schema",
+        json_schema: { name: "x", schema: { type: "string", pattern: "^a" } },
+      },
+    }),
+    400,
+    "unsupported schema keyword",
+    (e) => assert.equal(e.param, "response_format.json_schema.schema.pattern"),
+  );
+  ok(`structured output: ${so.choices[0].message.content} after the free reasoning`);
+
   // ---- unknown request fields are ignored
   const ru = await client.chat.completions.create({
     ...greedy,
