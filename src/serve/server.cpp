@@ -232,15 +232,17 @@ void Server::routes() {
 
 // ------------------------------------------------------------------ generation requests
 
-void Server::handle(const httplib::Request& req, httplib::Response& res, bool chat) {
-  const GenRequest g = parse_request(req.body, chat);
+// The job for a parsed request: the prompt rendered (chat template, tool list, forced call, FIM)
+// and tokenized, limits and sampling set. Throws ApiError.
+Server::Prepared Server::prepare(const GenRequest& g, bool chat) {
   const int64_t ctx = engine_.options().ctx;
-
-  auto job = std::make_shared<Job>();
-  std::string echo;
+  Prepared p;
+  p.job = std::make_shared<Job>();
+  Job* job = p.job.get();
+  std::string& echo = p.echo;
   // Function calling: the tool list goes into the system prompt; a forced call opens the calls
   // section in the prompt, and that opening is read back as the start of the output.
-  const bool use_tools = chat && g.tool_choice.kind != ToolChoice::kNone;
+  const bool use_tools = p.use_tools = chat && g.tool_choice.kind != ToolChoice::kNone;
   const bool prefix = chat && g.messages.back().prefix;
   bool reasoning = chat && continues_reasoning(g.messages, style_);
   // `required` with one strict tool is that tool named; a named strict tool's arguments are
@@ -260,8 +262,7 @@ void Server::handle(const httplib::Request& req, httplib::Response& res, bool ch
     job->schema = g.json_schema;
   }
   if (!forced.empty()) reasoning = false;  // R1: the forced call comes after an empty think block
-  const std::string forced_calls =
-      forced.empty() ? std::string() : forced.substr(forced.find(kCallsBegin));
+  p.forced_calls = forced.empty() ? std::string() : forced.substr(forced.find(kCallsBegin));
   if (use_tools && prefix &&
       (g.tool_choice.kind == ToolChoice::kRequired || g.tool_choice.kind == ToolChoice::kNamed))
     throw ApiError(400, "invalid_request_error",
@@ -311,14 +312,28 @@ void Server::handle(const httplib::Request& req, httplib::Response& res, bool ch
   job->opt.max_tokens = std::min(g.max_tokens.value_or(opt_.default_max_tokens), ctx - n_prompt);
   job->opt.stop = g.stop;
   job->json_object = g.json_object;
-  job->count_reasoning = reasoning;
+  job->count_reasoning = p.reasoning = reasoning;
   job->top_logprobs = g.top_logprobs;
-  const bool want_lp = g.top_logprobs >= 0;
+  return p;
+}
+
+void Server::submit(const std::shared_ptr<Job>& job, httplib::Response& res) {
   if (!engine_.submit(job)) {
     res.set_header("Retry-After", "1");
     throw ApiError(503, "server_error", "The server is busy (request queue full); retry shortly.",
                    "server_overloaded");
   }
+}
+
+void Server::handle(const httplib::Request& req, httplib::Response& res, bool chat) {
+  const GenRequest g = parse_request(req.body, chat);
+  const Prepared p = prepare(g, chat);
+  const std::shared_ptr<Job>& job = p.job;
+  const std::string& echo = p.echo;
+  const bool use_tools = p.use_tools, reasoning = p.reasoning;
+  const std::string& forced_calls = p.forced_calls;
+  const bool want_lp = g.top_logprobs >= 0;
+  submit(job, res);
 
   const std::string id = random_id(chat ? "chatcmpl-" : "cmpl-");
   const int64_t created = std::time(nullptr);

@@ -21,6 +21,7 @@
 
 #include "formats/tokenizer.h"
 #include "run/chat.h"
+#include "serve/api.h"
 #include "serve/engine.h"
 
 namespace httplib {
@@ -57,6 +58,15 @@ class Server {
 
  private:
   void routes();
+  struct Prepared {
+    std::shared_ptr<Job> job;
+    std::string echo;          // completions: the prompt text to echo
+    bool use_tools = false;    // chat output goes through the tool-call parser
+    bool reasoning = false;    // chat output starts inside an R1 think block
+    std::string forced_calls;  // the calls section the prompt opened (a forced call)
+  };
+  Prepared prepare(const GenRequest& g, bool chat);
+  void submit(const std::shared_ptr<Job>& job, httplib::Response& res);
   // POST /v1/chat/completions (chat) and /v1/completions; throws ApiError.
   void handle(const httplib::Request& req, httplib::Response& res, bool chat);
   void count(const std::string& endpoint, int status);
