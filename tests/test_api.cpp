@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "serve/anthropic.h"
 #include "serve/api.h"
 
 namespace whale::serve {
@@ -257,6 +258,61 @@ TEST(ApiParse, ToolsAndToolCalls) {
   EXPECT_EQ(r.messages[1].tool_calls[0].name, "f");
   EXPECT_EQ(r.messages[1].tool_calls[0].arguments, "{}");
   EXPECT_EQ(r.messages[2].tool_call_id, "c1");
+}
+
+// The Anthropic Messages request as whale's request: system, blocks, tool use and results.
+TEST(ApiParse, AnthropicMessages) {
+  const GenRequest r = parse_anthropic_request(R"({"model": "m", "max_tokens": 64,
+      "system": [{"type": "text", "text": "Be brief."}], "temperature": 0.5, "top_k": 5,
+      "stop_sequences": ["END"], "tools": [{"name": "f", "description": "d",
+      "input_schema": {"type": "object"}}], "tool_choice": {"type": "tool", "name": "f"},
+      "messages": [{"role": "user", "content": "q"},
+        {"role": "assistant", "content": [{"type": "thinking", "thinking": "hm"},
+          {"type": "text", "text": "calling"},
+          {"type": "tool_use", "id": "t1", "name": "f", "input": {"a": 1}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1",
+          "content": [{"type": "text", "text": "42"}]}, {"type": "text", "text": "thanks"}]},
+        {"role": "assistant", "content": "Sure"}]})");
+  EXPECT_EQ(r.max_tokens, 64);
+  EXPECT_FLOAT_EQ(r.sampling.temperature, 0.5f);
+  EXPECT_EQ(r.sampling.top_k, 5);
+  EXPECT_EQ(r.stop, std::vector<std::string>{"END"});
+  ASSERT_EQ(r.messages.size(), 6u);
+  EXPECT_EQ(r.messages[0].role, "system");
+  EXPECT_EQ(r.messages[0].content, "Be brief.");
+  EXPECT_EQ(r.messages[2].content, "calling");
+  ASSERT_EQ(r.messages[2].tool_calls.size(), 1u);
+  EXPECT_EQ(r.messages[2].tool_calls[0].arguments, R"({"a":1})");
+  EXPECT_EQ(r.messages[3].role, "tool");
+  EXPECT_EQ(r.messages[3].content, "42");
+  EXPECT_EQ(r.messages[3].tool_call_id, "t1");
+  EXPECT_EQ(r.messages[4].content, "thanks");
+  EXPECT_TRUE(r.messages[5].prefix);  // a last assistant turn is continued (prefill)
+  ASSERT_EQ(r.tools.size(), 1u);
+  EXPECT_EQ(r.tool_choice.kind, ToolChoice::kNamed);
+  auto param_of = [](const std::string& body) {
+    try {
+      parse_anthropic_request(body);
+    } catch (const ApiError& e) {
+      EXPECT_EQ(e.status, 400);
+      EXPECT_EQ(anthropic_error(e)["error"]["type"], "invalid_request_error");
+      return e.param;
+    }
+    return std::string("(parsed)");
+  };
+  EXPECT_EQ(param_of(R"({"messages": [{"role": "user", "content": "q"}]})"), "max_tokens");
+  EXPECT_EQ(param_of(R"({"max_tokens": 5, "messages": []})"), "messages");
+  EXPECT_EQ(param_of(R"({"max_tokens": 5, "temperature": 1.5, "messages": [{"role": "user",
+      "content": "q"}]})"),
+            "temperature");
+  EXPECT_EQ(param_of(R"({"max_tokens": 5, "messages": [{"role": "system", "content": "q"}]})"),
+            "messages[0].role");
+  EXPECT_EQ(param_of(R"({"max_tokens": 5, "messages": [{"role": "user", "content":
+      [{"type": "image"}]}]})"),
+            "messages[0].content[0].type");
+  EXPECT_EQ(param_of(R"({"max_tokens": 5, "messages": [{"role": "user", "content": "q"}],
+      "tool_choice": {"type": "any"}})"),
+            "tool_choice");
 }
 
 TEST(ApiParse, ChatLogprobsAndPrefix) {

@@ -41,6 +41,7 @@ StopMatcher::StopMatcher(std::vector<std::string> stops) {
 void StopMatcher::reset() {
   pending_.clear();
   stopped_ = false;
+  matched_.clear();
 }
 
 size_t StopMatcher::find_stop() const {
@@ -77,6 +78,8 @@ StopMatcher::Result StopMatcher::push(std::string_view text) {
   pending_.append(text);
   const size_t stop_pos = find_stop();
   if (stop_pos != std::string::npos) {
+    for (const std::string& s : stops_)
+      if (matched_.empty() && pending_.compare(stop_pos, s.size(), s) == 0) matched_ = s;
     Result r{pending_.substr(0, stop_pos), true};
     pending_.clear();
     stopped_ = true;

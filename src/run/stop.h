@@ -38,6 +38,8 @@ class StopMatcher {
   void reset();
 
   bool stopped() const { return stopped_; }
+  // The stop string that ended generation ("" while not stopped).
+  const std::string& matched() const { return matched_; }
   // Bytes currently held back.
   size_t pending() const { return pending_.size(); }
 
@@ -49,6 +51,7 @@ class StopMatcher {
 
   std::vector<std::string> stops_;
   std::string pending_;
+  std::string matched_;
   bool stopped_ = false;
 };
 

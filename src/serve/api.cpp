@@ -5,8 +5,10 @@
 #include <limits>
 #include <utility>
 
+#include "serve/api_detail.h"
+
 namespace whale::serve {
-namespace {
+namespace detail {  // helpers shared with anthropic.cpp (declared in serve/api_detail.h)
 
 using json = nlohmann::json;
 
@@ -85,8 +87,7 @@ const std::string& get_string(const json& j, const std::string& param) {
 }
 
 // A number within [lo, hi]; `lo_open`: lo itself excluded.
-double get_number(const json& j, const std::string& param, double lo, double hi,
-                  bool lo_open = false) {
+double get_number(const json& j, const std::string& param, double lo, double hi, bool lo_open) {
   if (!j.is_number()) wrong_type(param, "a number", j);
   const double v = j.get<double>();
   if (v < lo || v > hi || (lo_open && v == lo)) {
@@ -496,7 +497,9 @@ size_t incomplete_utf8_tail(std::string_view s) {
   return 0;
 }
 
-}  // namespace
+}  // namespace detail
+
+using namespace detail;
 
 ApiError::ApiError(int status_, std::string type_, std::string message, std::string code_,
                    std::string param_)

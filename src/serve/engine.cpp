@@ -400,6 +400,7 @@ bool Engine::next_token(Slot& s, std::span<float> logits) {
   const StopMatcher::Result r = s.stops->push(text);
   job.push_text(r.emit);
   if (r.stopped) {
+    job.stop_sequence = s.stops->matched();
     finish(s, "stop");
     return false;
   }
@@ -487,9 +488,10 @@ void Engine::finish(Slot& s, const std::string& reason) {
     // Release what the detokenizer and the stop matcher still hold.
     const StopMatcher::Result r = s.stops->push(s.detok->flush());
     s.job->push_text(r.emit);
-    if (r.stopped)
+    if (r.stopped) {
       why = "stop";
-    else
+      s.job->stop_sequence = s.stops->matched();
+    } else
       s.job->push_text(s.stops->flush());
   }
   s.job->finish(why);

@@ -91,6 +91,7 @@ class Job {
   // Results, valid once finished.
   std::string finish_reason;  // "stop", "length", "cancelled", or "error"
   std::string error;          // message when finish_reason == "error"
+  std::string stop_sequence;  // the stop string that ended it, if one did
   int64_t prompt_tokens = 0, cached_tokens = 0, completion_tokens = 0, reasoning_tokens = 0;
   double queue_seconds = 0, ttft_seconds = 0, total_seconds = 0;  // from submit()
 

@@ -13,6 +13,7 @@
 #include <optional>
 #include <random>
 
+#include "serve/anthropic.h"
 #include "serve/api.h"
 #include "serve/page.h"
 
@@ -155,10 +156,21 @@ void Server::routes() {
 
   // Authentication for the API routes when a key is set.
   s.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
-    if (opt_.api_key.empty() || !(req.path.starts_with("/v1/") || req.path.starts_with("/beta/")))
+    const bool anthropic = req.path.starts_with("/anthropic/");
+    if (opt_.api_key.empty() ||
+        !(req.path.starts_with("/v1/") || req.path.starts_with("/beta/") || anthropic))
       return httplib::Server::HandlerResponse::Unhandled;
-    if (req.get_header_value("Authorization") == "Bearer " + opt_.api_key)
+    if (req.get_header_value("Authorization") == "Bearer " + opt_.api_key ||
+        (anthropic && req.get_header_value("x-api-key") == opt_.api_key))
       return httplib::Server::HandlerResponse::Unhandled;
+    if (anthropic) {
+      res.status = 401;
+      res.set_content(
+          anthropic_error(ApiError(401, "authentication_error", "invalid x-api-key")).dump(),
+          "application/json");
+      count("anthropic", 401);
+      return httplib::Server::HandlerResponse::Handled;
+    }
     send_error(res, ApiError(401, "invalid_request_error",
                              "Incorrect or missing API key: send 'Authorization: Bearer <key>'.",
                              "invalid_api_key"));
@@ -228,6 +240,15 @@ void Server::routes() {
     s.Post(std::string(root) + "/chat/completions", generate(true));
     s.Post(std::string(root) + "/completions", generate(false));
   }
+  s.Post("/anthropic/v1/messages", [this](const httplib::Request& req, httplib::Response& res) {
+    try {
+      handle_anthropic(req, res);
+    } catch (const ApiError& e) {
+      res.status = e.status;
+      res.set_content(anthropic_error(e).dump(), "application/json");
+    }
+    count("anthropic", res.status == -1 ? 200 : res.status);
+  });
 }
 
 // ------------------------------------------------------------------ generation requests
@@ -500,6 +521,166 @@ void Server::handle(const httplib::Request& req, httplib::Response& res, bool ch
       },
       [job](bool success) {
         if (!success) job->cancel();  // connection failed before or while streaming
+      });
+}
+
+// ------------------------------------------------------------------ the Anthropic route
+
+void Server::handle_anthropic(const httplib::Request& req, httplib::Response& res) {
+  const GenRequest g = parse_anthropic_request(req.body);
+  const Prepared p = prepare(g, true);
+  const std::shared_ptr<Job> job = p.job;
+  submit(job, res);
+  const std::string id = random_id("msg_");
+  const std::string model = g.model.empty() ? opt_.model_id : g.model;
+  const int fd = find_client_socket(req.remote_port, opt_.port);
+  auto usage = [job] {
+    return Usage{job->prompt_tokens, job->completion_tokens, job->cached_tokens,
+                 job->reasoning_tokens};
+  };
+  auto gone = [this, job] {
+    job->cancel();
+    std::lock_guard lk(mu_);
+    disconnects_++;
+  };
+  const std::string call_base = id.substr(4);
+
+  if (!g.stream) {
+    std::string text, piece;
+    while (job->wait_text(piece, 100ms)) {
+      text += piece;
+      if (peer_closed(fd)) {
+        gone();
+        job->wait_done();
+        return;
+      }
+    }
+    if (job->finish_reason == "error") throw ApiError(500, "api_error", job->error);
+    std::vector<AnthropicBlock> blocks;
+    std::string content = text;
+    if (p.reasoning) {
+      ReasoningSplit sp = split_reasoning(text);
+      if (!sp.reasoning.empty()) blocks.push_back({AnthropicBlock::kThinking, sp.reasoning, {}});
+      content = std::move(sp.content);
+    }
+    std::vector<ToolCall> calls;
+    if (p.use_tools) {
+      ParsedCalls pc = parse_tool_calls(p.forced_calls + content, call_base);
+      content = std::move(pc.content);
+      calls = std::move(pc.calls);
+      if (!g.parallel_tool_calls && calls.size() > 1) calls.resize(1);
+    }
+    if (!content.empty()) blocks.push_back({AnthropicBlock::kText, content, {}});
+    for (ToolCall& c : calls) blocks.push_back({AnthropicBlock::kToolUse, "", std::move(c)});
+    const json body = anthropic_response(
+        id, model, blocks,
+        anthropic_stop_reason(job->finish_reason, !calls.empty(), job->stop_sequence),
+        job->stop_sequence, usage());
+    res.set_content(body.dump(-1, ' ', false, json::error_handler_t::replace), "application/json");
+    return;
+  }
+
+  res.set_header("Cache-Control", "no-cache");
+  res.set_header("X-Accel-Buffering", "no");
+  res.set_chunked_content_provider(
+      "text/event-stream",
+      [=, this](size_t, httplib::DataSink& sink) {
+        bool ok = true;
+        auto send = [&](const json& j) {
+          const std::string ev = anthropic_event(j);
+          ok = ok && sink.write(ev.data(), ev.size());
+        };
+        json start = anthropic_response(id, model, {}, "", "", usage());
+        start["stop_reason"] = nullptr;
+        start["usage"]["output_tokens"] = 0;
+        send({{"type", "message_start"}, {"message", start}});
+        // Content blocks: one open at a time; a change of kind closes it and opens the next.
+        int index = -1;
+        int open = -1;  // AnthropicBlock::Kind of the open block, -1 none
+        auto close_block = [&] {
+          if (open < 0) return;
+          send({{"type", "content_block_stop"}, {"index", index}});
+          open = -1;
+        };
+        auto delta = [&](AnthropicBlock::Kind kind, const std::string& text) {
+          if (text.empty()) return;
+          if (open != kind) {
+            close_block();
+            open = kind;
+            ++index;
+            send({{"type", "content_block_start"},
+                  {"index", index},
+                  {"content_block", anthropic_block({kind, "", {}})}});
+          }
+          json d = kind == AnthropicBlock::kThinking
+                       ? json{{"type", "thinking_delta"}, {"thinking", text}}
+                       : json{{"type", "text_delta"}, {"text", text}};
+          send({{"type", "content_block_delta"}, {"index", index}, {"delta", d}});
+        };
+        ToolCallStream calls(call_base);
+        size_t n_calls = 0;
+        auto answer = [&](const ToolCallStream::Events& ev) {
+          delta(AnthropicBlock::kText, ev.content);
+          for (const ToolCall& c : ev.calls) {
+            if (!g.parallel_tool_calls && n_calls > 0) break;
+            ++n_calls;
+            close_block();
+            ++index;
+            json block = {
+                {"type", "tool_use"}, {"id", c.id}, {"name", c.name}, {"input", json::object()}};
+            send({{"type", "content_block_start"}, {"index", index}, {"content_block", block}});
+            send({{"type", "content_block_delta"},
+                  {"index", index},
+                  {"delta", {{"type", "input_json_delta"}, {"partial_json", c.arguments}}}});
+            send({{"type", "content_block_stop"}, {"index", index}});
+          }
+        };
+        auto text_in = [&](const std::string& t) {
+          if (p.use_tools) return answer(calls.push(t));
+          ToolCallStream::Events ev;
+          ev.content = t;
+          answer(ev);
+        };
+        if (!p.forced_calls.empty()) text_in(p.forced_calls);
+        ReasoningStream split;
+        auto relay = [&](const ReasoningStream::Piece& piece) {
+          delta(AnthropicBlock::kThinking, piece.reasoning);
+          if (!piece.content.empty()) text_in(piece.content);
+        };
+        std::string piece;
+        while (ok && job->wait_text(piece, 100ms)) {
+          if (peer_closed(fd)) ok = false;
+          if (piece.empty() || !ok) continue;
+          if (p.reasoning)
+            relay(split.push(piece));
+          else
+            text_in(piece);
+        }
+        if (!ok) {
+          gone();
+          job->wait_done();
+          return false;
+        }
+        if (p.reasoning) relay(split.flush());
+        if (p.use_tools) answer(calls.flush());
+        close_block();
+        if (job->finish_reason == "error") {
+          send(anthropic_error(ApiError(500, "api_error", job->error)));
+        } else {
+          send({{"type", "message_delta"},
+                {"delta",
+                 {{"stop_reason",
+                   anthropic_stop_reason(job->finish_reason, n_calls > 0, job->stop_sequence)},
+                  {"stop_sequence",
+                   job->stop_sequence.empty() ? json(nullptr) : json(job->stop_sequence)}}},
+                {"usage", {{"output_tokens", job->completion_tokens}}}});
+          send({{"type", "message_stop"}});
+        }
+        if (ok) sink.done();
+        return ok;
+      },
+      [job](bool success) {
+        if (!success) job->cancel();
       });
 }
 

@@ -5,7 +5,9 @@
 //   GET  /health               {"status":"ok"}
 //   GET  /v1/models            the one model, named after its directory
 //   POST /v1/chat/completions  chat, streamed (SSE) or not; reasoning_content for R1 templates
-//   POST /v1/completions       plain text completion
+//   POST /v1/completions       plain text completion, FIM with `suffix`
+//   (both also under /beta/)
+//   POST /anthropic/v1/messages  the Anthropic Messages API
 //   GET  /metrics              Prometheus text format
 //
 // Each request runs on an HTTP worker thread that renders and tokenizes the prompt, submits a Job,
@@ -67,6 +69,8 @@ class Server {
   };
   Prepared prepare(const GenRequest& g, bool chat);
   void submit(const std::shared_ptr<Job>& job, httplib::Response& res);
+  // POST /anthropic/v1/messages (serve/anthropic.h); throws ApiError.
+  void handle_anthropic(const httplib::Request& req, httplib::Response& res);
   // POST /v1/chat/completions (chat) and /v1/completions; throws ApiError.
   void handle(const httplib::Request& req, httplib::Response& res, bool chat);
   void count(const std::string& endpoint, int status);
