@@ -4,6 +4,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -595,6 +596,36 @@ serve::EngineOptions g_engine;
 serve::ServerOptions g_server;
 int64_t g_serve_ctx = 4096;
 size_t g_cache_mb = 256;
+double g_cache_disk_gb = 4;
+
+// Names the model for the disk cache: its files (names, sizes, modification times) and the KV
+// type, so that entries of another model or KV type are foreign.
+uint64_t model_cache_key(const std::string& model, const std::string& kv_type) {
+  namespace fs = std::filesystem;
+  uint64_t h = 1469598103934665603ull;
+  auto mix = [&](const std::string& v) {
+    for (unsigned char c : v) h = (h ^ c) * 1099511628211ull;
+    h = (h ^ 0xFF) * 1099511628211ull;
+  };
+  std::vector<fs::path> files;
+  if (fs::is_directory(model)) {
+    for (const auto& e : fs::directory_iterator(model))
+      if (e.is_regular_file()) files.push_back(e.path());
+  } else {
+    files.push_back(model);
+  }
+  std::sort(files.begin(), files.end());
+  for (const fs::path& f : files) {
+    const std::string ext = f.extension().string();
+    if (ext != ".safetensors" && ext != ".json" && ext != ".gguf") continue;
+    std::error_code ec;
+    mix(f.filename().string());
+    mix(std::to_string(fs::file_size(f, ec)));
+    mix(std::to_string(fs::last_write_time(f, ec).time_since_epoch().count()));
+  }
+  mix(kv_type);
+  return h;
+}
 
 int cmd_serve() {
   // SIGINT/SIGTERM are taken by a watcher thread (blocked everywhere else), which stops the server.
@@ -610,6 +641,10 @@ int cmd_serve() {
   auto m = load_model();
   g_engine.ctx = std::min<int64_t>(g_serve_ctx, m->config().max_position_embeddings);
   g_engine.cache_bytes = g_cache_mb << 20;
+  if (!g_engine.cache_dir.empty()) {
+    g_engine.cache_disk_bytes = uint64_t(g_cache_disk_gb * double(1ull << 30));
+    g_engine.cache_key = model_cache_key(g.model_dir, kv_type_name(m->kv_type()));
+  }
   apply_spec(*m);
   g_engine.spec_mtp = g_gen.spec_mtp;
   if (g_server.model_id.empty()) {
@@ -993,6 +1028,10 @@ void register_commands(CLI::App& app) {
     s->add_option("--ctx", g_serve_ctx, "context per slot, tokens (prompt + completion)")
         ->check(CLI::Range(int64_t(2), int64_t(1) << 24));
     s->add_option("--cache-mb", g_cache_mb, "prompt cache size in MiB (LRU)");
+    s->add_option("--cache-dir", g_engine.cache_dir,
+                  "keep prompt prefixes and their KV in this directory, across restarts");
+    s->add_option("--cache-disk-gb", g_cache_disk_gb, "size of the --cache-dir cache in GiB (LRU)")
+        ->check(CLI::Range(0.0, 1e6));
     s->add_option("--queue", g_engine.max_queue, "waiting requests before 503")
         ->check(CLI::Range(1, 1 << 20));
     s->add_option("--batch", g_engine.prefill_chunk, "prompt tokens per forward pass")

@@ -121,6 +121,8 @@ Engine::Engine(const Model& model, const Tokenizer& tok, EngineOptions opt)
       slots_.back()->mtp = std::make_unique<KVCache>(model_.new_mtp_cache(opt_.ctx));
   }
   stats_.slots = opt_.parallel;
+  if (!opt_.cache_dir.empty() && !opt_.spec_mtp)
+    disk_ = std::make_unique<DiskCache>(opt_.cache_dir, opt_.cache_disk_bytes, opt_.cache_key);
   thread_ = std::thread([this] { loop(); });
 }
 
@@ -152,6 +154,11 @@ bool Engine::submit(const std::shared_ptr<Job>& job) {
 EngineStats Engine::stats() const {
   std::lock_guard lk(mu_);
   EngineStats s = stats_;
+  if (disk_) {
+    s.disk_entries = disk_->entries();
+    s.disk_bytes = disk_->bytes();
+    s.disk_damaged = disk_->damaged();
+  }
   double tokens = 0;
   for (const auto& r : recent_) tokens += double(r.second);
   s.decode_tokens_per_second = tokens / 10.0;
@@ -214,6 +221,19 @@ void Engine::admit(const std::shared_ptr<Job>& job) {
   if (auto [entry, stored_n] = store_find(job->prompt); !s.mtp && stored_n > best_n) {
     store_load(s, *entry, stored_n);
     best_n = stored_n;
+  }
+  // Then the disk, whose entries outlive restarts (a damaged one is dropped, never loaded).
+  if (disk_) {
+    const auto [index, disk_n] = disk_->find(job->prompt);
+    if (disk_n > best_n && std::min(disk_n, job->prompt.size() - 1) > best_n &&
+        int64_t(disk_n) >= opt_.min_store_tokens) {
+      if (std::optional<KvEntry> e = disk_->load(index)) {
+        store_load(s, *e, disk_n);
+        best_n = disk_n;
+        std::lock_guard lk(mu_);
+        stats_.disk_hit_jobs++;
+      }
+    }
   }
   size_t reuse = std::min(best_n, job->prompt.size() - 1);  // run at least one token
   if (s.mtp) {
@@ -494,6 +514,10 @@ void Engine::finish(Slot& s, const std::string& reason) {
     } else
       s.job->push_text(s.stops->flush());
   }
+  // A finished prefix goes to disk (the writer thread writes it) unless an entry holds it already.
+  if (disk_ && (why == "stop" || why == "length") &&
+      int64_t(s.tokens.size()) >= opt_.min_store_tokens && !disk_->covers(s.tokens))
+    disk_->save(snapshot(s));
   s.job->finish(why);
   s.job.reset();
   s.sampler.reset();
@@ -516,6 +540,24 @@ std::pair<std::list<Engine::StoreEntry>::iterator, size_t> Engine::store_find(
     }
   }
   return {best, best_n};
+}
+
+KvEntry Engine::snapshot(const Slot& s) const {
+  const size_t n = s.tokens.size();
+  const KVCache& cache = s.cache;
+  const size_t rank = cache.latent_row_bytes(), rd = cache.k_rope_row_bytes();
+  KvEntry e;
+  e.tokens = s.tokens;
+  e.kv.resize(size_t(cache.layers()) * n * (rank + rd));
+  uint8_t* out = e.kv.data();
+  for (int64_t l = 0; l < cache.layers(); l++) {
+    if (n == 0) break;
+    std::memcpy(out, cache.latent_bytes(l), n * rank);
+    out += n * rank;
+    std::memcpy(out, cache.k_rope_bytes(l), n * rd);
+    out += n * rd;
+  }
+  return e;
 }
 
 void Engine::store_save(const Slot& s) {
@@ -544,17 +586,7 @@ void Engine::store_save(const Slot& s) {
     store_bytes_ -= store_.back().kv.size();
     store_.pop_back();
   }
-  StoreEntry e;
-  e.tokens = s.tokens;
-  e.kv.resize(bytes);
-  uint8_t* out = e.kv.data();
-  for (int64_t l = 0; l < cache.layers(); l++) {
-    if (n == 0) break;
-    std::memcpy(out, cache.latent_bytes(l), n * rank);
-    out += n * rank;
-    std::memcpy(out, cache.k_rope_bytes(l), n * rd);
-    out += n * rd;
-  }
+  StoreEntry e = snapshot(s);
   store_bytes_ += bytes;
   store_.push_front(std::move(e));
   std::lock_guard lk(mu_);

@@ -36,6 +36,7 @@
 #include "model/model.h"
 #include "run/sampler.h"
 #include "run/session.h"
+#include "serve/disk_cache.h"
 #include "serve/json_mode.h"
 #include "serve/json_schema.h"
 
@@ -52,6 +53,11 @@ struct EngineOptions {
   // module's draft with its next token, two tokens in the batch, and keeps the draft when the
   // sampler picks it. The model must have an MTP module.
   bool spec_mtp = false;
+  // The context cache on disk (serve/disk_cache.h): "" = none. Finished jobs' prefixes are written
+  // there and a new job's prompt may start from one, across restarts. Not under spec_mtp.
+  std::string cache_dir;
+  uint64_t cache_disk_bytes = 0;
+  uint64_t cache_key = 0;  // names the model (weights and KV type): other keys' entries are foreign
 };
 
 // One generation request as the engine sees it. The HTTP side fills the inputs, submits, then
@@ -117,6 +123,8 @@ struct EngineStats {
   int64_t drafted = 0, accepted = 0;  // speculative decoding: drafts checked, drafts taken
   int queue_depth = 0, active_slots = 0, slots = 0;
   size_t store_bytes = 0, store_entries = 0;
+  size_t disk_bytes = 0, disk_entries = 0;  // the context cache on disk
+  int64_t disk_hit_jobs = 0, disk_damaged = 0;
   double busy_seconds = 0;
   double decode_tokens_per_second = 0;  // over the last 10 s
 };
@@ -138,11 +146,9 @@ class Engine {
 
  private:
   struct Slot;
-  struct StoreEntry {
-    std::vector<int32_t> tokens;
-    // Per layer: the latent rows [n] then the rope-key rows [n], in the cache's stored type.
-    std::vector<uint8_t> kv;
-  };
+  // Per layer: the latent rows [n] then the rope-key rows [n], in the cache's stored type.
+  using StoreEntry = KvEntry;
+  KvEntry snapshot(const Slot& s) const;
 
   void loop();
   void admit(const std::shared_ptr<Job>& job);
@@ -170,6 +176,7 @@ class Engine {
   std::vector<std::unique_ptr<Slot>> slots_;
   std::list<StoreEntry> store_;  // front: most recently used
   size_t store_bytes_ = 0;
+  std::unique_ptr<DiskCache> disk_;
 
   mutable std::mutex mu_;  // guards queue_, stats_, stopping_
   std::condition_variable cv_;

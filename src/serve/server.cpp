@@ -725,6 +725,15 @@ std::string Server::metrics() const {
   value("whale_prompt_cache_bytes", double(e.store_bytes));
   metric("whale_prompt_cache_entries", "gauge", "Sequences held by the prompt store.");
   value("whale_prompt_cache_entries", double(e.store_entries));
+  metric("whale_disk_cache_entries", "gauge", "Prefixes in the context cache on disk.");
+  value("whale_disk_cache_entries", double(e.disk_entries));
+  metric("whale_disk_cache_bytes", "gauge", "Bytes of the context cache on disk.");
+  value("whale_disk_cache_bytes", double(e.disk_bytes));
+  metric("whale_disk_cache_hits_total", "counter", "Jobs that started from a prefix on disk.");
+  value("whale_disk_cache_hits_total", double(e.disk_hit_jobs));
+  metric("whale_disk_cache_damaged_total", "counter",
+         "Disk cache entries found damaged or foreign and removed.");
+  value("whale_disk_cache_damaged_total", double(e.disk_damaged));
   metric("whale_queue_depth", "gauge", "Jobs waiting for a slot.");
   value("whale_queue_depth", e.queue_depth);
   metric("whale_active_slots", "gauge", "Slots running a job.");
