@@ -854,6 +854,24 @@ TEST(Server, ToolCallsFromAScriptedModel) {
       s.tok.encode(render_chat(hist, ChatStyle::R1, s.tok.bos_token(), true, tools_prompt({def})))
           .size());
 
+  // A strict function the model calls on its own (two tools: nothing is forced by name): from the
+  // call's head on, its arguments follow the schema, which this model's own {"city": ...} breaks.
+  json strict = body;
+  strict["tools"][0]["function"]["strict"] = true;
+  strict["tools"][0]["function"]["parameters"] = json::parse(R"({"type": "object", "properties":
+      {"location": {"type": "string"}}, "required": ["location"], "additionalProperties": false})");
+  strict["tools"].push_back(
+      {{"type", "function"}, {"function", {{"name", "get_time"}, {"parameters", json::object()}}}});
+  strict["tool_choice"] = "required";
+  r = post(c, "/v1/chat/completions", strict.dump());
+  ASSERT_TRUE(r);
+  j = json::parse(r->body);
+  ASSERT_EQ(j["choices"][0]["message"]["tool_calls"].size(), 1u) << r->body;
+  const json sargs = json::parse(
+      j["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"].get<std::string>());
+  EXPECT_TRUE(sargs.is_object() && sargs.size() == 1 && sargs["location"].is_string())
+      << sargs << " in " << r->body;
+
   // Bad tool requests.
   json bad = body;
   bad["tool_choice"] = {{"type", "function"}, {"function", {{"name", "nope"}}}};

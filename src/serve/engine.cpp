@@ -91,9 +91,11 @@ struct Engine::Slot {
   std::optional<StopMatcher> stops;
   JsonState json;
   SchemaState schema;
-  std::vector<int32_t> ids;       // generated
-  std::vector<float> raw_logits;  // the logits before masking, when logprobs are asked for
-  std::string think_tail;         // the end of the text so far, while "</think>" is not in it
+  const JsonSchema* active = nullptr;  // the schema in force (job.schema, or a triggered one)
+  std::string trigger_tail;            // recent output, while a trigger may complete
+  std::vector<int32_t> ids;            // generated
+  std::vector<float> raw_logits;       // the logits before masking, when logprobs are asked for
+  std::string think_tail;              // the end of the text so far, while "</think>" is not in it
   bool think_closed = false;
   // Speculative decoding (as run/session.h): the MTP cache holds positions [0, mtp->len());
   // pend_h the main model's hidden states of positions [mtp->len(), cache.len()) and pend_t the
@@ -253,7 +255,9 @@ void Engine::admit(const std::shared_ptr<Job>& job) {
   s.think_tail.clear();
   s.think_closed = false;
   s.json = JsonState();
-  if (job->schema) s.schema = SchemaState(job->schema.get());
+  s.active = job->schema.get();
+  if (s.active) s.schema = SchemaState(s.active);
+  s.trigger_tail = job->trigger_prefix;
   s.detok.emplace(tok_, /*skip_special=*/true);
   s.stops.emplace(job->opt.stop);
   {
@@ -262,7 +266,7 @@ void Engine::admit(const std::shared_ptr<Job>& job) {
   }
   try {
     s.sampler.emplace(job->opt.sampling);
-    if ((job->json_object || job->schema) && !json_filter_)
+    if ((job->json_object || job->schema || !job->schema_triggers.empty()) && !json_filter_)
       json_filter_ = std::make_unique<JsonTokenFilter>(tok_, tok_.eos_id());
   } catch (const std::exception& e) {
     job->error = e.what();
@@ -371,8 +375,8 @@ bool Engine::next_token(Slot& s, std::span<float> logits) {
   }
   int32_t next;
   // JSON mode and schemas constrain the answer: in an R1 chat, the text after "</think>".
-  const bool constrained =
-      (job.json_object || job.schema) && !(job.count_reasoning && !s.think_closed);
+  const bool answering = !(job.count_reasoning && !s.think_closed);
+  const bool constrained = (job.json_object || s.active) && answering;
   try {
     // Log-probabilities are the model's own: taken before JSON masking.
     std::span<const float> raw = logits;
@@ -381,7 +385,7 @@ bool Engine::next_token(Slot& s, std::span<float> logits) {
         s.raw_logits.assign(logits.begin(), logits.end());
         raw = s.raw_logits;
       }
-      if (job.schema)
+      if (s.active)
         json_filter_->mask(s.schema, logits);
       else
         json_filter_->mask(s.json, logits);
@@ -430,20 +434,25 @@ bool Engine::next_token(Slot& s, std::span<float> logits) {
     JsonState j = s.json;
     SchemaState sc = s.schema;
     if (job.json_object && j.push(json_bytes)) s.json = j;
-    if (job.schema && sc.push(json_bytes)) s.schema = sc;
+    if (s.active && sc.push(json_bytes)) s.schema = sc;
     json_bytes.clear();
   }
   if (job.json_object && !json_bytes.empty() && s.json.push(json_bytes) && s.json.complete()) {
     finish(s, "stop");
     return false;
   }
-  if (job.schema && !json_bytes.empty() && s.schema.push(json_bytes) && s.schema.closed()) {
-    if (!job.schema_tail.empty()) {
-      const StopMatcher::Result t = s.stops->push(s.detok->flush() + job.schema_tail);
-      job.push_text(t.emit);
+  if (s.active && !json_bytes.empty() && s.schema.push(json_bytes) && s.schema.closed()) {
+    if (s.active == job.schema.get()) {
+      if (!job.schema_tail.empty()) {
+        const StopMatcher::Result t = s.stops->push(s.detok->flush() + job.schema_tail);
+        job.push_text(t.emit);
+      }
+      finish(s, "stop");
+      return false;
     }
-    finish(s, "stop");
-    return false;
+    s.active = nullptr;  // a triggered value closed: the model goes on (its call's markup)
+  } else if (!s.active && answering && !job.schema_triggers.empty()) {
+    trigger(s, tok_.token_text(next));
   }
   if (int64_t(s.ids.size()) >= job.opt.max_tokens || s.cache.len() + 1 >= opt_.ctx) {
     finish(s, "length");
@@ -451,6 +460,25 @@ bool Engine::next_token(Slot& s, std::span<float> logits) {
   }
   s.last = next;
   return true;
+}
+
+void Engine::trigger(Slot& s, const std::string& bytes) {
+  s.trigger_tail += bytes;
+  size_t longest = 0;
+  for (const auto& [text, schema] : s.job->schema_triggers) {
+    longest = std::max(longest, text.size());
+    const size_t at = s.trigger_tail.find(text);
+    if (at == std::string::npos) continue;
+    s.active = schema.get();
+    s.schema = SchemaState(s.active);
+    // Bytes of this token after the trigger were not masked: kept when they start the value.
+    SchemaState rest = s.schema;
+    if (rest.push(std::string_view(s.trigger_tail).substr(at + text.size()))) s.schema = rest;
+    if (s.schema.closed()) s.active = nullptr;
+    s.trigger_tail.clear();
+    return;
+  }
+  if (s.trigger_tail.size() > longest) s.trigger_tail.erase(0, s.trigger_tail.size() - longest);
 }
 
 // ------------------------------------------------------------------ speculative decoding

@@ -73,6 +73,10 @@ class Job {
   // function call: the rest of the call's markup).
   std::shared_ptr<const JsonSchema> schema;
   std::string schema_tail;
+  // Schemas that take effect when the output reaches a trigger text (strict functions the model
+  // may call: the head of a call to one), until their value closes; then generation goes on.
+  std::vector<std::pair<std::string, std::shared_ptr<const JsonSchema>>> schema_triggers;
+  std::string trigger_prefix;  // text the output counts as starting with (a forced call's opening)
   // The completion starts inside a think block (an R1 chat): its tokens up to the one that
   // completes "</think>" (all of them if none does) are counted as reasoning_tokens.
   bool count_reasoning = false;
@@ -161,6 +165,8 @@ class Engine {
   void mtp_prefill(Slot& s, const std::vector<float>& hidden, size_t n);
   // Samples and streams one token for a slot whose prompt is complete; false when it finished.
   bool next_token(Slot& s, std::span<float> logits);
+  // Looks for the job's schema triggers at the end of the output (`bytes`: the new token's).
+  void trigger(Slot& s, const std::string& bytes);
   void finish(Slot& s, const std::string& reason);
 
   // Prompt store.

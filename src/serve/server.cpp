@@ -282,6 +282,17 @@ Server::Prepared Server::prepare(const GenRequest& g, bool chat) {
   } else if (g.json_schema) {
     job->schema = g.json_schema;
   }
+  // Strict functions the model may call on its own: their arguments are constrained from the
+  // call's head on (both layouts).
+  if (!forced.empty()) job->trigger_prefix = forced.substr(forced.find(kCallsBegin));
+  if (use_tools && !job->schema)
+    for (const ToolDef& d : g.tools)
+      if (d.strict) {
+        job->schema_triggers.emplace_back(
+            "function" + std::string(kToolSep) + d.name + "\n```json\n", d.schema);
+        job->schema_triggers.emplace_back(std::string(kCallBegin) + d.name + std::string(kToolSep),
+                                          d.schema);
+      }
   if (!forced.empty()) reasoning = false;  // R1: the forced call comes after an empty think block
   p.forced_calls = forced.empty() ? std::string() : forced.substr(forced.find(kCallsBegin));
   if (use_tools && prefix &&
