@@ -6,12 +6,14 @@
 
 #include <cstdlib>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "formats/tokenizer.h"
 #include "serve/json_mode.h"
+#include "serve/json_schema.h"
 
 namespace {
 
@@ -69,6 +71,49 @@ void BM_JsonModeMask(benchmark::State& state) {
   state.counters["allowed"] = static_cast<double>(allowed);
 }
 BENCHMARK(BM_JsonModeMask)->DenseRange(0, std::size(kCases) - 1)->Unit(benchmark::kMillisecond);
+
+// The same mask for a JSON-schema state (structured outputs): an object with typed properties, an
+// enum and an array of strings, at the same kinds of positions.
+constexpr Case kSchemaCases[] = {
+    {"start", ""},
+    {"key", R"({"na)"},
+    {"value", R"({"name": )"},
+    {"string", R"({"name": "Moby)"},
+    {"enum", R"({"name": "x", "role": "ad)"},
+    {"number", R"({"name": "x", "age": 4)"},
+    {"array", R"({"name": "x", "tags": ["a", )"},
+};
+
+void BM_JsonSchemaMask(benchmark::State& state) {
+  const whale::Tokenizer* tok = tokenizer();
+  if (!tok) return state.SkipWithError("tokenizer not found: set WHALE_TOKENIZER_DIR");
+  static const whale::serve::JsonTokenFilter filter(*tok, tok->eos_id());
+  static const auto schema = whale::serve::JsonSchema::compile(nlohmann::json::parse(R"({
+      "type": "object", "properties": {"name": {"type": "string"}, "age": {"type": "integer"},
+      "role": {"enum": ["admin", "user"]}, "tags": {"type": "array", "items": {"type": "string"}}},
+      "required": ["name"], "additionalProperties": false})"));
+  const Case& c = kSchemaCases[state.range(0)];
+  state.SetLabel(c.name);
+  whale::serve::SchemaState st(schema.get());
+  if (!st.push(c.prefix)) return state.SkipWithError("invalid prefix");
+  std::vector<float> logits(129280);
+  std::mt19937 rng(1);
+  std::normal_distribution<float> normal;
+  for (float& x : logits) x = normal(rng);
+  const std::vector<float> original = logits;
+  size_t allowed = 0;
+  for (auto _ : state) {
+    state.PauseTiming();
+    logits = original;
+    state.ResumeTiming();
+    allowed = filter.mask(st, logits);
+    benchmark::DoNotOptimize(logits.data());
+  }
+  state.counters["allowed"] = static_cast<double>(allowed);
+}
+BENCHMARK(BM_JsonSchemaMask)
+    ->DenseRange(0, std::size(kSchemaCases) - 1)
+    ->Unit(benchmark::kMillisecond);
 
 void BM_JsonModeFilterBuild(benchmark::State& state) {
   const whale::Tokenizer* tok = tokenizer();
