@@ -153,6 +153,18 @@ TEST(JsonSchema, CompileErrorsNameTheKeyword) {
   EXPECT_EQ(error_path(R"({"type": "object", "anyOf": [{}]})"), "");
   EXPECT_EQ(error_path(R"({"title": "t", "description": "d", "format": "date", "$defs": {}})"),
             "(compiled)");
+  // A hostile nesting depth is an error, not a stack overflow.
+  std::string deep;
+  for (int i = 0; i < 10000; ++i) deep += R"({"items": )";
+  deep += "{}";
+  deep.append(10000, '}');
+  EXPECT_NE(error_path(deep), "(compiled)");
+  // An alternative that refers back to itself expands to nothing rather than forever.
+  const auto loop =
+      JsonSchema::compile(json::parse(R"({"$defs": {"a": {"anyOf": [{"$ref": "#/$defs/a"}]}},
+                                          "$ref": "#/$defs/a"})"));
+  SchemaState ls(loop.get());
+  EXPECT_FALSE(ls.push("{"));
 }
 
 TEST(JsonSchema, AcceptsValidTextsAndEveryPrefix) {

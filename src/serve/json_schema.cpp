@@ -23,6 +23,7 @@ class SchemaCompiler {
 
  private:
   static constexpr size_t kMaxNodes = 4096;
+  static constexpr int kMaxNesting = 64;
   using Node = JsonSchema::Node;
 
   [[noreturn]] static void fail(const std::string& path, const std::string& msg) {
@@ -68,6 +69,13 @@ class SchemaCompiler {
   }
 
   int compile(const json& j, const std::string& path) {
+    // Nesting is bounded (a hostile schema must not exhaust the stack); so is generation's.
+    struct Depth {
+      int& d;
+      explicit Depth(int& d_) : d(d_) { ++d; }
+      ~Depth() { --d; }
+    } depth(depth_);
+    if (depth_ > kMaxNesting) fail(path, "the schema nests deeper than 64 levels");
     if (j.is_boolean()) {
       if (j.get<bool>()) return JsonSchema::kAnyNode;
       fail(path, "the schema false (nothing valid) is not supported");
@@ -155,6 +163,7 @@ class SchemaCompiler {
   const json& root_;
   std::shared_ptr<JsonSchema> out_;
   std::map<std::string, int> refs_;
+  int depth_ = 0;
 };
 
 std::shared_ptr<const JsonSchema> JsonSchema::compile(const nlohmann::json& schema) {
@@ -566,11 +575,19 @@ SchemaState::SchemaState(const JsonSchema* schema) : schema_(schema), n_(1) {
 
 void SchemaState::expand() {
   // anyOf: a value about to start for a node with alternatives becomes one path per alternative.
+  // An alternative that leads back to itself ({"anyOf": [{"$ref": "#"}]}) would expand forever:
+  // past a bound the paths still expanding are dropped.
+  int rounds = 0;
   for (int i = 0; i < n_;) {
     Path& p = paths_[i];
     Frame* top = p.depth > 0 ? &p.frames[p.depth - 1] : nullptr;
     if (!top || top->kind != kValue || schema_->node(top->node).any_of.empty()) {
       ++i;
+      continue;
+    }
+    if (++rounds > 64) {
+      paths_[i] = paths_[n_ - 1];
+      --n_;
       continue;
     }
     const std::vector<int>& alts = schema_->node(top->node).any_of;
