@@ -1136,3 +1136,45 @@ TEST(Server, DiskCacheSurvivesRestartsAndDamage) {
   }
   fs::remove_all(dir);
 }
+
+// FIM with each tokenizer's own tokens: Qwen's <|fim_prefix|>/<|fim_suffix|>/<|fim_middle|> for an
+// R1-Distill-Qwen model; a tokenizer without FIM tokens is a 400 naming `suffix`.
+TEST(Server, FimUsesTheTokenizersOwnTokensOrSaysItHasNone) {
+  {
+    const std::string dir = whale::testing::scripted_distill_qwen(
+        "distill-qwen-four",
+        "Okay, the user wants a sum. Two plus two makes four.\n</think>\n\nThe answer is 4!");
+    Running s(dir, engine_opts(), {});
+    auto r = post(s.client(), "/v1/completions",
+                  json{{"prompt", "def f():"}, {"suffix", "\nf()"}, {"max_tokens", 1}}.dump());
+    ASSERT_TRUE(r);
+    ASSERT_EQ(r->status, 200) << r->body;
+    const auto want =
+        s.tok.encode("<|fim_prefix|>def f():<|fim_suffix|>\nf()<|fim_middle|>", s.tok.add_bos());
+    EXPECT_EQ(json::parse(r->body)["usage"]["prompt_tokens"], want.size());
+  }
+  // chat-tiny with its FIM tokens renamed.
+  const fs::path base = whale::testing::chat_tiny_model();
+  const fs::path dir = base.parent_path() / ("chat-tiny-nofim-" + std::to_string(getpid()));
+  fs::create_directories(dir);
+  for (const auto& e : fs::directory_iterator(base))
+    if (e.path().filename() != "tokenizer.json")
+      fs::create_symlink(e.path(), dir / e.path().filename());
+  json tj = json::parse(std::ifstream(base / "tokenizer.json"));
+  for (json& t : tj["added_tokens"]) {
+    std::string c = t["content"];
+    if (const size_t at = c.find("fim"); at != std::string::npos)
+      t["content"] = c.replace(at, 3, "mif");
+  }
+  std::ofstream(dir / "tokenizer.json") << tj.dump();
+  {
+    Running s(dir.string(), engine_opts(), {});
+    expect_error(post(s.client(), "/v1/completions",
+                      json{{"prompt", "a"}, {"suffix", "b"}, {"max_tokens", 1}}.dump()),
+                 400, "", "suffix");
+    auto r = post(s.client(), "/v1/completions", json{{"prompt", "a"}, {"max_tokens", 1}}.dump());
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 200) << r->body;
+  }
+  fs::remove_all(dir);
+}
