@@ -99,11 +99,7 @@ void parse_anthropic_tools(const json& body, GenRequest& req) {
       ToolDef def;
       const json* name = field(t, "name");
       if (!name) fail(p + ".name", "is required");
-      def.name = get_string(*name, p + ".name");
-      if (!valid_function_name(def.name))
-        fail(p + ".name", "must be 1-64 characters of a-z, A-Z, 0-9, '_' and '-'");
-      for (const ToolDef& d : req.tools)
-        if (d.name == def.name) fail(p + ".name", "duplicate tool name " + excerpt(def.name));
+      def.name = tool_name(*name, req, p + ".name");
       if (const json* d = field(t, "description"))
         def.description = get_string(*d, p + ".description");
       const json* schema = field(t, "input_schema");
@@ -129,9 +125,7 @@ void parse_anthropic_tools(const json& body, GenRequest& req) {
       const json* name = field(*tc, "name");
       if (!name) fail("tool_choice.name", "is required");
       req.tool_choice = {ToolChoice::kNamed, get_string(*name, "tool_choice.name")};
-      bool known = false;
-      for (const ToolDef& d : req.tools) known = known || d.name == req.tool_choice.name;
-      if (!known) fail("tool_choice.name", "no tool named " + excerpt(req.tool_choice.name));
+      check_tool_named(req, "tool_choice.name");
     } else {
       fail("tool_choice.type", "unknown type " + excerpt(t) + " (expected auto, any, tool, none)");
     }

@@ -315,6 +315,21 @@ bool valid_function_name(const std::string& n) {
   return true;
 }
 
+std::string tool_name(const json& name, const GenRequest& req, const std::string& param) {
+  const std::string& n = get_string(name, param);
+  if (!valid_function_name(n))
+    fail(param, "must be 1-64 characters of a-z, A-Z, 0-9, '_' and '-', got " + excerpt(n));
+  for (const ToolDef& d : req.tools)
+    if (d.name == n) fail(param, "duplicate function name " + excerpt(n));
+  return n;
+}
+
+void check_tool_named(const GenRequest& req, const std::string& param) {
+  for (const ToolDef& d : req.tools)
+    if (d.name == req.tool_choice.name) return;
+  fail(param, "no tool named " + excerpt(req.tool_choice.name) + " in tools");
+}
+
 void parse_tools(const json& body, GenRequest& req) {
   if (const json* tools = field(body, "tools")) {
     if (!tools->is_array()) wrong_type("tools", "an array", *tools);
@@ -333,13 +348,7 @@ void parse_tools(const json& body, GenRequest& req) {
       ToolDef def;
       const json* name = field(*f, "name");
       if (!name) fail(p + ".function.name", "is required");
-      def.name = get_string(*name, p + ".function.name");
-      if (!valid_function_name(def.name))
-        fail(p + ".function.name",
-             "must be 1-64 characters of a-z, A-Z, 0-9, '_' and '-', got " + excerpt(def.name));
-      for (const ToolDef& d : req.tools)
-        if (d.name == def.name)
-          fail(p + ".function.name", "duplicate function name " + excerpt(def.name));
+      def.name = tool_name(*name, req, p + ".function.name");
       if (const json* d = field(*f, "description"))
         def.description = get_string(*d, p + ".function.description");
       if (const json* params = field(*f, "parameters")) {
@@ -374,11 +383,7 @@ void parse_tools(const json& body, GenRequest& req) {
       const json* name = field(*f, "name");
       if (!name) fail("tool_choice.function.name", "is required");
       req.tool_choice = {ToolChoice::kNamed, get_string(*name, "tool_choice.function.name")};
-      bool known = false;
-      for (const ToolDef& d : req.tools) known = known || d.name == req.tool_choice.name;
-      if (!known)
-        fail("tool_choice.function.name",
-             "no tool named " + excerpt(req.tool_choice.name) + " in tools");
+      check_tool_named(req, "tool_choice.function.name");
     } else {
       wrong_type("tool_choice", "a string or an object", *tc);
     }

@@ -27,5 +27,9 @@ std::shared_ptr<const JsonSchema> compile_schema(const nlohmann::json& schema,
                                                  const std::string& param);
 std::string describe_json_error(const nlohmann::json::exception& e);
 bool valid_function_name(const std::string& n);
+// A tool's name: a valid function name not yet in req.tools.
+std::string tool_name(const nlohmann::json& name, const GenRequest& req, const std::string& param);
+// tool_choice names one of req.tools.
+void check_tool_named(const GenRequest& req, const std::string& param);
 
 }  // namespace whale::serve::detail

@@ -101,6 +101,36 @@ std::vector<LogprobEntry> logprob_entries(const Tokenizer& tok,
   return out;
 }
 
+Usage usage_of(const Job& job) {
+  return Usage{job.prompt_tokens, job.completion_tokens, job.cached_tokens, job.reasoning_tokens};
+}
+
+// A whole chat output as both APIs return it: the reasoning (R1 chats), the answer text and the
+// tool calls read from it (`forced_calls`: the calls section the prompt opened).
+struct ChatAnswer {
+  std::optional<std::string> reasoning;
+  std::string content;
+  std::vector<ToolCall> calls;
+};
+ChatAnswer split_answer(const std::string& text, const GenRequest& g, bool reasoning,
+                        bool use_tools, const std::string& forced_calls,
+                        const std::string& call_base) {
+  ChatAnswer a;
+  a.content = text;
+  if (reasoning) {
+    ReasoningSplit sp = split_reasoning(text);
+    a.reasoning = std::move(sp.reasoning);
+    a.content = std::move(sp.content);
+  }
+  if (use_tools) {
+    ParsedCalls pc = parse_tool_calls(forced_calls + a.content, call_base);
+    a.content = std::move(pc.content);
+    a.calls = std::move(pc.calls);
+    if (!g.parallel_tool_calls && a.calls.size() > 1) a.calls.resize(1);
+  }
+  return a;
+}
+
 void send_error(httplib::Response& res, const ApiError& e) {
   res.status = e.status;
   res.set_content(e.to_json().dump(), "application/json");
@@ -349,6 +379,12 @@ Server::Prepared Server::prepare(const GenRequest& g, bool chat) {
   return p;
 }
 
+void Server::client_gone(Job& job) {
+  job.cancel();
+  std::lock_guard lk(mu_);
+  disconnects_++;
+}
+
 void Server::submit(const std::shared_ptr<Job>& job, httplib::Response& res) {
   if (!engine_.submit(job)) {
     res.set_header("Retry-After", "1");
@@ -371,15 +407,8 @@ void Server::handle(const httplib::Request& req, httplib::Response& res, bool ch
   const int64_t created = std::time(nullptr);
   const std::string model = g.model.empty() ? opt_.model_id : g.model;
   const int fd = find_client_socket(req.remote_port, opt_.port);
-  auto usage = [job] {
-    return Usage{job->prompt_tokens, job->completion_tokens, job->cached_tokens,
-                 job->reasoning_tokens};
-  };
-  auto gone = [this, job] {
-    job->cancel();
-    std::lock_guard lk(mu_);
-    disconnects_++;
-  };
+  auto usage = [job] { return usage_of(*job); };
+  auto gone = [this, job] { client_gone(*job); };
 
   if (!g.stream) {
     std::string text = echo, piece;
@@ -401,22 +430,11 @@ void Server::handle(const httplib::Request& req, httplib::Response& res, bool ch
     if (!chat) {
       body = completion_response(id, created, model, text, job->finish_reason, usage(), lp);
     } else {
-      std::optional<std::string> thought;
-      std::string content = text;
-      if (reasoning) {
-        ReasoningSplit sp = split_reasoning(text);
-        thought = std::move(sp.reasoning);
-        content = std::move(sp.content);
-      }
-      std::vector<ToolCall> calls;
-      if (use_tools) {
-        ParsedCalls pc = parse_tool_calls(forced_calls + content, id.substr(id.find('-') + 1));
-        content = std::move(pc.content);
-        calls = std::move(pc.calls);
-        if (!g.parallel_tool_calls && calls.size() > 1) calls.resize(1);
-      }
-      body = chat_response(id, created, model, content, thought,
-                           calls.empty() ? job->finish_reason : "tool_calls", usage(), lp, calls);
+      const ChatAnswer a =
+          split_answer(text, g, reasoning, use_tools, forced_calls, id.substr(id.find('-') + 1));
+      body =
+          chat_response(id, created, model, a.content, a.reasoning,
+                        a.calls.empty() ? job->finish_reason : "tool_calls", usage(), lp, a.calls);
     }
     res.set_content(body.dump(-1, ' ', false, json::error_handler_t::replace), "application/json");
     return;
@@ -545,15 +563,8 @@ void Server::handle_anthropic(const httplib::Request& req, httplib::Response& re
   const std::string id = random_id("msg_");
   const std::string model = g.model.empty() ? opt_.model_id : g.model;
   const int fd = find_client_socket(req.remote_port, opt_.port);
-  auto usage = [job] {
-    return Usage{job->prompt_tokens, job->completion_tokens, job->cached_tokens,
-                 job->reasoning_tokens};
-  };
-  auto gone = [this, job] {
-    job->cancel();
-    std::lock_guard lk(mu_);
-    disconnects_++;
-  };
+  auto usage = [job] { return usage_of(*job); };
+  auto gone = [this, job] { client_gone(*job); };
   const std::string call_base = id.substr(4);
 
   if (!g.stream) {
@@ -567,25 +578,15 @@ void Server::handle_anthropic(const httplib::Request& req, httplib::Response& re
       }
     }
     if (job->finish_reason == "error") throw ApiError(500, "api_error", job->error);
+    ChatAnswer a = split_answer(text, g, p.reasoning, p.use_tools, p.forced_calls, call_base);
     std::vector<AnthropicBlock> blocks;
-    std::string content = text;
-    if (p.reasoning) {
-      ReasoningSplit sp = split_reasoning(text);
-      if (!sp.reasoning.empty()) blocks.push_back({AnthropicBlock::kThinking, sp.reasoning, {}});
-      content = std::move(sp.content);
-    }
-    std::vector<ToolCall> calls;
-    if (p.use_tools) {
-      ParsedCalls pc = parse_tool_calls(p.forced_calls + content, call_base);
-      content = std::move(pc.content);
-      calls = std::move(pc.calls);
-      if (!g.parallel_tool_calls && calls.size() > 1) calls.resize(1);
-    }
-    if (!content.empty()) blocks.push_back({AnthropicBlock::kText, content, {}});
-    for (ToolCall& c : calls) blocks.push_back({AnthropicBlock::kToolUse, "", std::move(c)});
+    if (a.reasoning && !a.reasoning->empty())
+      blocks.push_back({AnthropicBlock::kThinking, *a.reasoning, {}});
+    if (!a.content.empty()) blocks.push_back({AnthropicBlock::kText, a.content, {}});
+    for (ToolCall& c : a.calls) blocks.push_back({AnthropicBlock::kToolUse, "", std::move(c)});
     const json body = anthropic_response(
         id, model, blocks,
-        anthropic_stop_reason(job->finish_reason, !calls.empty(), job->stop_sequence),
+        anthropic_stop_reason(job->finish_reason, !a.calls.empty(), job->stop_sequence),
         job->stop_sequence, usage());
     res.set_content(body.dump(-1, ' ', false, json::error_handler_t::replace), "application/json");
     return;

@@ -69,6 +69,7 @@ class Server {
   };
   Prepared prepare(const GenRequest& g, bool chat);
   void submit(const std::shared_ptr<Job>& job, httplib::Response& res);
+  void client_gone(Job& job);  // cancels a job whose client went away and counts it
   // POST /anthropic/v1/messages (serve/anthropic.h); throws ApiError.
   void handle_anthropic(const httplib::Request& req, httplib::Response& res);
   // POST /v1/chat/completions (chat) and /v1/completions; throws ApiError.
