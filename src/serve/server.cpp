@@ -151,24 +151,37 @@ Server::Server(Engine& engine, const Tokenizer& tok, ServerOptions opt)
 Server::~Server() = default;
 
 int Server::bind() {
-  int port = opt_.port;
-  if (port == 0)
-    port = http_->bind_to_any_port(opt_.host);
-  else if (!http_->bind_to_port(opt_.host, port))
-    port = -1;
-  if (port <= 0)
-    throw std::runtime_error("cannot listen on " + opt_.host + ":" + std::to_string(opt_.port) +
-                             " (address in use or not available)");
-  opt_.port = port;
-  return port;
+  backend_port_ = http_->bind_to_any_port("127.0.0.1");
+  if (backend_port_ <= 0) throw std::runtime_error("cannot listen on 127.0.0.1 (loopback)");
+  FrontOptions fo;
+  fo.host = opt_.host;
+  fo.port = opt_.port;
+  fo.backend_port = backend_port_;
+  fo.max_connections = opt_.max_connections;
+  fo.header_timeout_s = opt_.header_timeout_s;
+  fo.body_timeout_s = opt_.body_timeout_s;
+  fo.idle_timeout_s = opt_.idle_timeout_s;
+  fo.max_body = opt_.max_body;
+  front_ = std::make_unique<HttpFront>(fo);
+  opt_.port = front_->bind();
+  return opt_.port;
 }
 
 void Server::listen() {
-  http_->listen_after_bind();
+  std::atomic<bool> routes_done{false};
+  std::thread routes([this, &routes_done] {
+    http_->listen_after_bind();
+    routes_done = true;
+  });
+  // Wait until httplib runs, so that its stop() below reaches it.
+  while (!http_->is_running() && !routes_done) std::this_thread::sleep_for(1ms);
+  front_->run();
+  http_->stop();
+  routes.join();
 }
 
 void Server::stop() {
-  http_->stop();
+  if (front_) front_->stop();
 }
 
 void Server::count(const std::string& endpoint, int status) {
@@ -406,7 +419,7 @@ void Server::handle(const httplib::Request& req, httplib::Response& res, bool ch
   const std::string id = random_id(chat ? "chatcmpl-" : "cmpl-");
   const int64_t created = std::time(nullptr);
   const std::string model = g.model.empty() ? opt_.model_id : g.model;
-  const int fd = find_client_socket(req.remote_port, opt_.port);
+  const int fd = find_client_socket(req.remote_port, backend_port_);
   auto usage = [job] { return usage_of(*job); };
   auto gone = [this, job] { client_gone(*job); };
 
@@ -562,7 +575,7 @@ void Server::handle_anthropic(const httplib::Request& req, httplib::Response& re
   submit(job, res);
   const std::string id = random_id("msg_");
   const std::string model = g.model.empty() ? opt_.model_id : g.model;
-  const int fd = find_client_socket(req.remote_port, opt_.port);
+  const int fd = find_client_socket(req.remote_port, backend_port_);
   auto usage = [job] { return usage_of(*job); };
   auto gone = [this, job] { client_gone(*job); };
   const std::string call_base = id.substr(4);
@@ -712,13 +725,31 @@ std::string Server::metrics() const {
   metric("whale_requests_total", "counter", "HTTP requests by endpoint and status.");
   {
     std::lock_guard lk(mu_);
-    for (const auto& [k, n] : requests_)
+    std::map<std::pair<std::string, int>, int64_t> requests = requests_;
+    if (front_ && front_->stats().health > 0) requests[{"health", 200}] += front_->stats().health;
+    for (const auto& [k, n] : requests)
       value("whale_requests_total{endpoint=\"" + k.first + "\",status=\"" +
                 std::to_string(k.second) + "\"}",
             double(n));
     metric("whale_client_disconnects_total", "counter",
            "Generations cancelled because the client went away.");
     value("whale_client_disconnects_total", double(disconnects_));
+  }
+  if (front_) {
+    const FrontStats f = front_->stats();
+    metric("whale_http_connections", "gauge", "Client connections held by the front end.");
+    value("whale_http_connections", double(f.open));
+    metric("whale_http_connections_total", "counter", "Client connections accepted.");
+    value("whale_http_connections_total", double(f.accepted));
+    metric("whale_http_connections_rejected_total", "counter",
+           "Connections answered 503 because --max-connections were open.");
+    value("whale_http_connections_rejected_total", double(f.rejected));
+    metric("whale_http_request_timeouts_total", "counter",
+           "Requests not received within their header or body deadline (408).");
+    value("whale_http_request_timeouts_total", double(f.timeouts));
+    metric("whale_http_bad_requests_total", "counter",
+           "Requests the front end rejected for their framing (4xx).");
+    value("whale_http_bad_requests_total", double(f.bad_requests));
   }
   metric("whale_jobs_total", "counter", "Generation jobs started.");
   value("whale_jobs_total", double(e.jobs));

@@ -10,6 +10,8 @@
 //   POST /anthropic/v1/messages  the Anthropic Messages API
 //   GET  /metrics              Prometheus text format
 //
+// Clients talk to an event-loop front end (serve/http_front.h) that reads each request whole under
+// deadlines and bounds the connections, then passes it to httplib on a loopback connection.
 // Each request runs on an HTTP worker thread that renders and tokenizes the prompt, submits a Job,
 // and relays its text; the engine thread does all model work. A client that disconnects is
 // noticed within ~100 ms (a peek at its socket, or a failed write) and its job is cancelled.
@@ -25,6 +27,7 @@
 #include "run/chat.h"
 #include "serve/api.h"
 #include "serve/engine.h"
+#include "serve/http_front.h"
 
 namespace httplib {
 class Server;
@@ -41,7 +44,12 @@ struct ServerOptions {
   size_t max_body = 1u << 20;         // bytes; larger bodies get 413
   int64_t default_max_tokens = 4096;  // when the request gives none (clamped to the context)
   int http_threads = 64;
-  std::string model_id;  // name in /v1/models
+  // The front end slow clients cannot starve (serve/http_front.h).
+  int max_connections = 4096;    // client connections at once; more get 503
+  double header_timeout_s = 10;  // a request's head must arrive within this (else 408)
+  double body_timeout_s = 60;    // its body within this after the head (else 408)
+  double idle_timeout_s = 30;    // a kept-alive connection without a request is closed
+  std::string model_id;          // name in /v1/models
 };
 
 class Server {
@@ -80,7 +88,9 @@ class Server {
   const Tokenizer& tok_;
   ServerOptions opt_;
   ChatStyle style_;
-  std::unique_ptr<httplib::Server> http_;
+  std::unique_ptr<httplib::Server> http_;  // the routes, on 127.0.0.1:backend_port_
+  std::unique_ptr<HttpFront> front_;       // the public socket, relaying to http_
+  int backend_port_ = 0;
   int64_t started_;
   mutable std::mutex mu_;
   std::map<std::pair<std::string, int>, int64_t> requests_;  // (endpoint, status) -> count

@@ -9,10 +9,19 @@
 // active slot or queued request within a few seconds, a greedy request still gives the script, and
 // SIGTERM exits 0. Prints p50/p99 latency, requests/s, completion tokens/s; writes
 // ARTIFACT_DIR/load/summary.json.
+// Beside them, --slow (default 1000) slow clients hold connections the whole time: a third stay
+// silent, a third trickle a request head a byte a second, a third send a head and trickle the
+// body; each reconnects when the server drops it. They must get 408 with an error object (or, the
+// silent ones, a plain close) and nothing else, while a probe asks /health every 250 ms: every
+// probe must be answered within 1 s.
 //
 //   node tests/web/load.mjs --whale BIN --model DIR --out ARTIFACT_DIR [--seconds S] [--clients N]
+//        [--slow N]      (LOAD_EXTRA="--flag value ...": more `whale serve` flags)
 import assert from "node:assert/strict";
+import { execSync } from "node:child_process";
 import { writeFileSync } from "node:fs";
+import net from "node:net";
+import { monitorEventLoopDelay } from "node:perf_hooks";
 import { join } from "node:path";
 import {
   artifactDir,
@@ -120,10 +129,93 @@ function checkErrorBody(body, what) {
   );
 }
 
+/**
+ * `n` slow clients on 127.0.0.1:port until stop(): silent, trickling a head, trickling a body,
+ * reconnecting whenever the server closes them. Counts how each connection ended.
+ */
+function slowClients(port, n) {
+  const outcomes = {};
+  const bad = [];
+  const socks = new Set();
+  let stopped = false;
+  let opened = 0;
+  let open = 0;
+  let peak = 0;
+  const note = (k) => (outcomes[k] = (outcomes[k] ?? 0) + 1);
+  const start = (i) => {
+    if (stopped) return;
+    const kind = ["silent", "head", "body"][i % 3];
+    const sock = net.connect(port, "127.0.0.1");
+    socks.add(sock);
+    let got = "";
+    let timer = null;
+    let failed = null;
+    let connected = false;
+    sock.on("connect", () => {
+      connected = true;
+      opened++;
+      peak = Math.max(peak, ++open);
+      if (kind === "head") {
+        sock.write("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nX-Slow: ");
+        timer = setInterval(() => sock.write("a"), 1000);
+      } else if (kind === "body") {
+        sock.write(
+          "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" +
+            "Content-Length: 1000\r\n\r\n{",
+        );
+        timer = setInterval(() => sock.write(" "), 1000);
+      }
+    });
+    sock.on("data", (d) => {
+      got += d;
+      if (got.includes("\r\n\r\n{") && got.endsWith("}")) {
+        clearInterval(timer);
+        sock.end();
+      }
+    });
+    sock.on("error", (e) => (failed = e.code ?? e.message));
+    sock.on("close", () => {
+      clearInterval(timer);
+      socks.delete(sock);
+      if (connected) open--;
+      if (stopped) return;
+      let outcome;
+      if (got === "" && !failed) outcome = kind === "silent" ? "silent:closed" : `${kind}:closed-without-answer`;
+      else if (got.startsWith("HTTP/1.1 408 ")) {
+        const body = JSON.parse(got.slice(got.indexOf("\r\n\r\n") + 4));
+        outcome = body?.error?.code === "request_timeout" ? `${kind}:408` : `${kind}:408-bad-body`;
+      } else outcome = `${kind}:${failed ?? got.slice(0, 40)}`;
+      note(outcome);
+      if (!["silent:closed", "head:408", "body:408"].includes(outcome) && bad.length < 20)
+        bad.push(outcome);
+      setTimeout(() => start(i), 10);
+    });
+  };
+  for (let i = 0; i < n; i++) start(i);
+  return {
+    stop() {
+      stopped = true;
+      for (const s of socks) s.destroy();
+    },
+    summary: () => ({ clients: n, connections_opened: opened, peak_open: peak, outcomes, bad }),
+  };
+}
+
+/** How many descriptors this process may open (`ulimit -n`). */
+function fdLimit() {
+  try {
+    return Number(execSync("ulimit -n", { shell: "/bin/sh" }).toString().trim()) || 1024;
+  } catch {
+    return 1024;
+  }
+}
+
 async function main() {
   const args = parseArgs();
   const seconds = Number(args.seconds ?? 40);
   const clients = Number(args.clients ?? 64);
+  // The slow clients fit in what this process may open, beside the real ones and node's own.
+  const slow = Math.max(0, Math.min(Number(args.slow ?? 1000), fdLimit() - clients - 200));
   const out = artifactDir(args.out, "load");
   const script = scriptText();
   const want = splitReasoning(script);
@@ -132,13 +224,47 @@ async function main() {
   const server = await startServer({
     whale: args.whale,
     model: args.model,
-    extra: ["--parallel", "4", "--max-body", String(MAX_BODY), "--queue", String(args.queue ?? 32)],
+    extra: [
+      ...(process.env.LOAD_EXTRA ? process.env.LOAD_EXTRA.split(" ") : []),
+      "--body-timeout", // (so that the body tricklers reach their deadline within the run)
+      "15",
+      "--parallel",
+      "4",
+      "--max-body",
+      String(MAX_BODY),
+      "--queue",
+      String(args.queue ?? 32),
+    ],
     logFile: join(out, "server.log"),
   });
   let serverExit = null;
   server.exited.then((e) => (serverExit = e));
   const base = server.url;
-  console.log(`server at ${base}; ${clients} clients for ${seconds} s`);
+  console.log(`server at ${base}; ${clients} clients and ${slow} slow ones for ${seconds} s`);
+  const slowOnes = slowClients(Number(new URL(base).port), slow);
+  // /health every 250 ms on a fresh connection: the slow clients must not delay it.
+  const healthMs = [];
+  const loopDelay = monitorEventLoopDelay({ resolution: 10 });
+  loopDelay.enable();
+  const healthFailures = [];
+  let probing = true;
+  const prober = (async () => {
+    while (probing) {
+      const t = performance.now();
+      try {
+        const res = await fetch(`${base}/health`, {
+          signal: requestControl(5000).signal,
+          headers: { connection: "close" },
+        });
+        await res.text();
+        if (res.status !== 200) healthFailures.push(`status ${res.status}`);
+        healthMs.push(performance.now() - t);
+      } catch (e) {
+        healthFailures.push(`${e.message}`);
+      }
+      await new Promise((r) => setTimeout(r, 250));
+    }
+  })();
 
   const stats = {
     latency_ms: [], // valid requests answered 200, send to last byte
@@ -454,6 +580,10 @@ async function main() {
   await Promise.all(Array.from({ length: clients }, (_, i) => client(i)));
   const elapsed = (performance.now() - t0) / 1000;
   clearInterval(progress);
+  probing = false;
+  await prober;
+  const slowSummary = slowOnes.summary();
+  slowOnes.stop();
   assert.equal(
     serverExit,
     null,
@@ -528,6 +658,16 @@ async function main() {
     completion_tokens_per_s: stats.completion_tokens / elapsed,
     metrics,
     failures: stats.failures,
+    slow_clients: slowSummary,
+    health_probe_ms: {
+      probes: healthMs.length,
+      p50: percentile(healthMs, 50),
+      p99: percentile(healthMs, 99),
+      max: Math.max(...healthMs),
+    },
+    // How late this node process ran its own timers (it also runs the 64 clients and the slow
+    // ones): a probe's time includes this.
+    client_event_loop_delay_ms: { p99: loopDelay.percentile(99) / 1e6, max: loopDelay.max / 1e6 },
   };
   const exit = await server.stop();
   summary.shutdown = exit;
@@ -544,6 +684,19 @@ async function main() {
     `${stats.failures.length} failed requests:\n${stats.failures.join("\n")}`,
   );
   assert.ok(served > 0, "no request was served");
+  console.log(
+    `slow clients: ${JSON.stringify(slowSummary)}; /health probes: ${JSON.stringify(summary.health_probe_ms)}`,
+  );
+  assert.deepEqual(healthFailures, [], "/health probes failed");
+  assert.ok(summary.health_probe_ms.max < 1000, `a /health probe took ${summary.health_probe_ms.max} ms`);
+  assert.deepEqual(slowSummary.bad, [], "slow clients got something other than 408 or a close");
+  if (slow > 0) {
+    assert.ok(slowSummary.peak_open >= slow * 0.9, `only ${slowSummary.peak_open} slow connections open at once`);
+    assert.ok(
+      Object.keys(slowSummary.outcomes).some((k) => k.endsWith(":408")),
+      `no slow client reached its deadline: ${JSON.stringify(slowSummary.outcomes)}`,
+    );
+  }
   assert.deepEqual(exit, { code: 0, signal: null }, "SIGTERM: clean exit");
   ok(`load: no failures, clean shutdown; summary in ${join(out, "summary.json")}`);
 }
