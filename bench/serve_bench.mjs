@@ -1,7 +1,8 @@
 // Serving benchmark: continuous batching and the prompt cache, measured through HTTP.
 //
 //   node bench/serve_bench.mjs --whale build/whale --model models/v3-1b-bf16 --out build/bench
-//        [--tokens 64] [--threads 2] [--system-words 900] [--rounds 1]
+//        [--tokens 64] [--threads 2] [--system-words 900] [--rounds 1] [--disk-words 1000]
+//        [--only disk]
 //
 // 1. Batching: N = 1, 2, 4, 8 concurrent streaming chat requests with short prompts, greedy,
 //    max_tokens fixed; aggregate decode tokens/s = all completion tokens / wall time from the
@@ -9,8 +10,13 @@
 // 2. Prompt cache: a long system prompt; time to first token of a first request (cold), then of
 //    a request with the same system prompt and another question (warm: the prefix comes from the
 //    cache), and prompt_cache_hit_tokens of each.
+// 3. Context cache on disk (--disk-words W, default 1000, 0 skips it): a server with --cache-dir
+//    answers a ~2000-token prompt (time to first token: cold), stops (SIGTERM), a new server on
+//    the same directory answers the same prompt (from disk). Each server first answers a short
+//    unrelated request, so neither figure includes a process's own warm-up.
 // The model needs tokenizer files in its directory (scripts/gen_model.py --tokenizer ...).
-import { writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { artifactDir, parseArgs, run, startServer } from "../tests/web/lib.mjs";
 
@@ -48,11 +54,18 @@ async function streamChat(url, messages, max_tokens) {
 
 run(async () => {
   const threads = args.threads ?? "2";
+  const out = { model: args.model, threads: Number(threads), tokens: TOKENS, batching: [] };
+  if (args.only !== "disk") await batchingAndPromptCache(threads, out);
+  await diskCache(threads, out);
+  writeFileSync(join(artifactDir(args.out, "serve_bench"), "serve_bench.json"),
+                JSON.stringify(out, null, 2));
+});
+
+async function batchingAndPromptCache(threads, out) {
   const server = await startServer({
     whale: args.whale, model: args.model,
     extra: ["--parallel", "8", "--ctx", "4096", "-t", threads],
   });
-  const out = { model: args.model, threads: Number(threads), tokens: TOKENS, batching: [] };
   try {
     // Warm the weights into the page cache.
     await streamChat(server.url, [{ role: "user", content: "warm up" }], 8);
@@ -109,6 +122,41 @@ run(async () => {
   } finally {
     await server.stop();
   }
-  writeFileSync(join(artifactDir(args.out, "serve_bench"), "serve_bench.json"),
-                JSON.stringify(out, null, 2));
-});
+}
+
+async function diskCache(threads, out) {
+  const diskWords = Number(args["disk-words"] ?? 1000);
+  if (diskWords > 0) {
+    const dir = mkdtempSync(join(tmpdir(), "whale-disk-cache-"));
+    const text = Array.from({ length: diskWords }, (_, i) => `term${(i * 7) % 101}`).join(" ");
+    const messages = [{ role: "user", content: `${text}\nSummarise the list above.` }];
+    const serve = () => startServer({
+      whale: args.whale, model: args.model,
+      extra: ["--parallel", "2", "--ctx", "4096", "-t", threads, "--cache-dir", dir,
+              "--cache-disk-gb", "2"],
+    });
+    try {
+      const ttft = (r) => (r.first - r.t0) / 1000;
+      let srv = await serve();
+      await streamChat(srv.url, [{ role: "user", content: "warm up" }], 4);
+      const cold = await streamChat(srv.url, messages, 4);
+      await srv.stop();
+      srv = await serve();
+      await streamChat(srv.url, [{ role: "user", content: "warm up again" }], 4);
+      const warm = await streamChat(srv.url, messages, 4);
+      await srv.stop();
+      out.disk_cache = {
+        prompt_tokens: cold.usage.prompt_tokens,
+        cold_ttft_s: ttft(cold), cold_hit_tokens: cold.usage.prompt_cache_hit_tokens,
+        restarted_ttft_s: ttft(warm), restarted_hit_tokens: warm.usage.prompt_cache_hit_tokens,
+        speedup: ttft(cold) / ttft(warm),
+      };
+      const d = out.disk_cache;
+      console.log(`disk cache: ${d.prompt_tokens}-token prompt, TTFT cold ${d.cold_ttft_s.toFixed(3)} s ` +
+                  `-> after a restart ${d.restarted_ttft_s.toFixed(3)} s (${d.restarted_hit_tokens} ` +
+                  `tokens from disk), ${d.speedup.toFixed(1)}x faster`);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }
+}

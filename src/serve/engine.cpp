@@ -123,8 +123,10 @@ Engine::Engine(const Model& model, const Tokenizer& tok, EngineOptions opt)
       slots_.back()->mtp = std::make_unique<KVCache>(model_.new_mtp_cache(opt_.ctx));
   }
   stats_.slots = opt_.parallel;
-  if (!opt_.cache_dir.empty() && !opt_.spec_mtp)
+  if (!opt_.cache_dir.empty() && !opt_.spec_mtp) {
     disk_ = std::make_unique<DiskCache>(opt_.cache_dir, opt_.cache_disk_bytes, opt_.cache_key);
+    loader_ = std::thread([this] { loader(); });
+  }
   thread_ = std::thread([this] { loop(); });
 }
 
@@ -138,7 +140,32 @@ void Engine::stop() {
     stopping_ = true;
   }
   cv_.notify_all();
+  load_cv_.notify_all();
+  if (loader_.joinable()) loader_.join();  // first: it may still hand a job to the queue
   if (thread_.joinable()) thread_.join();
+}
+
+void Engine::loader() {
+  std::unique_lock lk(mu_);
+  for (;;) {
+    load_cv_.wait(lk, [&] { return stopping_ || !loads_.empty(); });
+    if (stopping_) break;
+    auto [job, index] = std::move(loads_.front());
+    loads_.pop_front();
+    lk.unlock();
+    std::optional<KvEntry> e = disk_->load(index);  // nullopt (and removed) when damaged
+    lk.lock();
+    if (stopping_) {
+      job->finish("cancelled");
+      break;
+    }
+    job->disk_entry_ = std::move(e);
+    queue_.push_front(std::move(job));  // it was admitted once: first in line again
+    stats_.queue_depth = int(queue_.size());
+    cv_.notify_all();
+  }
+  for (auto& [job, index] : loads_) job->finish("cancelled");
+  loads_.clear();
 }
 
 bool Engine::submit(const std::shared_ptr<Job>& job) {
@@ -215,27 +242,42 @@ void Engine::admit(const std::shared_ptr<Job>& job) {
     }
   }
   Slot& s = *best;
+  // The context cache on disk, whose entries outlive restarts: when it holds a longer prefix than
+  // memory does, the job is parked while the loader thread reads the entry (other slots run on
+  // meanwhile; a big entry takes a while to read and check) and comes back to the head of the
+  // queue with it. (Not under --spec mtp: a stored prefix has no MTP entries, which would have to
+  // be rebuilt from the main model's hidden states, i.e. by running the prefix again.)
+  if (disk_ && !job->disk_checked_) {
+    job->disk_checked_ = true;
+    const auto [index, disk_n] = disk_->find(job->prompt);
+    const size_t mem_n = std::max(best_n, s.mtp ? size_t(0) : store_find(job->prompt).second);
+    if (disk_n > mem_n && std::min(disk_n, job->prompt.size() - 1) > mem_n &&
+        int64_t(disk_n) >= opt_.min_store_tokens) {
+      {
+        std::lock_guard lk(mu_);
+        loads_.emplace_back(job, index);
+      }
+      load_cv_.notify_one();
+      return;
+    }
+  }
   // The slot's content beyond the common prefix is about to be overwritten: keep it in the store,
   // then take the store's best prefix if it beats the slot's.
   if (s.tokens.size() > best_n && int64_t(s.tokens.size()) >= opt_.min_store_tokens) store_save(s);
-  // (Not under --spec mtp: a stored prefix has no MTP entries, which would have to be rebuilt
-  // from the main model's hidden states, i.e. by running the prefix again.)
   if (auto [entry, stored_n] = store_find(job->prompt); !s.mtp && stored_n > best_n) {
     store_load(s, *entry, stored_n);
     best_n = stored_n;
   }
-  // Then the disk, whose entries outlive restarts (a damaged one is dropped, never loaded).
-  if (disk_) {
-    const auto [index, disk_n] = disk_->find(job->prompt);
-    if (disk_n > best_n && std::min(disk_n, job->prompt.size() - 1) > best_n &&
-        int64_t(disk_n) >= opt_.min_store_tokens) {
-      if (std::optional<KvEntry> e = disk_->load(index)) {
-        store_load(s, *e, disk_n);
-        best_n = disk_n;
-        std::lock_guard lk(mu_);
-        stats_.disk_hit_jobs++;
-      }
+  // Then what the loader read from disk (a damaged entry was dropped, never loaded).
+  if (job->disk_entry_) {
+    const size_t n = common_prefix(job->disk_entry_->tokens, job->prompt);
+    if (n > best_n) {
+      store_load(s, *job->disk_entry_, n);
+      best_n = n;
+      std::lock_guard lk(mu_);
+      stats_.disk_hit_jobs++;
     }
+    job->disk_entry_.reset();
   }
   size_t reuse = std::min(best_n, job->prompt.size() - 1);  // run at least one token
   if (s.mtp) {

@@ -28,6 +28,7 @@
 #include <list>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -118,6 +119,10 @@ class Job {
   bool done_ = false;
   std::atomic<bool> cancelled_{false};
   std::chrono::steady_clock::time_point submitted_;
+  // The context cache on disk: whether admission looked there, and the entry the loader thread
+  // read for this job (then it is admitted again, at the head of the queue).
+  bool disk_checked_ = false;
+  std::optional<KvEntry> disk_entry_;
 };
 
 // Counters for /metrics; all monotonic except the gauges.
@@ -175,6 +180,9 @@ class Engine {
   std::pair<std::list<StoreEntry>::iterator, size_t> store_find(std::span<const int32_t> prompt);
   void store_load(Slot& s, const StoreEntry& e, size_t n);
 
+  // Reads disk cache entries for parked jobs, off the engine thread, and queues the jobs again.
+  void loader();
+
   const Model& model_;
   const Tokenizer& tok_;
   EngineOptions opt_;
@@ -184,13 +192,14 @@ class Engine {
   size_t store_bytes_ = 0;
   std::unique_ptr<DiskCache> disk_;
 
-  mutable std::mutex mu_;  // guards queue_, stats_, stopping_
-  std::condition_variable cv_;
+  mutable std::mutex mu_;  // guards queue_, loads_, stats_, stopping_
+  std::condition_variable cv_, load_cv_;
   std::deque<std::shared_ptr<Job>> queue_;
+  std::deque<std::pair<std::shared_ptr<Job>, size_t>> loads_;  // (job, disk entry index)
   EngineStats stats_;
   std::deque<std::pair<std::chrono::steady_clock::time_point, int64_t>> recent_;  // decode rate
   bool stopping_ = false;
-  std::thread thread_;
+  std::thread thread_, loader_;
 };
 
 }  // namespace whale::serve
