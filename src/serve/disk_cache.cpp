@@ -1,5 +1,8 @@
 #include "serve/disk_cache.h"
 
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -152,25 +155,34 @@ std::optional<KvEntry> DiskCache::load(size_t index) {
     size = items_[index].size;
   }
   const fs::path path = fs::path(dir_) / file;
-  std::ifstream f(path, std::ios::binary);
-  std::vector<uint8_t> buf(size);
-  f.read(reinterpret_cast<char*>(buf.data()), std::streamsize(size));
-  bool ok = f && f.gcount() == std::streamsize(size) && size >= kHeader + 4;
+  // Mapped read-only (the kernel's page cache holds the file already when it was used lately).
   KvEntry e;
-  if (ok) {
-    uint32_t stored;
-    std::memcpy(&stored, buf.data() + size - 4, 4);
-    uint64_t key, n, kv;
-    std::memcpy(&key, buf.data() + 8, 8);
-    std::memcpy(&n, buf.data() + 16, 8);
-    std::memcpy(&kv, buf.data() + 24, 8);
-    ok = std::memcmp(buf.data(), kMagic, 8) == 0 && key == key_ && size == file_bytes(n, kv) &&
-         crc(0, buf.data(), size - 4) == stored;
-    if (ok) {
-      e.tokens.resize(n);
-      std::memcpy(e.tokens.data(), buf.data() + kHeader, 4 * n);
-      e.kv.assign(buf.begin() + std::ptrdiff_t(kHeader + 4 * n), buf.end() - 4);
+  bool ok = false;
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd >= 0) {
+    struct stat st {};
+    if (fstat(fd, &st) == 0 && uint64_t(st.st_size) == size && size >= kHeader + 4) {
+      void* m = mmap(nullptr, size, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0);
+      if (m != MAP_FAILED) {
+        e.mapping = std::shared_ptr<const void>(
+            m, [size](const void* p) { munmap(const_cast<void*>(p), size); });
+        const auto* buf = static_cast<const uint8_t*>(m);
+        uint32_t stored;
+        std::memcpy(&stored, buf + size - 4, 4);
+        uint64_t key, n, kv;
+        std::memcpy(&key, buf + 8, 8);
+        std::memcpy(&n, buf + 16, 8);
+        std::memcpy(&kv, buf + 24, 8);
+        ok = std::memcmp(buf, kMagic, 8) == 0 && key == key_ && size == file_bytes(n, kv) &&
+             crc(0, buf, size - 4) == stored;
+        if (ok) {
+          e.tokens.resize(n);
+          std::memcpy(e.tokens.data(), buf + kHeader, 4 * n);
+          e.mapped = std::span<const uint8_t>(buf + kHeader + 4 * n, kv);
+        }
+      }
     }
+    ::close(fd);
   }
   std::lock_guard lk(mu_);
   // The index may have moved while reading: find the item again by name.

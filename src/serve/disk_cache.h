@@ -17,6 +17,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <span>
@@ -31,6 +32,11 @@ namespace whale::serve {
 struct KvEntry {
   std::vector<int32_t> tokens;
   std::vector<uint8_t> kv;
+  // An entry read from disk keeps its KV in a read-only mapping of its file instead (kv empty):
+  // no buffer to allocate and fill, which on a VM costs more than reading the file.
+  std::shared_ptr<const void> mapping;
+  std::span<const uint8_t> mapped;
+  std::span<const uint8_t> kv_bytes() const { return kv.empty() ? mapped : std::span(kv); }
 };
 
 class DiskCache {

@@ -119,6 +119,10 @@ Engine::Engine(const Model& model, const Tokenizer& tok, EngineOptions opt)
     throw std::invalid_argument("--spec mtp: the model has no MTP module");
   for (int i = 0; i < opt_.parallel; i++) {
     slots_.push_back(std::make_unique<Slot>(model_, opt_.ctx));
+    // The whole context's KV memory up front (as llama.cpp allocates its cache): resident from
+    // the start instead of page-faulted in by the first long prompt, which on a VM is slower than
+    // filling it from the prompt store or the disk cache.
+    slots_.back()->cache.reserve(opt_.ctx);
     if (opt_.spec_mtp)
       slots_.back()->mtp = std::make_unique<KVCache>(model_.new_mtp_cache(opt_.ctx));
   }
@@ -668,7 +672,7 @@ void Engine::store_load(Slot& s, const StoreEntry& e, size_t n) {
   const size_t rank = s.cache.latent_row_bytes(), rd = s.cache.k_rope_row_bytes();
   const size_t len = e.tokens.size();
   s.cache.reserve(int64_t(n));
-  const uint8_t* in = e.kv.data();
+  const uint8_t* in = e.kv_bytes().data();
   for (int64_t l = 0; l < s.cache.layers(); l++) {
     if (n == 0) break;
     std::memcpy(s.cache.latent_bytes(l), in, n * rank);
