@@ -168,6 +168,7 @@ int Server::bind() {
 }
 
 void Server::listen() {
+  if (!front_) throw std::logic_error("Server::listen() before bind()");
   std::atomic<bool> routes_done{false};
   std::thread routes([this, &routes_done] {
     http_->listen_after_bind();
