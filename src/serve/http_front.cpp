@@ -281,9 +281,7 @@ struct HttpFront::Impl {
     c->backend = nullptr;
     c->backend_paused = false;
     if (c->close_after) {
-      c->state = Conn::State::kClosing;
-      arm(c, opt.write_timeout_s + kLingerSeconds);
-      if (evbuffer_get_length(bufferevent_get_output(c->client)) == 0) shut_down(c);
+      close_with(c, "");  // (anything pipelined after a closing request is dropped)
       return;
     }
     c->state = Conn::State::kIdle;

@@ -723,77 +723,71 @@ std::string Server::metrics() const {
     std::snprintf(buf, sizeof buf, " %.17g\n", v);
     out += name + buf;
   };
+  auto single = [&](const char* name, const char* type, const char* help, double v) {
+    metric(name, type, help);
+    value(name, v);
+  };
+  const FrontStats front = front_ ? front_->stats() : FrontStats{};  // (zeros without one)
   metric("whale_requests_total", "counter", "HTTP requests by endpoint and status.");
   {
     std::lock_guard lk(mu_);
     std::map<std::pair<std::string, int>, int64_t> requests = requests_;
-    if (front_ && front_->stats().health > 0) requests[{"health", 200}] += front_->stats().health;
+    if (front.health > 0) requests[{"health", 200}] += front.health;
     for (const auto& [k, n] : requests)
       value("whale_requests_total{endpoint=\"" + k.first + "\",status=\"" +
                 std::to_string(k.second) + "\"}",
             double(n));
-    metric("whale_client_disconnects_total", "counter",
-           "Generations cancelled because the client went away.");
-    value("whale_client_disconnects_total", double(disconnects_));
+    single("whale_client_disconnects_total", "counter",
+           "Generations cancelled because the client went away.", double(disconnects_));
   }
   if (front_) {
-    const FrontStats f = front_->stats();
-    metric("whale_http_connections", "gauge", "Client connections held by the front end.");
-    value("whale_http_connections", double(f.open));
-    metric("whale_http_connections_total", "counter", "Client connections accepted.");
-    value("whale_http_connections_total", double(f.accepted));
-    metric("whale_http_connections_rejected_total", "counter",
-           "Connections answered 503 because --max-connections were open.");
-    value("whale_http_connections_rejected_total", double(f.rejected));
-    metric("whale_http_request_timeouts_total", "counter",
-           "Requests not received within their header or body deadline (408).");
-    value("whale_http_request_timeouts_total", double(f.timeouts));
-    metric("whale_http_bad_requests_total", "counter",
-           "Requests the front end rejected for their framing (4xx).");
-    value("whale_http_bad_requests_total", double(f.bad_requests));
+    single("whale_http_connections", "gauge", "Client connections held by the front end.",
+           double(front.open));
+    single("whale_http_connections_total", "counter", "Client connections accepted.",
+           double(front.accepted));
+    single("whale_http_connections_rejected_total", "counter",
+           "Connections answered 503 because --max-connections were open.", double(front.rejected));
+    single("whale_http_request_timeouts_total", "counter",
+           "Requests not received within their header or body deadline (408).",
+           double(front.timeouts));
+    single("whale_http_bad_requests_total", "counter",
+           "Requests the front end rejected for their framing (4xx).", double(front.bad_requests));
   }
-  metric("whale_jobs_total", "counter", "Generation jobs started.");
-  value("whale_jobs_total", double(e.jobs));
-  metric("whale_prompt_tokens_total", "counter", "Prompt tokens of started jobs.");
-  value("whale_prompt_tokens_total", double(e.prompt_tokens));
-  metric("whale_prefill_tokens_total", "counter", "Prompt tokens run through the model.");
-  value("whale_prefill_tokens_total", double(e.prefill_tokens));
-  metric("whale_completion_tokens_total", "counter", "Generated tokens.");
-  value("whale_completion_tokens_total", double(e.completion_tokens));
-  metric("whale_prompt_cache_hit_tokens_total", "counter",
-         "Prompt tokens served from the prompt cache.");
-  value("whale_prompt_cache_hit_tokens_total", double(e.cache_hit_tokens));
-  metric("whale_prompt_cache_hits_total", "counter", "Jobs that reused a cached prefix.");
-  value("whale_prompt_cache_hits_total", double(e.cache_hit_jobs));
-  metric("whale_prompt_cache_bytes", "gauge", "Bytes held by the prompt store.");
-  value("whale_prompt_cache_bytes", double(e.store_bytes));
-  metric("whale_prompt_cache_entries", "gauge", "Sequences held by the prompt store.");
-  value("whale_prompt_cache_entries", double(e.store_entries));
-  metric("whale_disk_cache_entries", "gauge", "Prefixes in the context cache on disk.");
-  value("whale_disk_cache_entries", double(e.disk_entries));
-  metric("whale_disk_cache_bytes", "gauge", "Bytes of the context cache on disk.");
-  value("whale_disk_cache_bytes", double(e.disk_bytes));
-  metric("whale_disk_cache_hits_total", "counter", "Jobs that started from a prefix on disk.");
-  value("whale_disk_cache_hits_total", double(e.disk_hit_jobs));
-  metric("whale_disk_cache_damaged_total", "counter",
-         "Disk cache entries found damaged or foreign and removed.");
-  value("whale_disk_cache_damaged_total", double(e.disk_damaged));
-  metric("whale_queue_depth", "gauge", "Jobs waiting for a slot.");
-  value("whale_queue_depth", e.queue_depth);
-  metric("whale_active_slots", "gauge", "Slots running a job.");
-  value("whale_active_slots", e.active_slots);
-  metric("whale_slots", "gauge", "Slots (--parallel).");
-  value("whale_slots", e.slots);
-  metric("whale_decode_tokens_per_second", "gauge", "Generated tokens per second, last 10 s.");
-  value("whale_decode_tokens_per_second", e.decode_tokens_per_second);
-  metric("whale_engine_steps_total", "counter", "Batched forward passes.");
-  value("whale_engine_steps_total", double(e.steps));
-  metric("whale_engine_busy_seconds_total", "counter", "Seconds spent in forward passes.");
-  value("whale_engine_busy_seconds_total", e.busy_seconds);
-  metric("whale_spec_drafted_total", "counter", "MTP drafts checked (--spec mtp).");
-  value("whale_spec_drafted_total", double(e.drafted));
-  metric("whale_spec_accepted_total", "counter", "MTP drafts accepted (--spec mtp).");
-  value("whale_spec_accepted_total", double(e.accepted));
+  single("whale_jobs_total", "counter", "Generation jobs started.", double(e.jobs));
+  single("whale_prompt_tokens_total", "counter", "Prompt tokens of started jobs.",
+         double(e.prompt_tokens));
+  single("whale_prefill_tokens_total", "counter", "Prompt tokens run through the model.",
+         double(e.prefill_tokens));
+  single("whale_completion_tokens_total", "counter", "Generated tokens.",
+         double(e.completion_tokens));
+  single("whale_prompt_cache_hit_tokens_total", "counter",
+         "Prompt tokens served from the prompt cache.", double(e.cache_hit_tokens));
+  single("whale_prompt_cache_hits_total", "counter", "Jobs that reused a cached prefix.",
+         double(e.cache_hit_jobs));
+  single("whale_prompt_cache_bytes", "gauge", "Bytes held by the prompt store.",
+         double(e.store_bytes));
+  single("whale_prompt_cache_entries", "gauge", "Sequences held by the prompt store.",
+         double(e.store_entries));
+  single("whale_disk_cache_entries", "gauge", "Prefixes in the context cache on disk.",
+         double(e.disk_entries));
+  single("whale_disk_cache_bytes", "gauge", "Bytes of the context cache on disk.",
+         double(e.disk_bytes));
+  single("whale_disk_cache_hits_total", "counter", "Jobs that started from a prefix on disk.",
+         double(e.disk_hit_jobs));
+  single("whale_disk_cache_damaged_total", "counter",
+         "Disk cache entries found damaged or foreign and removed.", double(e.disk_damaged));
+  single("whale_queue_depth", "gauge", "Jobs waiting for a slot.", e.queue_depth);
+  single("whale_active_slots", "gauge", "Slots running a job.", e.active_slots);
+  single("whale_slots", "gauge", "Slots (--parallel).", e.slots);
+  single("whale_decode_tokens_per_second", "gauge", "Generated tokens per second, last 10 s.",
+         e.decode_tokens_per_second);
+  single("whale_engine_steps_total", "counter", "Batched forward passes.", double(e.steps));
+  single("whale_engine_busy_seconds_total", "counter", "Seconds spent in forward passes.",
+         e.busy_seconds);
+  single("whale_spec_drafted_total", "counter", "MTP drafts checked (--spec mtp).",
+         double(e.drafted));
+  single("whale_spec_accepted_total", "counter", "MTP drafts accepted (--spec mtp).",
+         double(e.accepted));
   return out;
 }
 
