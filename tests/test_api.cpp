@@ -328,6 +328,23 @@ TEST(ApiParse, ChatLogprobsAndPrefix) {
   EXPECT_EQ(r.messages[1].reasoning_content, "r");
 }
 
+// V3.1's thinking mode: DeepSeek's `thinking` object, chat_template_kwargs, the model name.
+TEST(ApiParse, ThinkingChoice) {
+  EXPECT_EQ(chat(chat_body(R"("model":"m")")).thinking, -1);
+  EXPECT_EQ(chat(chat_body(R"("thinking":{"type":"enabled"})")).thinking, 1);
+  EXPECT_EQ(
+      chat(chat_body(R"("thinking":{"type":"disabled"},"model":"deepseek-reasoner")")).thinking, 0);
+  EXPECT_EQ(chat(chat_body(R"("chat_template_kwargs":{"thinking":true})")).thinking, 1);
+  EXPECT_EQ(chat(chat_body(R"("chat_template_kwargs":{"enable_thinking":false})")).thinking, 0);
+  EXPECT_EQ(chat(chat_body(R"("chat_template_kwargs":{"other":1})")).thinking, -1);
+  EXPECT_EQ(chat(chat_body(R"("model":"deepseek-reasoner")")).thinking, 1);
+  EXPECT_EQ(chat(chat_body(R"("model":"deepseek-chat")")).thinking, 0);
+  EXPECT_EQ(parse_anthropic_request(R"({"max_tokens": 9, "thinking": {"type": "enabled",
+      "budget_tokens": 1024}, "messages": [{"role": "user", "content": "q"}]})")
+                .thinking,
+            1);
+}
+
 TEST(ApiParse, ChatIgnoresEchoAndCompletionIgnoresMessages) {
   EXPECT_FALSE(chat(chat_body(R"("echo":"not checked for chat")")).echo);
   EXPECT_TRUE(completion(R"({"prompt":"p","messages":5})").messages.empty());
@@ -356,6 +373,14 @@ TEST(ApiParse, Errors) {
       {R"({"messages":null})", true, "messages", "is required"},
       {R"({"messages":{}})", true, "messages", "messages: expected an array, got object"},
       {R"({"messages":[]})", true, "messages", "at least one message"},
+      // thinking.
+      {chat_body(R"("thinking":true)"), true, "thinking", "expected an object, got boolean"},
+      {chat_body(R"("thinking":{})"), true, "thinking.type", "is required"},
+      {chat_body(R"("thinking":{"type":"on"})"), true, "thinking.type", "unknown value"},
+      {chat_body(R"("chat_template_kwargs":[])"), true, "chat_template_kwargs",
+       "expected an object"},
+      {chat_body(R"("chat_template_kwargs":{"thinking":"yes"})"), true,
+       "chat_template_kwargs.thinking", "expected a boolean"},
       {R"({"messages":["hi"]})", true, "messages[0]", "expected an object, got string"},
       {R"({"messages":[{"content":"x"}]})", true, "messages[0].role", "is required"},
       {R"({"messages":[{"role":5,"content":"x"}]})", true, "messages[0].role",

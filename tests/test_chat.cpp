@@ -27,35 +27,52 @@ json chat_fixture() {
   return json::parse(in);
 }
 
+// A fixture conversation (content null: no text; tool_calls as OpenAI writes them).
 std::vector<ChatMessage> messages_of(const json& list) {
   std::vector<ChatMessage> out;
   for (const json& m : list) {
-    out.push_back({m.at("role").get<std::string>(), m.at("content").get<std::string>(),
-                   m.value("reasoning_content", "")});
+    ChatMessage msg{m.at("role").get<std::string>(),
+                    m.at("content").is_null() ? "" : m.at("content").get<std::string>(),
+                    m.value("reasoning_content", "")};
+    if (m.contains("tool_calls"))
+      for (const json& c : m["tool_calls"])
+        msg.tool_calls.push_back(
+            {"", c["type"], c["function"]["name"], c["function"]["arguments"]});
+    out.push_back(std::move(msg));
   }
   return out;
+}
+
+ChatStyle style_of(const json& c) {
+  if (c["style"] == "v31") return ChatStyle::V31;
+  return c["style"] == "r1" ? ChatStyle::R1 : ChatStyle::V3;
 }
 
 TEST(Chat, DetectsStyleFromTheRealTemplates) {
   const json fixture = chat_fixture();
   EXPECT_EQ(detect_chat_style(fixture["templates"]["v3"].get<std::string>()), ChatStyle::V3);
   EXPECT_EQ(detect_chat_style(fixture["templates"]["r1"].get<std::string>()), ChatStyle::R1);
+  EXPECT_EQ(detect_chat_style(fixture["templates"]["v31"].get<std::string>()), ChatStyle::V31);
   EXPECT_EQ(detect_chat_style(""), ChatStyle::V3);
 }
 
 TEST(Chat, RendersLikeTheJinjaTemplates) {
   const json fixture = chat_fixture();
   int checked = 0;
+  int v31 = 0;
   for (const json& c : fixture["cases"]) {
-    const ChatStyle style = c["style"] == "r1" ? ChatStyle::R1 : ChatStyle::V3;
-    const std::string got = render_chat(messages_of(c["messages"]), style, kBos,
-                                        c["add_generation_prompt"].get<bool>());
+    const ChatStyle style = style_of(c);
+    const std::string got =
+        render_chat(messages_of(c["messages"]), style, kBos, c["add_generation_prompt"].get<bool>(),
+                    "", c.value("thinking", false));
     EXPECT_EQ(got, c["prompt"].get<std::string>())
-        << c["style"] << " " << c["name"]
-        << " add_generation_prompt=" << c["add_generation_prompt"];
+        << c["style"] << " " << c["name"] << " add_generation_prompt=" << c["add_generation_prompt"]
+        << " thinking=" << c.value("thinking", false);
     ++checked;
+    v31 += style == ChatStyle::V31;
   }
-  EXPECT_GE(checked, 40);
+  EXPECT_GE(checked, 120);
+  EXPECT_GE(v31, 60);
 }
 
 TEST(Chat, PromptIdsMatchReference) {
@@ -66,9 +83,9 @@ TEST(Chat, PromptIdsMatchReference) {
   const json fixture = chat_fixture();
   EXPECT_EQ(tok.chat_template(), fixture["templates"]["v3"].get<std::string>());
   for (const json& c : fixture["cases"]) {
-    const ChatStyle style = c["style"] == "r1" ? ChatStyle::R1 : ChatStyle::V3;
-    const std::string prompt = render_chat(messages_of(c["messages"]), style, tok.bos_token(),
-                                           c["add_generation_prompt"].get<bool>());
+    const std::string prompt =
+        render_chat(messages_of(c["messages"]), style_of(c), tok.bos_token(),
+                    c["add_generation_prompt"].get<bool>(), "", c.value("thinking", false));
     // The prompt already starts with the bos text, so no add_bos here.
     EXPECT_EQ(tok.encode(prompt), c["ids"].get<std::vector<int32_t>>()) << c["name"];
   }
@@ -88,6 +105,34 @@ TEST(Chat, R1DropsEarlierReasoningAndOpensThinkBlock) {
       "<bos><｜User｜>2+2?<｜Assistant｜><think>\nadd them\n</think>\n\n4<｜end▁of▁sentence｜>"
       "<｜User｜>3+3?<｜Assistant｜>");
   EXPECT_EQ(render_chat(msgs, ChatStyle::R1, "", false).find("<think>"), std::string::npos);
+}
+
+// V3.1: prefix completion and where the continuation starts (thinking mode or not).
+TEST(Chat, V31PrefixAndThinking) {
+  std::vector<ChatMessage> msgs = {{"user", "2+2?", ""}};
+  EXPECT_EQ(render_chat(msgs, ChatStyle::V31, "<bos>"),
+            "<bos><｜User｜>2+2?<｜Assistant｜></think>");
+  EXPECT_FALSE(continues_reasoning(msgs, ChatStyle::V31, false));
+  EXPECT_TRUE(continues_reasoning(msgs, ChatStyle::V31, true));
+  EXPECT_FALSE(continues_reasoning(msgs, ChatStyle::V3, true));
+  ChatMessage prefix{"assistant", "", "Let me add"};
+  prefix.prefix = true;
+  msgs.push_back(prefix);
+  EXPECT_EQ(render_chat(msgs, ChatStyle::V31, "<bos>", true, "", true),
+            "<bos><｜User｜>2+2?<｜Assistant｜><think>Let me add");
+  EXPECT_TRUE(continues_reasoning(msgs, ChatStyle::V31, true));
+  msgs.back().content = "The answer";
+  EXPECT_EQ(render_chat(msgs, ChatStyle::V31, "<bos>", true, "", true),
+            "<bos><｜User｜>2+2?<｜Assistant｜><think>Let me add</think>The answer");
+  EXPECT_FALSE(continues_reasoning(msgs, ChatStyle::V31, true));
+  EXPECT_EQ(render_chat(msgs, ChatStyle::V31, "<bos>", true, "", false),
+            "<bos><｜User｜>2+2?<｜Assistant｜></think>The answer");
+  // After tool outputs the model goes on directly: no generation prompt, no think block.
+  const std::vector<ChatMessage> tool = {{"user", "q", ""}, {"tool", "r", ""}};
+  EXPECT_EQ(render_chat(tool, ChatStyle::V31, "", true, "", true),
+            "<｜User｜>q<｜tool▁output▁begin｜>r<｜tool▁output▁end｜>");
+  EXPECT_FALSE(continues_reasoning(tool, ChatStyle::V31, true));
+  EXPECT_EQ(chat_style_name(ChatStyle::V31), std::string("V3.1"));
 }
 
 TEST(Chat, SplitReasoning) {

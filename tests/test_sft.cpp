@@ -96,6 +96,22 @@ TEST(SftMask, LastTurnTargetIsReasoningThenAnswer) {
   const auto v3 = render_training_pieces(ex->messages, ChatStyle::V3, "<B>", "<E>");
   ASSERT_EQ(v3.size(), 2u);
   EXPECT_EQ(v3[1].text, "a<E>");
+  // V3.1 (non-thinking mode): every turn opens with "<｜Assistant｜></think>"; the pieces put
+  // together are the template's rendering of the whole conversation.
+  const auto two = parse_chat_line(
+      R"({"messages":[{"role":"user","content":"q"},{"role":"assistant","content":"a"},)"
+      R"({"role":"user","content":"q2"},{"role":"assistant","content":"b"}]})",
+      "x:4");
+  ASSERT_TRUE(two.has_value());
+  const std::string eos = "<｜end▁of▁sentence｜>";
+  const auto v31 = render_training_pieces(two->messages, ChatStyle::V31, "<B>", eos);
+  ASSERT_EQ(v31.size(), 4u);
+  EXPECT_EQ(v31[0].text, "<B><｜User｜>q<｜Assistant｜></think>");
+  EXPECT_EQ(v31[1].text, "a" + eos);
+  EXPECT_TRUE(v31[1].target && v31[3].target && !v31[2].target);
+  std::string all;
+  for (const ChatPiece& p : v31) all += p.text;
+  EXPECT_EQ(all, whale::render_chat(two->messages, ChatStyle::V31, "<B>", false));
   // Trailing messages after the last assistant turn are dropped.
   const auto tail = parse_chat_line(
       R"({"messages":[{"role":"user","content":"q"},{"role":"assistant","content":"a"},)"

@@ -162,6 +162,38 @@ TEST(ToolCalls, ToolListAndForcedCalls) {
   EXPECT_EQ(c.calls[0].arguments, "{\"a\": 1}");
 }
 
+TEST(ToolCalls, V31ToolListAndForcedCalls) {
+  ToolDef t;
+  t.name = "get_weather";
+  t.description = "Weather for a city.";
+  t.parameters =
+      nlohmann::json::parse(R"({"type":"object","properties":{"city":{"type":"string"}}})");
+  // The model card's section: the list, then the call format and its rules.
+  const std::string p = tools_prompt({t}, ChatStyle::V31);
+  EXPECT_TRUE(
+      p.starts_with("## Tools\nYou have access to the following tools:\n\n### get_weather\n"
+                    "Description: Weather for a city.\n\nParameters: " +
+                    t.parameters.dump() + "\n\nIMPORTANT: ALWAYS adhere"))
+      << p;
+  EXPECT_NE(p.find(kB + kCB + "tool_call_name" + kS + "tool_call_arguments" + kCE +
+                   "{{additional_tool_calls}}" + kE),
+            std::string::npos);
+  EXPECT_TRUE(p.ends_with("chain them directly without separators or spaces")) << p;
+  EXPECT_EQ(forced_call_prefix({ToolChoice::kRequired, ""}, false, ChatStyle::V31), kB + kCB);
+  // Thinking mode left "<think>" open: it is closed first.
+  EXPECT_EQ(forced_call_prefix({ToolChoice::kNamed, "f"}, true, ChatStyle::V31),
+            "</think>" + kB + kCB + "f" + kS);
+  EXPECT_EQ(forced_call_tail(ChatStyle::V31), kCE + kE);
+  EXPECT_EQ(forced_call_tail(ChatStyle::R1), "\n```" + kCE + kE);
+  const ParsedCalls c =
+      parse_tool_calls(forced_call_prefix({ToolChoice::kNamed, "f"}, false, ChatStyle::V31) +
+                           "{\"a\": 1}" + forced_call_tail(ChatStyle::V31),
+                       "i");
+  ASSERT_EQ(c.calls.size(), 1u);
+  EXPECT_EQ(c.calls[0].name, "f");
+  EXPECT_EQ(c.calls[0].arguments, "{\"a\": 1}");
+}
+
 // Tool-call turns in the history: whole turns (calls, then results, then the answer that follows
 // them), in the V3 layout the parser reads back.
 TEST(ToolCalls, HistoryRendersCallsAndResults) {

@@ -449,7 +449,7 @@ int cmd_detokenize() {
 // ------------------------------------------------------------------ run / chat
 std::string g_prompt, g_system;
 GenerateOptions g_gen;
-bool g_chat_template = false, g_no_stats = false, g_hide_thinking = false;
+bool g_chat_template = false, g_no_stats = false, g_hide_thinking = false, g_thinking = false;
 int64_t g_ctx = 4096;
 std::string g_spec = "none";
 
@@ -499,17 +499,23 @@ bool print_piece(std::string_view s) {
   return true;
 }
 
-// How an R1 reply is printed: the reasoning dimmed on a terminal, hidden with --hide-thinking,
-// raw text otherwise (pipes and scripts see what the model wrote).
+// Whether a reply starts with reasoning: R1 always, V3.1 with --thinking.
+bool replies_think(ChatStyle style) {
+  return style == ChatStyle::R1 || (style == ChatStyle::V31 && g_thinking);
+}
+
+// How a reasoning reply is printed: the reasoning dimmed on a terminal, hidden with
+// --hide-thinking, raw text otherwise (pipes and scripts see what the model wrote).
 ThinkDisplay reply_display(ChatStyle style) {
   ThinkDisplay::Mode mode = ThinkDisplay::Mode::Raw;
-  if (style == ChatStyle::R1) {
+  const bool think = replies_think(style);
+  if (think) {
     if (g_hide_thinking)
       mode = ThinkDisplay::Mode::Hidden;
     else if (isatty(STDOUT_FILENO))
       mode = ThinkDisplay::Mode::Styled;
   }
-  return ThinkDisplay(mode, style == ChatStyle::R1, [](std::string_view s) { print_piece(s); });
+  return ThinkDisplay(mode, think, [](std::string_view s) { print_piece(s); });
 }
 
 int cmd_run() {
@@ -524,7 +530,7 @@ int cmd_run() {
     if (!g_system.empty()) msgs.push_back({"system", g_system, ""});
     msgs.push_back({"user", g_prompt, ""});
     const ChatStyle style = detect_chat_style(tok.chat_template());
-    prompt = tok.encode(render_chat(msgs, style, tok.bos_token()));
+    prompt = tok.encode(render_chat(msgs, style, tok.bos_token(), true, "", g_thinking));
     display = reply_display(style);
   } else {
     prompt = tok.encode(g_prompt, tok.add_bos());
@@ -553,8 +559,9 @@ int cmd_chat() {
   const bool tty = isatty(STDIN_FILENO);
   if (tty)
     std::fprintf(stderr,
-                 "whale chat (%s): type a message, Enter to send, Ctrl-D to quit, /new to reset.\n",
-                 style == ChatStyle::R1 ? "R1 format" : "V3 format");
+                 "whale chat (%s format%s): type a message, Enter to send, Ctrl-D to quit, /new "
+                 "to reset.\n",
+                 chat_style_name(style), style == ChatStyle::V31 && g_thinking ? ", thinking" : "");
   std::string line;
   while (true) {
     if (tty) {
@@ -568,7 +575,7 @@ int cmd_chat() {
       continue;
     }
     msgs.push_back({"user", line, ""});
-    const auto prompt = tok.encode(render_chat(msgs, style, tok.bos_token()));
+    const auto prompt = tok.encode(render_chat(msgs, style, tok.bos_token(), true, "", g_thinking));
     ThinkDisplay display = reply_display(style);
     GenerateResult r = session.generate(prompt, tok, g_gen, [&](std::string_view s) {
       display.feed(s);
@@ -578,7 +585,7 @@ int cmd_chat() {
     std::printf("\n");
     std::fflush(stdout);
     ChatMessage reply{"assistant", r.text, ""};
-    if (style == ChatStyle::R1) {
+    if (replies_think(style)) {
       ReasoningSplit sp = split_reasoning(r.text);
       reply.content = sp.content;
       reply.reasoning_content = sp.reasoning;
@@ -680,7 +687,7 @@ int cmd_serve() {
                "whale serve: model %s, %d slots x %lld tokens, %s chat format%s\n"
                "whale serve: listening on http://%s:%d\n",
                g_server.model_id.c_str(), g_engine.parallel, (long long)g_engine.ctx,
-               detect_chat_style(tok.chat_template()) == ChatStyle::R1 ? "R1" : "V3",
+               chat_style_name(detect_chat_style(tok.chat_template())),
                g_engine.spec_mtp ? ", MTP speculative decoding" : "", g_server.host.c_str(), port);
   server.listen();
   engine.stop();
@@ -1070,6 +1077,8 @@ void register_commands(CLI::App& app) {
                   "seconds a kept-alive connection may wait for its next request")
         ->check(CLI::Range(0.01, 3600.0));
     s->add_option("--model-id", g_server.model_id, "model name in /v1/models (default: dir name)");
+    s->add_flag("--thinking", g_server.thinking,
+                "V3.1 models: thinking mode unless a request turns it off (see README)");
     s->add_option("--spec", g_spec,
                   "speculative decoding in every slot: mtp (the checkpoint's MTP module drafts "
                   "one token ahead; same output) or none")
@@ -1088,6 +1097,7 @@ void register_commands(CLI::App& app) {
     s->add_flag("--no-stats", g_no_stats, "do not print speed figures to stderr");
     s->add_flag("--hide-thinking", g_hide_thinking,
                 "R1 models: print only the answer, not the reasoning");
+    s->add_flag("--thinking", g_thinking, "V3.1 models: thinking mode (off by default)");
     g_actions["run"] = cmd_run;
   }
   {
@@ -1100,6 +1110,7 @@ void register_commands(CLI::App& app) {
     s->add_flag("--no-stats", g_no_stats, "do not print speed figures to stderr");
     s->add_flag("--hide-thinking", g_hide_thinking,
                 "R1 models: print only the answer, not the reasoning");
+    s->add_flag("--thinking", g_thinking, "V3.1 models: thinking mode (off by default)");
     g_actions["chat"] = cmd_chat;
   }
   {

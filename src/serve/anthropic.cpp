@@ -188,8 +188,13 @@ GenRequest parse_anthropic_request(std::string_view body) {
       if (!s.empty()) req.stop.push_back(s);
     }
   }
-  if (const json* th = field(j, "thinking"); th && !th->is_object())
-    wrong_type("thinking", "an object", *th);
+  if (const json* th = field(j, "thinking")) {
+    if (!th->is_object()) wrong_type("thinking", "an object", *th);
+    // {"type": "enabled", "budget_tokens": N} turns V3.1's thinking mode on (the budget is not
+    // enforced beyond max_tokens).
+    if (const json* type = field(*th, "type"))
+      req.thinking = get_string(*type, "thinking.type") == "enabled";
+  }
   parse_anthropic_tools(j, req);
   return req;
 }

@@ -521,6 +521,30 @@ nlohmann::json ApiError::to_json() const {
        {{"message", what()}, {"type", type}, {"param", or_null(param)}, {"code", or_null(code)}}}};
 }
 
+// The `thinking` choice of a chat request (GenRequest::thinking).
+void parse_thinking(const json& body, GenRequest& req) {
+  if (const json* th = field(body, "thinking")) {
+    if (!th->is_object()) wrong_type("thinking", "an object", *th);
+    const json* type = field(*th, "type");
+    if (!type) fail("thinking.type", "is required (enabled or disabled)");
+    const std::string& t = get_string(*type, "thinking.type");
+    if (t != "enabled" && t != "disabled")
+      fail("thinking.type", "unknown value " + excerpt(t) + " (expected enabled or disabled)");
+    req.thinking = t == "enabled";
+    return;
+  }
+  if (const json* kw = field(body, "chat_template_kwargs")) {
+    if (!kw->is_object()) wrong_type("chat_template_kwargs", "an object", *kw);
+    for (const char* name : {"thinking", "enable_thinking"})
+      if (const json* v = field(*kw, name)) {
+        req.thinking = get_bool(*v, std::string("chat_template_kwargs.") + name);
+        return;
+      }
+  }
+  if (req.model == "deepseek-reasoner") req.thinking = 1;
+  if (req.model == "deepseek-chat") req.thinking = 0;
+}
+
 GenRequest parse_request(std::string_view body, bool chat) {
   json j;
   try {
@@ -544,6 +568,7 @@ GenRequest parse_request(std::string_view body, bool chat) {
     if (const json* sfx = field(j, "suffix")) req.suffix = get_string(*sfx, "suffix");
   }
   parse_common(j, req);
+  if (chat) parse_thinking(j, req);
   if (req.echo && req.suffix) fail("echo", "echo cannot be combined with suffix (FIM)");
   if (req.echo && req.top_logprobs >= 0) {
     fail("echo", "echo with logprobs (prompt logprobs) is not supported");

@@ -63,6 +63,11 @@ struct GenRequest {
   std::vector<ToolDef> tools;
   ToolChoice tool_choice;  // defaults to auto with tools, none without
   bool parallel_tool_calls = true;
+  // V3.1's thinking mode (chat): 1 on, 0 off, -1 not chosen (the server's default). Chosen by
+  // `thinking: {"type": "enabled" | "disabled"}` (DeepSeek's and Anthropic's field),
+  // `chat_template_kwargs: {"thinking" | "enable_thinking": bool}` (vLLM's and SGLang's), or the
+  // model name ("deepseek-reasoner" on, "deepseek-chat" off), in that order.
+  int thinking = -1;
 };
 
 // Parses and validates a request body. `chat`: which endpoint. Throws ApiError (400) naming the

@@ -309,19 +309,20 @@ Server::Prepared Server::prepare(const GenRequest& g, bool chat) {
   // section in the prompt, and that opening is read back as the start of the output.
   const bool use_tools = p.use_tools = chat && g.tool_choice.kind != ToolChoice::kNone;
   const bool prefix = chat && g.messages.back().prefix;
-  bool reasoning = chat && continues_reasoning(g.messages, style_);
+  const bool thinking = g.thinking >= 0 ? g.thinking == 1 : opt_.thinking;
+  bool reasoning = chat && continues_reasoning(g.messages, style_, thinking);
   // `required` with one strict tool is that tool named; a named strict tool's arguments are
   // constrained to its schema, and the call's closing markup follows them.
   ToolChoice choice = g.tool_choice;
   if (choice.kind == ToolChoice::kRequired && g.tools.size() == 1 && g.tools[0].strict)
     choice = {ToolChoice::kNamed, g.tools[0].name};
   std::string forced;
-  if (use_tools && !prefix) forced = forced_call_prefix(choice, reasoning);
+  if (use_tools && !prefix) forced = forced_call_prefix(choice, reasoning, style_);
   if (!forced.empty() && choice.kind == ToolChoice::kNamed) {
     for (const ToolDef& d : g.tools)
       if (d.name == choice.name && d.strict) {
         job->schema = d.schema;
-        job->schema_tail = "\n```" + std::string(kCallEnd) + std::string(kCallsEnd);
+        job->schema_tail = forced_call_tail(style_);
       }
   } else if (g.json_schema) {
     job->schema = g.json_schema;
@@ -345,9 +346,10 @@ Server::Prepared Server::prepare(const GenRequest& g, bool chat) {
                    "tool_choice: a forced call cannot continue a prefix message", "",
                    "tool_choice");
   if (chat) {
-    job->prompt = tok_.encode(render_chat(g.messages, style_, tok_.bos_token(), true,
-                                          use_tools ? tools_prompt(g.tools) : "") +
-                              forced);
+    job->prompt =
+        tok_.encode(render_chat(g.messages, style_, tok_.bos_token(), true,
+                                use_tools ? tools_prompt(g.tools, style_) : "", thinking) +
+                    forced);
   } else {
     if (!g.prompt_ids.empty()) {
       for (int32_t id : g.prompt_ids)

@@ -50,6 +50,8 @@ struct ServerOptions {
   double body_timeout_s = 60;    // its body within this after the head (else 408)
   double idle_timeout_s = 30;    // a kept-alive connection without a request is closed
   std::string model_id;          // name in /v1/models
+  // V3.1 models: thinking mode for requests that do not choose (see GenRequest::thinking).
+  bool thinking = false;
 };
 
 class Server {

@@ -77,7 +77,31 @@ Step next_call(std::string_view s) {
 
 }  // namespace
 
-std::string tools_prompt(const std::vector<ToolDef>& tools) {
+// DeepSeek-V3.1's tool section, as its model card gives it.
+std::string tools_prompt_v31(const std::vector<ToolDef>& tools) {
+  std::string out = "## Tools\nYou have access to the following tools:\n";
+  for (const ToolDef& t : tools) {
+    out += "\n### " + t.name + "\nDescription: " + t.description +
+           "\n\nParameters: " + t.parameters.dump() + "\n";
+  }
+  out.append("\nIMPORTANT: ALWAYS adhere to this exact format for tool use:\n")
+      .append(kCallsBegin)
+      .append(kCallBegin)
+      .append("tool_call_name")
+      .append(kToolSep)
+      .append("tool_call_arguments")
+      .append(kCallEnd)
+      .append("{{additional_tool_calls}}")
+      .append(kCallsEnd)
+      .append(
+          "\n\nWhere:\n\n- `tool_call_name` must be an exact match to one of the available tools\n"
+          "- `tool_call_arguments` must be valid JSON that strictly follows the tool's Parameters "
+          "Schema\n- For multiple tool calls, chain them directly without separators or spaces");
+  return out;
+}
+
+std::string tools_prompt(const std::vector<ToolDef>& tools, ChatStyle style) {
+  if (style == ChatStyle::V31) return tools_prompt_v31(tools);
   std::string out = "## Tools\nYou can call these functions:\n";
   for (const ToolDef& t : tools) {
     out += "\n### " + t.name + "\n";
@@ -95,13 +119,19 @@ std::string tools_prompt(const std::vector<ToolDef>& tools) {
   return out;
 }
 
-std::string forced_call_prefix(const ToolChoice& choice, bool think) {
+std::string forced_call_prefix(const ToolChoice& choice, bool think, ChatStyle style) {
   if (choice.kind != ToolChoice::kRequired && choice.kind != ToolChoice::kNamed) return "";
-  std::string out = think ? "\n</think>\n\n" : "";
+  const bool v31 = style == ChatStyle::V31;
+  std::string out = !think ? "" : v31 ? std::string(kThinkEnd) : "\n</think>\n\n";
   out.append(kCallsBegin).append(kCallBegin);
-  if (choice.kind == ToolChoice::kNamed)
+  if (choice.kind == ToolChoice::kNamed && v31) out.append(choice.name).append(kToolSep);
+  if (choice.kind == ToolChoice::kNamed && !v31)
     out.append("function").append(kToolSep).append(choice.name).append("\n```json\n");
   return out;
+}
+
+std::string forced_call_tail(ChatStyle style) {
+  return (style == ChatStyle::V31 ? "" : "\n```") + std::string(kCallEnd) + std::string(kCallsEnd);
 }
 
 void ToolCallStream::degrade(Events& out) {

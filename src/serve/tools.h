@@ -8,8 +8,9 @@
 //   <｜tool▁calls▁begin｜><｜tool▁call▁begin｜>NAME<｜tool▁sep｜>ARGUMENTS<｜tool▁call▁end｜>...
 //   <｜tool▁calls▁end｜>
 // Both are read. The templates do not render the tool list itself; whale appends it to the system
-// prompt (tools_prompt below): each function's name, description and JSON-schema parameters, then
-// the call format above.
+// prompt (tools_prompt below): for V3 / R1 each function's name, description and JSON-schema
+// parameters, then the call format above; for V3.1 the "## Tools" section of its model card (the
+// same list, then its call format and rules).
 //
 // The parsers never fail: text that does not form well-made calls (unknown layout, arguments that
 // are not a JSON object, a section cut off by max_tokens) is returned as plain content.
@@ -42,14 +43,18 @@ struct ToolChoice {
   std::string name;  // kNamed
 };
 
-// The system-prompt section that lists the tools and the call format.
-std::string tools_prompt(const std::vector<ToolDef>& tools);
+// The system-prompt section that lists the tools and the call format of `style`.
+std::string tools_prompt(const std::vector<ToolDef>& tools, ChatStyle style = ChatStyle::V3);
 
 // The text the assistant turn starts with when a call is forced: the calls section opened (and,
-// for a named function, the call's head up to its arguments). The model continues from there; the
-// forced text is part of the output the parsers read. Empty for none and auto. `think` (R1): an
-// empty think block comes first.
-std::string forced_call_prefix(const ToolChoice& choice, bool think);
+// for a named function, the call's head up to its arguments, in `style`'s layout). The model
+// continues from there; the forced text is part of the output the parsers read. Empty for none
+// and auto. `think`: the prompt left a think block open, which is closed first.
+std::string forced_call_prefix(const ToolChoice& choice, bool think,
+                               ChatStyle style = ChatStyle::V3);
+
+// What follows a forced named call's arguments in `style`'s layout, up to the calls section's end.
+std::string forced_call_tail(ChatStyle style);
 
 // A whole output (content after any reasoning) split into content and calls. Call ids are
 // "call_" + `id_base` + "_" + index.

@@ -272,7 +272,7 @@ std::unique_ptr<BatchSource> SftTask::open_data(const ModelConfig& config, const
                                             o.batch, dropped);
   if (Dist().is_root())
     std::fprintf(stderr, "whale sft: %s chat format, %lld steps (%.2f epochs of %lld rows)\n",
-                 style == ChatStyle::R1 ? "R1" : "V3", (long long)o.steps,
+                 chat_style_name(style), (long long)o.steps,
                  double(o.steps * o.batch) / double(source->num_rows()),
                  (long long)source->num_rows());
   return source;

@@ -79,7 +79,7 @@ size_t last_assistant(const std::vector<ChatMessage>& messages) {
 
 // The target of the last assistant turn, as the model generates it after the generation prompt.
 std::string final_target(const ChatMessage& m, ChatStyle style, const std::string& eos) {
-  if (style == ChatStyle::V3) return m.content + eos;
+  if (style != ChatStyle::R1) return m.content + eos;  // V3.1: non-thinking mode
   if (m.reasoning_content.empty()) return "</think>\n\n" + m.content + eos;
   return m.reasoning_content + "\n</think>\n\n" + m.content + eos;
 }
@@ -169,7 +169,12 @@ std::vector<ChatPiece> render_training_pieces(const std::vector<ChatMessage>& me
     if (m.role == "user") history.push_back(m);
     if (m.role != "assistant") continue;
     if (i < last) {
-      extend_to(render_chat(history, style, bos_token, false) + std::string(kAssistant), false);
+      // The turn's opening: "<｜Assistant｜>" (R1 without its "<think>\n", which the turn's own
+      // text has), or V3.1's generation prompt ("<｜Assistant｜></think>").
+      extend_to(style == ChatStyle::V31
+                    ? render_chat(history, style, bos_token, true)
+                    : render_chat(history, style, bos_token, false) + std::string(kAssistant),
+                false);
       history.push_back(m);
       extend_to(render_chat(history, style, bos_token, false), true);
     } else {
