@@ -4,7 +4,8 @@ architectures) in exactly the Hugging Face checkpoint layout.
 
     /usr/bin/python3 scripts/gen_model.py --config CONFIG.json --out DIR
         [--dtype bf16|f32|f16|fp8] [--shards N] [--seed S] [--std X] [--tiny-frac F]
-        [--tokenizer DIR] [--script FILE]
+        [--tokenizer DIR] [--script FILE] [--fim-script FILE] [--tool-script FILE]
+        [--context [--template r1|v31] [--after-tools-script FILE] [--answer-script FILE]]
 
 CONFIG.json holds HF config fields; missing ones get the HF defaults of the model type
 ("model_type": "deepseek_v2" or "deepseek_v3", default v3). The output directory gets
@@ -65,6 +66,23 @@ fill-in-the-middle prompt (one ending with "<｜fim▁end｜>") is the text of F
 scripts together must still have distinct tokens. --tool-script FILE adds a chain that continues a
 forced function call (a prompt ending with "<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>", as
 `tool_choice: "required"` makes it).
+
+--context (MLA configs with q_lora_rank and at least 2 heads) lifts the distinct-token rule: a
+state is (previous token, current token, phase), phase = whether a tab has been generated yet,
+and each state names its next token. Layer 0's attention is built to compute both: head 0 has a
+constant RoPE query and key, the key turned back by one position's angle on every frequency, so
+its score peaks at distance 1 (CTX_PREV_PEAK; every other distance stays well below) and it copies
+the previous token's one-hot into a second block of dimensions; head 1 scores only the tab token
+(CTX_PHASE_PEAK) and writes a phase dimension. Context tokens get CTX_EMBED * (one-hot + a constant
+dimension). The lm_head row of the next token of state (p, t, ph) is u * (e_t + e'_p + f_ph)
+(f_1 = constant - phase, f_2 = phase), or 3u * e_t when every state of t has the same next token;
+a script whose states collide, or whose additive rows do not single out the next token, is
+refused with the tokens named. So two calls in one answer (the tab between them, which the call
+parsers skip) and a chain sharing tokens with another work. With --context: --after-tools-script
+FILE (the answer after tool outputs), --template r1|v31 (v31: DeepSeek-V3.1's chat template and
+tokenizer, i.e. the V3 tokenizer with placeholders 128798/128799 as "<think>" / "</think>"; --script
+is then the thinking-mode answer after "<think>" and --answer-script FILE the non-thinking one after
+"</think>").
 
 Memory stays bounded (tensors are generated and written in row chunks), so ~1B-parameter models
 are fine: roughly 10-20 s per 1B parameters for bf16 on one core.
@@ -352,6 +370,256 @@ class Script:
             f.write("\n")
 
 
+# --context (see the module docstring): chains whose next token depends on the previous token too
+# and on whether the phase marker has been seen, built into layer 0's attention.
+CTX_EMBED = 10.0  # a context token's embedding: CTX_EMBED * (its one-hot + the constant dimension)
+CTX_FEATURE = 10.0  # the previous-token and phase features layer 0 writes into the residual
+CTX_PREV_PEAK = 120.0  # head 0's attention logit at distance 1 (every other distance: well below)
+CTX_PHASE_PEAK = 30.0  # head 1's attention logit on a marker token (0 elsewhere)
+CTX_MARGIN = 28.0  # one feature's share of the right logit (noise takes some: SCRIPT_MIN_MARGIN)
+CTX_MARKER = "\t"  # the phase marker: a token the prompts do not contain (between parallel calls)
+# Generation prompts per (template, chain): the sample prompt the reference forward checks, and the
+# text the chain starts after (its last two tokens give the first state).
+SAMPLE_V31_USER = "<｜begin▁of▁sentence｜><｜User｜>What is 2+2?"
+SAMPLE_HISTORY_CALL = ("<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>get_weather\n"
+                       "```json\n{\"city\": \"Paris\"}\n```<｜tool▁call▁end｜><｜tool▁calls▁end｜>"
+                       "<｜end▁of▁sentence｜>")
+CTX_PROMPTS = {
+    ("r1", "r1"): (SAMPLE_R1_PROMPT, R1_GENERATION_PROMPT),
+    ("r1", "fim"): (SAMPLE_FIM_PROMPT, FIM_GENERATION_PROMPT),
+    ("r1", "tool"): (SAMPLE_TOOL_PROMPT, TOOL_GENERATION_PROMPT),
+    ("r1", "after_tools"): (
+        "<｜begin▁of▁sentence｜><｜User｜>Weather?<｜Assistant｜>" + SAMPLE_HISTORY_CALL +
+        "<｜tool▁outputs▁begin｜><｜tool▁output▁begin｜>18C<｜tool▁output▁end｜><｜tool▁outputs▁end｜>",
+        "<｜tool▁output▁end｜><｜tool▁outputs▁end｜>"),
+    ("v31", "r1"): (SAMPLE_V31_USER + "<｜Assistant｜><think>", "<｜Assistant｜><think>"),
+    ("v31", "answer"): (SAMPLE_V31_USER + "<｜Assistant｜></think>", "<｜Assistant｜></think>"),
+    ("v31", "fim"): (SAMPLE_FIM_PROMPT, FIM_GENERATION_PROMPT),
+    ("v31", "tool"): (SAMPLE_V31_USER + "<｜Assistant｜></think>" + TOOL_GENERATION_PROMPT,
+                      TOOL_GENERATION_PROMPT),
+    ("v31", "after_tools"): (
+        SAMPLE_V31_USER + "<｜Assistant｜></think><｜tool▁calls▁begin｜><｜tool▁call▁begin｜>"
+        "get_weather<｜tool▁sep｜>{\"city\": \"Paris\"}<｜tool▁call▁end｜><｜tool▁calls▁end｜>"
+        "<｜end▁of▁sentence｜><｜tool▁output▁begin｜>18C<｜tool▁output▁end｜>",
+        "<｜tool▁output▁end｜>"),
+}
+
+
+def with_think_tokens(tokenizer_dir):
+    """-> a temporary copy of the V3 tokenizer whose placeholders 128798 / 128799 are "<think>" /
+    "</think>" (not special), as in the DeepSeek-R1 and V3.1 releases' tokenizer.json."""
+    import tempfile
+    out = tempfile.mkdtemp(prefix="whale-think-tok-")
+    with open(os.path.join(tokenizer_dir, "tokenizer.json"), encoding="utf-8") as f:
+        tok = json.load(f)
+    names = {128798: "<think>", 128799: "</think>"}
+    for a in tok["added_tokens"]:
+        if a["id"] in names:
+            if not a["content"].startswith("<｜place▁holder▁no▁"):
+                raise SystemExit(f"--template v31: token {a['id']} is {a['content']!r}, not a "
+                                 "placeholder")
+            old = a["content"]
+            a["content"], a["special"] = names[a["id"]], False
+            tok["model"]["vocab"].pop(old, None)
+            tok["model"]["vocab"][a["content"]] = a["id"]
+    with open(os.path.join(out, "tokenizer.json"), "w", encoding="utf-8") as f:
+        json.dump(tok, f, ensure_ascii=False)
+    shutil.copyfile(os.path.join(tokenizer_dir, "tokenizer_config.json"),
+                    os.path.join(out, "tokenizer_config.json"))
+    return out
+
+
+class ContextScript(Script):
+    """The chains of --context: a state is (previous token, current token, phase), phase = whether
+    the marker token has been generated yet. Layer 0's attention computes both: head 0 attends to
+    the previous position (constant RoPE query and key, the key turned back by one position's
+    angle, so the score peaks at distance 1) and copies that token's one-hot into the
+    previous-token dimensions; head 1 attends to marker tokens (a content key) and writes the phase
+    dimension. lm_head row of the next token of state (p, t, ph): u * (e_t + e'_p + f_ph) (f_1 =
+    const - phase, f_2 = phase), or 3u * e_t when every state of t has the same next token."""
+
+    def __init__(self, parts, tokenizer_dir, c, template):
+        H, eos = c["hidden_size"], c["eos_token_id"]
+        if c.get("tie_word_embeddings"):
+            raise SystemExit("--script needs separate lm_head weights (tie_word_embeddings false)")
+        if dense_arch(c) or c.get("q_lora_rank") is None:
+            raise SystemExit("--context needs an MLA config with q_lora_rank")
+        if c.get("rope_scaling"):
+            raise SystemExit("--context needs a config without rope_scaling")
+        if c["num_attention_heads"] < 2:
+            raise SystemExit("--context needs at least 2 attention heads")
+        self.template, self.config = template, c
+        if template == "v31":
+            tokenizer_dir = with_think_tokens(tokenizer_dir)
+        self.tokenizer_dir = tokenizer_dir
+        texts = []
+        for after, text in parts:
+            if (template, after) not in CTX_PROMPTS:
+                raise SystemExit(f"--context: no {after} chain with the {template} template")
+            if not text:
+                raise SystemExit(f"--context: the {after} script is empty")
+            texts += list(CTX_PROMPTS[(template, after)]) + [text]
+        encoded = encode_with_reference(texts + [CTX_MARKER], tokenizer_dir)
+        marker = encoded[-1]
+        if len(marker) != 1:
+            raise SystemExit("--context: the marker is not one token")
+        self.marker = marker[0]
+        states = {}  # (prev, cur, phase) -> next
+        self.checks = []
+        for k, (after, _) in enumerate(parts):
+            prompt, gen, ids = encoded[3 * k: 3 * k + 3]
+            if prompt[-len(gen):] != gen:
+                raise SystemExit(f"--context: the {after} sample prompt does not end with its "
+                                 "generation prompt's tokens")
+            if self.marker in prompt:
+                raise SystemExit(f"--context: the {after} sample prompt contains the marker")
+            seq = gen + ids + [eos]
+            phase = False
+            for i in range(len(gen) - 1, len(seq) - 1):
+                phase = phase or seq[i] == self.marker
+                key = (seq[i - 1] if i > 0 else None, seq[i], phase)
+                if states.get(key, seq[i + 1]) != seq[i + 1]:
+                    raise SystemExit(f"--context: the {after} script needs more context: after "
+                                     f"tokens {key[0]}, {key[1]} (phase {int(phase)}) come both "
+                                     f"{states[key]} and {seq[i + 1]}; reword it")
+                states[key] = seq[i + 1]
+            self.checks.append((prompt, ids))
+        if any(t == eos for _, ids in self.checks for t in ids):
+            raise SystemExit("--script: the script contains the EOS token")
+        nexts = {}
+        for (p, t, ph), s in states.items():
+            nexts.setdefault(t, set()).add(s)
+        self.unique = {t for t, s in nexts.items() if len(s) == 1}
+        for (p, t, ph), s in states.items():
+            if p is None and t not in self.unique:
+                raise SystemExit(f"--context: token {t} starts a chain with no known previous "
+                                 "token but is followed by different tokens elsewhere")
+        tokens = sorted({t for _, t, _ in states} | {p for p, _, _ in states if p is not None})
+        self.index = {t: i for i, t in enumerate(tokens)}
+        N = len(tokens)
+        self.n, self.const, self.phase_dim = N, 2 * N, 2 * N + 1
+        if 2 * N + 2 > H or N > c["kv_lora_rank"] or N > c["v_head_dim"]:
+            raise SystemExit(f"--context: {N} context tokens need hidden_size >= {2 * N + 2}, "
+                             f"kv_lora_rank >= {N} and v_head_dim >= {N}")
+        self.states = states
+        self.chain = tokens  # for the summary line
+        self.ids = [t for _, ids in self.checks for t in ids]
+        self.head_rows = self.lm_head_rows()
+
+    def lm_head_rows(self):
+        H = self.config["hidden_size"]
+        u = CTX_MARGIN / math.sqrt(H / 4)  # one feature's logit when all four are present
+        rows = {}
+        phases = {}
+        for (p, t, ph), s in self.states.items():
+            row = rows.setdefault(s, np.zeros(H, dtype=np.float32))
+            if t in self.unique:
+                row[self.index[t]] = 3 * u
+                continue
+            row[self.index[t]] = u
+            row[self.n + self.index[p]] = u
+            phases.setdefault(s, set()).add(ph)
+        for s, phs in phases.items():  # u * f_ph summed over the phases of s
+            if False in phs:
+                rows[s][self.const] += u
+                rows[s][self.phase_dim] -= u
+            if True in phs:
+                rows[s][self.phase_dim] += u
+        # The additive rows must still rank the right token first in every state.
+        for (p, t, ph), s in self.states.items():
+            x = np.zeros(H, dtype=np.float32)
+            x[[self.index[t], self.const]] = 1
+            if p is not None:
+                x[self.n + self.index[p]] = 1
+            x[self.phase_dim] = float(ph)
+            score = {k: float(r @ x) for k, r in rows.items()}
+            best = max((v for k, v in score.items() if k != s), default=0.0)
+            if score[s] - best < 0.9 * u:
+                raise SystemExit(f"--context: after tokens {p}, {t} (phase {int(ph)}) token "
+                                 f"{s} does not stand out from the others; reword the script")
+        return rows
+
+    def init_scale(self, t):
+        if t.source.startswith("model.layers.0.self_attn."):
+            return (1.0, 0.0) if t.kind == "norm" else (0.0, 0.0)
+        if t.source == "model.layers.0.input_layernorm.weight":
+            return 1.0, 0.0
+        return Script.init_scale(self, t)
+
+    def patch(self, t, x, r0):
+        """Writes this chunk's part of the constructed tensors (x: rows r0.. of t, [n, cols])."""
+        n = x.shape[0]
+        if t.source == "model.embed_tokens.weight":
+            for tok, i in self.index.items():
+                if r0 <= tok < r0 + n:
+                    x[tok - r0] = 0.0
+                    x[tok - r0, [i, self.const]] = CTX_EMBED
+        elif t.source == "lm_head.weight":
+            for tok, row in self.head_rows.items():
+                if r0 <= tok < r0 + n:
+                    x[tok - r0] = row
+        else:
+            full = self.constructed(t)
+            if full is not None:
+                x[:] = full[r0:r0 + n].reshape(x.shape)
+
+    def write_tokenizer(self, tokenizer_dir, out_dir):
+        """tokenizer.json as read (V3.1: with its think tokens); tokenizer_config.json with the
+        template's chat_template."""
+        Script.write_tokenizer(self, self.tokenizer_dir, out_dir)
+        path = os.path.join(out_dir, "tokenizer_config.json")
+        with open(path) as f:
+            config = json.load(f)
+        with open(CHAT_FIXTURES) as f:
+            config["chat_template"] = json.load(f)["templates"][self.template]
+        with open(path, "w") as f:
+            json.dump(config, f, indent=2, ensure_ascii=False)
+            f.write("\n")
+
+    def constructed(self, t):
+        c, N = self.config, self.n
+        H = c["hidden_size"]
+        a = "model.layers.0.self_attn."
+        names = ("q_a_proj", "q_b_proj", "kv_a_proj_with_mqa", "kv_b_proj", "o_proj")
+        if not any(t.source == a + n + ".weight" for n in names):
+            return None
+        nh, nope, rope, vd = (c["num_attention_heads"], c["qk_nope_head_dim"],
+                              c["qk_rope_head_dim"], c["v_head_dim"])
+        ql, kl = c["q_lora_rank"], c["kv_lora_rank"]
+        scale = (nope + rope) ** -0.5
+        theta = float(c.get("rope_theta", 10000.0))
+        inv_freq = [theta ** (-2 * j / rope) for j in range(rope // 2)]
+        amp = math.sqrt(CTX_PREV_PEAK / (scale * (rope // 2)))  # per RoPE pair
+        kq = math.sqrt(CTX_PHASE_PEAK / scale)
+        x_const = math.sqrt(H / 2)  # layer 0's normalized input on the constant dimension
+        w = np.zeros(t.shape, dtype=np.float32)
+        name = t.source[len(a):-len(".weight")]
+        if name == "q_a_proj":  # latent = the constant dimension (RMS-normed: sqrt(ql) e_0)
+            w[0, self.const] = 1.0
+        elif name == "q_b_proj":
+            for j in range(rope // 2):  # head 0: q_pe = amp on every pair's real part
+                w[nope + 2 * j, 0] = amp / math.sqrt(ql)
+            w[(nope + rope) + 0, 0] = kq / math.sqrt(ql)  # head 1: q_nope[0] = kq
+        elif name == "kv_a_proj_with_mqa":
+            for i in range(N):  # the latent copies the context tokens' one-hots
+                w[i, i] = 1.0
+            for j in range(rope // 2):  # k_pe = amp * e^{i theta_j}: turned back one position
+                w[kl + 2 * j, self.const] = amp * math.cos(inv_freq[j]) / x_const
+                w[kl + 2 * j + 1, self.const] = amp * math.sin(inv_freq[j]) / x_const
+        elif name == "kv_b_proj":
+            for i in range(N):  # head 0: v_i = 1 for context token i
+                w[nope + i, i] = 1.0 / math.sqrt(kl)
+            m = self.index.get(self.marker)
+            if m is not None:  # head 1: k_nope[0] = kq and v_0 = 1 for the marker
+                w[(nope + vd) + 0, m] = kq / math.sqrt(kl)
+                w[(nope + vd) + nope + 0, m] = 1.0 / math.sqrt(kl)
+        elif name == "o_proj":
+            for i in range(N):
+                w[N + i, i] = CTX_FEATURE  # head 0 -> previous-token dimensions
+            w[self.phase_dim, vd + 0] = CTX_FEATURE  # head 1 -> phase dimension
+        return w
+
+
 QWEN2_DEFAULTS = {
     "architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "attention_dropout": 0.0,
     "bos_token_id": 151643, "eos_token_id": 151643, "hidden_act": "silu",
@@ -578,21 +846,29 @@ def write_tensor(writer, t, c, dtype, seed, std, tiny_frac, script=None):
 
 def generate(user_config, out_dir, dtype="bf16", shards=1, seed=0, std=None, tiny_frac=0.0,
              tokenizer=None, verbose=True, script_text=None, fim_script_text=None,
-             tool_script_text=None):
+             tool_script_text=None, after_tools_script_text=None, answer_script_text=None,
+             context=False, template="r1"):
     """Writes the model; returns (config dict, list of (name, st_dtype, shape)). script_text,
-    fim_script_text, tool_script_text: see --script, --fim-script and --tool-script."""
+    fim_script_text, tool_script_text, after_tools_script_text, answer_script_text, context,
+    template: see --script, --fim-script, --tool-script, --after-tools-script, --answer-script,
+    --context and --template."""
     if dtype not in STORE:
         raise ValueError(f"--dtype must be one of {sorted(STORE)}")
     c = complete_config(user_config, dtype)
     script = None
     parts = [(a, t) for a, t in (("r1", script_text), ("fim", fim_script_text),
-                                 ("tool", tool_script_text)) if t is not None]
+                                 ("tool", tool_script_text),
+                                 ("after_tools", after_tools_script_text),
+                                 ("answer", answer_script_text)) if t is not None]
+    if not context and (template != "r1" or after_tools_script_text or answer_script_text):
+        raise SystemExit("--template, --after-tools-script and --answer-script need --context")
     if parts:
         if not tokenizer:
             raise SystemExit("--script needs --tokenizer")
         if std is not None:
             raise SystemExit("--script sets its own weight scales; drop --std")
-        script = Script(parts, tokenizer, c)
+        script = ContextScript(parts, tokenizer, c, template) if context else \
+            Script(parts, tokenizer, c)
     os.makedirs(out_dir, exist_ok=True)
     for old in os.listdir(out_dir):  # never leave stale shards / index behind
         if old.endswith(".safetensors") or old == "model.safetensors.index.json":
@@ -657,6 +933,15 @@ def main():
     ap.add_argument("--tool-script", default=None,
                     help="text file: the scripted model's continuation of a forced function call "
                          "(after <｜tool▁calls▁begin｜><｜tool▁call▁begin｜>)")
+    ap.add_argument("--after-tools-script", default=None,
+                    help="text file (--context): the answer after tool outputs")
+    ap.add_argument("--answer-script", default=None,
+                    help="text file (--context, --template v31): the answer in non-thinking mode")
+    ap.add_argument("--context", action="store_true",
+                    help="scripts may repeat tokens: layer 0's attention gives each step the "
+                         "previous token and whether a tab has been generated")
+    ap.add_argument("--template", default="r1", choices=["r1", "v31"],
+                    help="the scripted model's chat template (v31 needs --context)")
     args = ap.parse_args()
     with open(args.config) as f:
         user = json.load(f)
@@ -669,7 +954,10 @@ def main():
     generate(user, args.out, args.dtype, args.shards, args.seed, args.std, args.tiny_frac,
              args.tokenizer, script_text=read_script(args.script),
              fim_script_text=read_script(args.fim_script),
-             tool_script_text=read_script(args.tool_script))
+             tool_script_text=read_script(args.tool_script),
+             after_tools_script_text=read_script(args.after_tools_script),
+             answer_script_text=read_script(args.answer_script),
+             context=args.context, template=args.template)
 
 
 if __name__ == "__main__":

@@ -132,6 +132,7 @@ TEST(Chat, V31PrefixAndThinking) {
   EXPECT_EQ(render_chat(tool, ChatStyle::V31, "", true, "", true),
             "<｜User｜>q<｜tool▁output▁begin｜>r<｜tool▁output▁end｜>");
   EXPECT_FALSE(continues_reasoning(tool, ChatStyle::V31, true));
+  EXPECT_FALSE(continues_reasoning(tool, ChatStyle::R1));  // R1 too: no "<think>\n" after them
   EXPECT_EQ(chat_style_name(ChatStyle::V31), std::string("V3.1"));
 }
 

@@ -189,6 +189,8 @@ std::string render_chat(const std::vector<ChatMessage>& messages, ChatStyle styl
 bool continues_reasoning(const std::vector<ChatMessage>& messages, ChatStyle style, bool thinking) {
   const bool open_prefix =
       messages.empty() || !messages.back().prefix || messages.back().content.empty();
+  // After tool outputs the templates add no generation prompt: no think block is open.
+  if (!messages.empty() && messages.back().role == "tool") return false;
   if (style == ChatStyle::R1) return open_prefix;
   if (style != ChatStyle::V31 || !thinking) return false;
   // V3.1 opens a think block only in the turn right after a user turn.

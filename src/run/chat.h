@@ -90,7 +90,7 @@ std::string render_chat(const std::vector<ChatMessage>& messages, ChatStyle styl
 
 // Whether the continuation of `messages` starts inside a think block: an R1 chat, or a V3.1 chat
 // in thinking mode whose generation prompt opens one, that does not end with a prefix whose
-// content closes the reasoning.
+// content closes the reasoning or with tool outputs (no generation prompt follows those).
 bool continues_reasoning(const std::vector<ChatMessage>& messages, ChatStyle style,
                          bool thinking = false);
 
