@@ -93,7 +93,16 @@ void check_request(const GenRequest& r) {
       check(!nlohmann::json::parse(text, nullptr, false).is_discarded());
   }
   for (const whale::serve::ToolDef& t : r.tools) check(!t.name.empty() && t.parameters.is_object());
-  (void)whale::serve::tools_prompt(r.tools);
+  // Every chat format renders every parsed conversation (V3.1 with thinking on and off); a
+  // prompt starts with the bos text and the system prompt.
+  for (const whale::ChatStyle style :
+       {whale::ChatStyle::V3, whale::ChatStyle::R1, whale::ChatStyle::V31}) {
+    const std::string tools = whale::serve::tools_prompt(r.tools, style);
+    if (r.chat)
+      for (const bool thinking : {false, true})
+        check(
+            whale::render_chat(r.messages, style, "<B>", true, tools, thinking).starts_with("<B>"));
+  }
   const whale::ReasoningSplit split = whale::split_reasoning(text);
   const whale::serve::Usage usage{
       .prompt_tokens = 1, .completion_tokens = 2, .cache_hit_tokens = 0};
