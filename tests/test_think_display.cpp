@@ -92,5 +92,27 @@ TEST(ThinkDisplay, RunCommandShowsRawHiddenAndStyledReplies) {
   EXPECT_NE(tty.out.find("The answer is \\boxed{7}."), std::string::npos) << tty.out;
 }
 
+// DeepSeek-V3.1: non-thinking by default (the answer only), --thinking for the reasoning first;
+// `whale chat` keeps only the answer of an earlier turn, so the second turn answers alike.
+TEST(ThinkDisplay, V31ThinkingSwitch) {
+  const std::string dir =
+      testing::v31_model("v31-hello", "A greeting. I reply in kind.</think>Hi there.", "Hi there.");
+  const std::string args = "run -m " + dir + " --chat -p 'Hello' -n 64 --no-stats";
+  const testing::Result plain = testing::run_whale(args);
+  ASSERT_EQ(plain.code, 0) << plain.out;
+  EXPECT_EQ(plain.out, "Hi there.\n");
+  const testing::Result think = testing::run_whale(args + " --thinking");
+  ASSERT_EQ(think.code, 0) << think.out;
+  EXPECT_EQ(think.out, "A greeting. I reply in kind.</think>Hi there.\n");
+  const testing::Result hidden = testing::run_whale(args + " --thinking --hide-thinking");
+  ASSERT_EQ(hidden.code, 0) << hidden.out;
+  EXPECT_EQ(hidden.out, "Hi there.\n");
+  const testing::Result chat =
+      testing::sh("printf 'Hello\\nAgain\\n' | " + std::string(WHALE_BINARY) + " chat -m " + dir +
+                  " --thinking --hide-thinking -n 64 --no-stats");
+  ASSERT_EQ(chat.code, 0) << chat.out;
+  EXPECT_EQ(chat.out, "Hi there.\nHi there.\n");
+}
+
 }  // namespace
 }  // namespace whale

@@ -121,6 +121,32 @@ inline std::string scripted_model(const std::string& name, const std::string& sc
   return dir;
 }
 
+// A DeepSeek-V3.1 model (gen_model.py --context --template v31: V3.1's template and tokenizer)
+// that answers `answer` in non-thinking mode and `think` (reasoning, "</think>", answer) in
+// thinking mode, made once per build tree under test-models/NAME.
+inline std::string v31_model(const std::string& name, const std::string& think,
+                             const std::string& answer) {
+  const std::string bin = WHALE_BINARY;
+  const std::string dir = bin.substr(0, bin.rfind('/')) + "/test-models/" + name;
+  if (std::filesystem::exists(dir + "/config.json")) return dir;
+  const std::string tmp = dir + ".tmp." + std::to_string(::getpid());
+  std::filesystem::create_directories(tmp);
+  std::ofstream(tmp + ".think.txt") << think << "\n";
+  std::ofstream(tmp + ".answer.txt") << answer << "\n";
+  const std::string root = kRoot;
+  const Result r = sh("/usr/bin/python3 " + root + "/scripts/gen_model.py --config " + root +
+                      "/tests/configs/scripted-tools.json --out " + tmp +
+                      " --seed 3 --context --template v31 --tokenizer " + kTokenizerDir +
+                      " --script " + tmp + ".think.txt --answer-script " + tmp + ".answer.txt");
+  EXPECT_EQ(r.code, 0) << r.out;
+  std::filesystem::remove(tmp + ".think.txt");
+  std::filesystem::remove(tmp + ".answer.txt");
+  std::error_code ec;
+  std::filesystem::rename(tmp, dir, ec);
+  if (ec) std::filesystem::remove_all(tmp);
+  return dir;
+}
+
 // The DeepSeek-R1-Distill-Qwen tokenizer (scripts/distill_tokenizer.py: Qwen2.5's BPE with
 // DeepSeek's special tokens and the R1 chat template), made once per build tree.
 inline std::string distill_qwen_tokenizer() {
