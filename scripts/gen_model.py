@@ -408,8 +408,10 @@ CTX_PROMPTS = {
 def with_think_tokens(tokenizer_dir):
     """-> a temporary copy of the V3 tokenizer whose placeholders 128798 / 128799 are "<think>" /
     "</think>" (not special), as in the DeepSeek-R1 and V3.1 releases' tokenizer.json."""
+    import atexit
     import tempfile
     out = tempfile.mkdtemp(prefix="whale-think-tok-")
+    atexit.register(shutil.rmtree, out, True)
     with open(os.path.join(tokenizer_dir, "tokenizer.json"), encoding="utf-8") as f:
         tok = json.load(f)
     names = {128798: "<think>", 128799: "</think>"}
