@@ -357,14 +357,17 @@ class Script:
                                      f"config")
         return min(margins)
 
+    template = "r1"  # the chat template written with the tokenizer (ContextScript: r1 or v31)
+
     def write_tokenizer(self, tokenizer_dir, out_dir):
-        """tokenizer.json as is; tokenizer_config.json with the DeepSeek-R1 chat template."""
+        """tokenizer.json as is; tokenizer_config.json with the script's chat template (the
+        DeepSeek-R1 one, or V3.1's)."""
         shutil.copyfile(os.path.join(tokenizer_dir, "tokenizer.json"),
                         os.path.join(out_dir, "tokenizer.json"))
         with open(os.path.join(tokenizer_dir, "tokenizer_config.json")) as f:
             config = json.load(f)
         with open(CHAT_FIXTURES) as f:
-            config["chat_template"] = json.load(f)["templates"]["r1"]
+            config["chat_template"] = json.load(f)["templates"][self.template]
         with open(os.path.join(out_dir, "tokenizer_config.json"), "w") as f:
             json.dump(config, f, indent=2, ensure_ascii=False)
             f.write("\n")
@@ -566,17 +569,8 @@ class ContextScript(Script):
                 x[:] = full[r0:r0 + n].reshape(x.shape)
 
     def write_tokenizer(self, tokenizer_dir, out_dir):
-        """tokenizer.json as read (V3.1: with its think tokens); tokenizer_config.json with the
-        template's chat_template."""
+        """As Script's, from the tokenizer read (V3.1: the copy with its think tokens)."""
         Script.write_tokenizer(self, self.tokenizer_dir, out_dir)
-        path = os.path.join(out_dir, "tokenizer_config.json")
-        with open(path) as f:
-            config = json.load(f)
-        with open(CHAT_FIXTURES) as f:
-            config["chat_template"] = json.load(f)["templates"][self.template]
-        with open(path, "w") as f:
-            json.dump(config, f, indent=2, ensure_ascii=False)
-            f.write("\n")
 
     def constructed(self, t):
         c, N = self.config, self.n

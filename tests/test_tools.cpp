@@ -140,12 +140,18 @@ TEST(ToolCalls, StreamingEqualsWholeTextAtEverySplit) {
   EXPECT_EQ(s.push("b").content, "<b");
 }
 
-TEST(ToolCalls, ToolListAndForcedCalls) {
+// get_weather(city), as a request's tools list would give it.
+ToolDef weather_tool() {
   ToolDef t;
   t.name = "get_weather";
   t.description = "Weather for a city.";
   t.parameters =
       nlohmann::json::parse(R"({"type":"object","properties":{"city":{"type":"string"}}})");
+  return t;
+}
+
+TEST(ToolCalls, ToolListAndForcedCalls) {
+  const ToolDef t = weather_tool();
   const std::string p = tools_prompt({t});
   EXPECT_NE(p.find("### get_weather\nDescription: Weather for a city.\n"), std::string::npos) << p;
   EXPECT_NE(p.find(t.parameters.dump()), std::string::npos);
@@ -163,11 +169,7 @@ TEST(ToolCalls, ToolListAndForcedCalls) {
 }
 
 TEST(ToolCalls, V31ToolListAndForcedCalls) {
-  ToolDef t;
-  t.name = "get_weather";
-  t.description = "Weather for a city.";
-  t.parameters =
-      nlohmann::json::parse(R"({"type":"object","properties":{"city":{"type":"string"}}})");
+  const ToolDef t = weather_tool();
   // The model card's section: the list, then the call format and its rules.
   const std::string p = tools_prompt({t}, ChatStyle::V31);
   EXPECT_TRUE(

@@ -98,27 +98,41 @@ inline std::string chat_tiny_model() {
 // `config` (tests/configs/) and `tokenizer` pick the architecture and vocabulary (default: a
 // DeepSeek-V3-style model with the DeepSeek-V3 tokenizer); `after` "fim" makes the script answer
 // fill-in-the-middle prompts instead of R1 chats (gen_model.py --fim-script).
-inline std::string scripted_model(const std::string& name, const std::string& script,
-                                  const std::string& config = "scripted-r1.json",
-                                  const std::string& tokenizer = kTokenizerDir,
-                                  const std::string& after = "r1") {
+// test-models/NAME, made once per build tree by gen_model.py with `args` (after --out DIR) and
+// each script of `scripts` written to a file: (flag, text) becomes `flag FILE`. Written to a
+// temporary directory first, so concurrent tests never see half a model.
+inline std::string generated_model(
+    const std::string& name, const std::string& args,
+    const std::vector<std::pair<std::string, std::string>>& scripts) {
   const std::string bin = WHALE_BINARY;
   const std::string dir = bin.substr(0, bin.rfind('/')) + "/test-models/" + name;
   if (std::filesystem::exists(dir + "/config.json")) return dir;
   const std::string tmp = dir + ".tmp." + std::to_string(::getpid());
   std::filesystem::create_directories(tmp);
-  std::ofstream(tmp + ".txt") << script << "\n";
-  const std::string root = kRoot;
-  const Result r =
-      sh("/usr/bin/python3 " + root + "/scripts/gen_model.py --config " + root + "/tests/configs/" +
-         config + " --out " + tmp + " --dtype bf16 --seed 3" + " --tokenizer " + tokenizer +
-         (after == "fim" ? " --fim-script " : " --script ") + tmp + ".txt");
+  std::string cmd = "/usr/bin/python3 " + kRoot + "/scripts/gen_model.py --out " + tmp + " " + args;
+  for (size_t i = 0; i < scripts.size(); i++) {
+    const std::string file = tmp + "." + std::to_string(i) + ".txt";
+    std::ofstream(file) << scripts[i].second << "\n";
+    cmd += " " + scripts[i].first + " " + file;
+  }
+  const Result r = sh(cmd);
   EXPECT_EQ(r.code, 0) << r.out;
-  std::filesystem::remove(tmp + ".txt");
+  for (size_t i = 0; i < scripts.size(); i++)
+    std::filesystem::remove(tmp + "." + std::to_string(i) + ".txt");
   std::error_code ec;
   std::filesystem::rename(tmp, dir, ec);
   if (ec) std::filesystem::remove_all(tmp);
   return dir;
+}
+
+inline std::string scripted_model(const std::string& name, const std::string& script,
+                                  const std::string& config = "scripted-r1.json",
+                                  const std::string& tokenizer = kTokenizerDir,
+                                  const std::string& after = "r1") {
+  return generated_model(name,
+                         "--config " + kRoot + "/tests/configs/" + config +
+                             " --dtype bf16 --seed 3 --tokenizer " + tokenizer,
+                         {{after == "fim" ? "--fim-script" : "--script", script}});
 }
 
 // A DeepSeek-V3.1 model (gen_model.py --context --template v31: V3.1's template and tokenizer)
@@ -126,25 +140,10 @@ inline std::string scripted_model(const std::string& name, const std::string& sc
 // thinking mode, made once per build tree under test-models/NAME.
 inline std::string v31_model(const std::string& name, const std::string& think,
                              const std::string& answer) {
-  const std::string bin = WHALE_BINARY;
-  const std::string dir = bin.substr(0, bin.rfind('/')) + "/test-models/" + name;
-  if (std::filesystem::exists(dir + "/config.json")) return dir;
-  const std::string tmp = dir + ".tmp." + std::to_string(::getpid());
-  std::filesystem::create_directories(tmp);
-  std::ofstream(tmp + ".think.txt") << think << "\n";
-  std::ofstream(tmp + ".answer.txt") << answer << "\n";
-  const std::string root = kRoot;
-  const Result r = sh("/usr/bin/python3 " + root + "/scripts/gen_model.py --config " + root +
-                      "/tests/configs/scripted-tools.json --out " + tmp +
-                      " --seed 3 --context --template v31 --tokenizer " + kTokenizerDir +
-                      " --script " + tmp + ".think.txt --answer-script " + tmp + ".answer.txt");
-  EXPECT_EQ(r.code, 0) << r.out;
-  std::filesystem::remove(tmp + ".think.txt");
-  std::filesystem::remove(tmp + ".answer.txt");
-  std::error_code ec;
-  std::filesystem::rename(tmp, dir, ec);
-  if (ec) std::filesystem::remove_all(tmp);
-  return dir;
+  return generated_model(name,
+                         "--config " + kRoot + "/tests/configs/scripted-tools.json" +
+                             " --seed 3 --context --template v31 --tokenizer " + kTokenizerDir,
+                         {{"--script", think}, {"--answer-script", answer}});
 }
 
 // The DeepSeek-R1-Distill-Qwen tokenizer (scripts/distill_tokenizer.py: Qwen2.5's BPE with
