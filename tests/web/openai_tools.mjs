@@ -170,6 +170,19 @@ async function v31Model(args, out) {
   ok("V3.1 template: two calls in the V3.1 layout (streamed too, and in thinking mode), round " +
     "trip answered");
   assert.deepEqual(await server.stop(), { code: 0, signal: null });
+
+  // `whale serve --thinking`: thinking unless a request turns it off.
+  const thinker = await startServer({ whale: args.whale, model: args["v31-model"],
+    extra: ["--thinking"], logFile: join(out, "server-v31-thinking.log") });
+  const tc = new OpenAI({ baseURL: `${thinker.url}/v1`, apiKey: "unused", maxRetries: 0 });
+  const dflt = await tc.chat.completions.create(hi);
+  assert.equal(dflt.choices[0].message.reasoning_content, think.reasoning);
+  assert.equal(dflt.choices[0].message.content, answer);
+  const offReq = await tc.chat.completions.create({ ...hi, thinking: { type: "disabled" } });
+  assert.equal(offReq.choices[0].message.reasoning_content, undefined);
+  assert.equal(offReq.choices[0].message.content, answer);
+  ok("V3.1 template: serve --thinking thinks by default, a request turns it off");
+  assert.deepEqual(await thinker.stop(), { code: 0, signal: null });
 }
 
 async function main() {
