@@ -22,8 +22,10 @@
 #include "formats/gguf_export.h"
 #include "formats/gguf_model.h"
 #include "formats/tokenizer.h"
+#include "kernels/cpu.h"
 #include "kernels/linear.h"
 #include "kernels/qlinear.h"
+#include "kernels/repack.h"
 #include "model/model.h"
 #include "reason/examples.h"
 #include "reason/task.h"
@@ -129,6 +131,55 @@ TEST_P(GgufModel, GreedyIdsMatchReference) {
 INSTANTIATE_TEST_SUITE_P(Files, GgufModel,
                          ::testing::Values("v3_q8_0", "v3_mixed", "v2_bf16", "v3_split",
                                            "qwen2_q8_0", "llama3_q4_0"));
+
+// Read into RAM on AVX-512, the Q4_0 / Q8_0 matrices that only linear() reads are repacked in place
+// (kernels/repack.h); mapped, or with repacking off, they stay as stored. The repacked model's
+// logits equal the stored layout's up to the f32 summation order (the same int8 products), and
+// its greedy ids too, in prefill and decode.
+TEST(GgufRepack, RepackedModelsComputeWhatTheFileSays) {
+  if (active_isa() != Isa::Avx512) GTEST_SKIP() << "repacking is for the AVX-512 kernels";
+  struct RepackScope {
+    ~RepackScope() { set_repack(true); }
+  } restore;
+  for (const std::string name : {"llama3_q4_0", "v3_mixed", "v3_q8_0", "qwen2_q8_0"}) {
+    const Reference ref = load_reference(name);
+    Model::Options ram, mapped;
+    ram.load = LoadMode::Ram;
+    mapped.load = LoadMode::Mmap;
+    set_repack(true);
+    auto packed = Model::load(ref.path(), ram);
+    auto as_mapped = Model::load(ref.path(), mapped);
+    set_repack(false);
+    auto plain = Model::load(ref.path(), ram);
+    set_repack(true);
+    int repacked = 0, left = 0;
+    for (const std::string& t : packed->checkpoint().names()) {
+      const DType d = packed->checkpoint().get(t).dtype;
+      repacked += dtype_is_x16(d);
+      left += d == DType::Q4_0 || d == DType::Q8_0;
+      EXPECT_FALSE(dtype_is_x16(plain->checkpoint().get(t).dtype)) << t;
+      EXPECT_FALSE(dtype_is_x16(as_mapped->checkpoint().get(t).dtype)) << t;
+      for (const char* other : {"embed_tokens", ".k_b_proj", ".v_b_proj", "kv_b_proj"}) {
+        if (t.find(other) != std::string::npos) {
+          EXPECT_FALSE(dtype_is_x16(d)) << t << " is not read by linear() alone";
+        }
+      }
+    }
+    EXPECT_GT(repacked, 3) << name;
+    std::printf("[%s] %d matrices repacked, %d Q4_0 / Q8_0 left as stored\n", name.c_str(),
+                repacked, left);
+    KVCache a = packed->new_cache(), b = plain->new_cache();
+    expect_close(packed->forward(a, ref.tokens, true), plain->forward(b, ref.tokens, true),
+                 ref.vocab, name + " repacked vs stored, prefill");
+    std::vector<float> la, lb;
+    for (size_t i = 0; i < 6; i++) {
+      const int32_t t = ref.greedy.at(i % ref.greedy.size());
+      la = packed->forward(a, std::span<const int32_t>(&t, 1), false);
+      lb = plain->forward(b, std::span<const int32_t>(&t, 1), false);
+      expect_close(la, lb, ref.vocab, name + " repacked vs stored, decode");
+    }
+  }
+}
 
 TEST(GgufModelConfig, HyperParametersComeFromTheMetadata) {
   const ModelConfig v3 = gguf_model_config(kDir + "v3_q8_0.gguf");

@@ -18,6 +18,7 @@
 #include "kernels/cpu.h"
 #include "kernels/linear.h"
 #include "kernels/qlinear.h"
+#include "kernels/repack.h"
 #include "tensor/quant.h"
 
 namespace whale {
@@ -268,6 +269,125 @@ TEST(Int8Kernels, SharedInputsAndTheExactPath) {
     linear(x.data(), n, wa, y.data());
     ref::linear(x.data(), n, wa, yr.data());
     for (size_t i = 0; i < y.size(); i++) ASSERT_NEAR(y[i], yr[i], 1e-4f * (1 + std::fabs(yr[i])));
+  }
+}
+
+// ---- Q4_0_X16, Q8_0_X16 (kernels/repack.h): rows repacked in groups of 16.
+
+// Every row comes back as it was; Q4_0's repacking only permutes the bytes of each group.
+TEST(Repack, RowsComeBackAsTheyWere) {
+  std::mt19937 rng(21);
+  for (DType t : {DType::Q4_0, DType::Q8_0})
+    for (int64_t K : {32, 96, 320}) {
+      const int64_t rows = 48;
+      const auto m = make_matrix(t, rows, K, true, rng);
+      auto x = m;
+      repack_x16(t, x.data(), rows, K);
+      EXPECT_NE(x, m);
+      const size_t rb = dtype_row_bytes(t, K), group = 16 * rb;
+      for (int64_t g = 0; g < rows / 16 && t == DType::Q4_0; g++) {
+        std::vector<uint8_t> a(m.begin() + g * group, m.begin() + (g + 1) * group);
+        std::vector<uint8_t> b(x.begin() + g * group, x.begin() + (g + 1) * group);
+        std::sort(a.begin(), a.end());
+        std::sort(b.begin(), b.end());
+        EXPECT_EQ(a, b) << "group " << g;
+      }
+      const WeightRef w = ref_of(x16_of(t), rows, K, x);
+      for (int64_t r = 0; r < rows; r++) {
+        const uint8_t* p = plain_row(w, r);
+        ASSERT_TRUE(std::equal(p, p + rb, m.begin() + r * rb))
+            << dtype_name(t) << " K=" << K << " row " << r;
+      }
+    }
+  std::vector<uint8_t> odd(size_t(20 * 34));
+  EXPECT_THROW(repack_x16(DType::Q4_0, odd.data(), 20, 32), std::invalid_argument);
+  EXPECT_THROW(repack_x16(DType::Q4_1, odd.data(), 16, 32), std::invalid_argument);
+}
+
+// Every product path on a repacked matrix equals the float64 loop over the matrix it came from:
+// the int8 kernels (native on AVX-512: decode tiles and the prefill GEMM, partial groups of a
+// view; through plain rows on AVX2 and scalar), the dequantizing path (int8 off), both threads
+// (large shapes), weight_row, linear_t and ref::.
+TEST(Repack, EveryPathMatchesTheFloat64Loop) {
+  std::mt19937 rng(23);
+  std::normal_distribution<float> nd;
+  int checked = 0;
+  for (DType type : {DType::Q4_0, DType::Q8_0})
+    for (Isa isa : supported_isas()) {
+      IsaScope scope(isa);
+      for (bool int8 : {true, false}) {
+        Int8Scope i8(int8);
+        for (bool raw : {false, true})
+          for (int64_t K : {32, 64, 96, 320, 1600})
+            for (int64_t rows : {16, 48, 96}) {
+              const auto m = make_matrix(type, rows, K, raw, rng);
+              auto xm = m;
+              repack_x16(type, xm.data(), rows, K);
+              const WeightRef w = ref_of(x16_of(type), rows, K, xm);
+              for (int64_t n : {1, 2, 3, 4, 5, 6, 7, 13}) {
+                std::vector<float> x(size_t(n * K));
+                for (float& v : x) v = nd(rng);
+                std::vector<float> y(size_t(n * rows));
+                linear(x.data(), n, w, y.data());
+                // With int8 on, the dequantizing GEMM takes n > 4 tokens on AVX-512 only when K
+                // is not a multiple of 64; with it off, every path uses the f32 activations.
+                const bool q8 =
+                    int8 && !(isa == Isa::Avx512 && n > detail::kInt8MaxTokens && K % 64 != 0);
+                std::vector<double> want, mag;
+                reference(type, m, rows, K, x, n, &want, &mag, q8);
+                for (size_t i = 0; i < y.size(); i++)
+                  ASSERT_NEAR(y[i], want[i], 2e-6 * mag[i] + 1e-30)
+                      << dtype_name(type) << " " << isa_name(isa) << (int8 ? "" : " int8 off")
+                      << (raw ? " raw" : "") << " K=" << K << " rows=" << rows << " n=" << n
+                      << " i=" << i;
+                // A view from the second group on (a partial last pair of groups).
+                if (rows > 16) {
+                  const WeightRef v = w.slice_rows(16, rows - 16);
+                  std::vector<float> yv(size_t(n * v.rows));
+                  linear(x.data(), n, v, yv.data());
+                  for (int64_t t = 0; t < n; t++)
+                    for (int64_t r = 0; r < v.rows; r++)
+                      ASSERT_NEAR(yv[size_t(t * v.rows + r)], y[size_t(t * rows + 16 + r)],
+                                  2e-6 * mag[size_t(t * rows + 16 + r)] + 1e-30);
+                }
+                checked++;
+              }
+              // weight_row and linear_t dequantize the plain rows.
+              std::vector<float> row(static_cast<size_t>(K)), want_row(row.size());
+              for (int64_t r : {int64_t(0), rows / 2 + 1, rows - 1}) {
+                weight_row(w, r, row.data());
+                dequantize_row(dtype_to_ggml(type), m.data() + size_t(r) * dtype_row_bytes(type, K),
+                               K, want_row.data());
+                ASSERT_EQ(row, want_row) << "row " << r;
+                ASSERT_EQ(ref::weight_at(w, r, K - 1), want_row[size_t(K - 1)]);
+              }
+              std::vector<float> xt(size_t(2 * rows)), yt(size_t(2 * K)), yt_ref(yt.size());
+              for (float& v : xt) v = nd(rng);
+              linear_t(xt.data(), 2, w, yt.data());
+              ref::linear_t(xt.data(), 2, ref_of(type, rows, K, m), yt_ref.data());
+              for (size_t i = 0; i < yt.size(); i++)
+                ASSERT_NEAR(yt[i], yt_ref[i], 1e-4f * (1 + std::fabs(yt_ref[i])));
+            }
+      }
+    }
+  EXPECT_GT(checked, 2000);
+  // Both threads: rows split at multiples of 32.
+  const int64_t rows = 1024, K = 512;
+  for (DType type : {DType::Q4_0, DType::Q8_0}) {
+    const auto m = make_matrix(type, rows, K, false, rng);
+    auto xm = m;
+    repack_x16(type, xm.data(), rows, K);
+    for (int64_t n : {1, 3, 40}) {
+      std::vector<float> x(size_t(n * K));
+      for (float& v : x) v = nd(rng);
+      std::vector<float> y(size_t(n * rows));
+      linear(x.data(), n, ref_of(x16_of(type), rows, K, xm), y.data());
+      std::vector<double> want, mag;
+      reference(type, m, rows, K, x, n, &want, &mag, true);
+      for (size_t i = 0; i < y.size(); i++) ASSERT_NEAR(y[i], want[i], 2e-6 * mag[i] + 1e-30);
+    }
+    // A view must start on a group.
+    EXPECT_THROW(ref_of(x16_of(type), rows, K, xm).slice_rows(8, 16), std::invalid_argument);
   }
 }
 

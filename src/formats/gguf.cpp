@@ -380,6 +380,10 @@ GgufFile::GgufFile(const std::string& path, bool in_ram) {
   for (size_t i = 0; i < header_.tensors.size(); i++) tensor_index_[header_.tensors[i].name] = i;
 }
 
+void GgufFile::set_writable(bool on) {
+  for (auto& f : files_) f->set_writable(on);
+}
+
 void GgufFile::open_shards(bool in_ram) {
   if (!has("split.count")) return;
   const int64_t count = get_int("split.count");

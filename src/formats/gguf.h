@@ -116,6 +116,8 @@ class GgufFile {
   const MappedFile& file() const { return *files_[0]; }
   // Every shard's bytes (one file unless the model is split).
   std::vector<const MappedFile*> files() const;
+  // Lets the tensors' bytes be rewritten in place (read into RAM only; kernels/repack.h).
+  void set_writable(bool on);
 
   bool has(const std::string& key) const { return header_.metadata.count(key) != 0; }
   const GgufValue* find(const std::string& key) const;

@@ -1,10 +1,13 @@
 #include "formats/gguf_model.h"
 
+#include <algorithm>
+#include <cstring>
 #include <filesystem>
 #include <map>
 #include <stdexcept>
 
 #include "formats/gguf.h"
+#include "kernels/repack.h"
 #include "tensor/quant.h"
 
 namespace whale {
@@ -232,6 +235,44 @@ std::vector<float> rebuild_kv_b(const GgufTensor& kb, const GgufTensor& vb, cons
   return out;
 }
 
+// Whether the view named `name` is a matrix only ever multiplied through linear() (so it may
+// take a repacked layout): not the embedding, nor MLA's k_b / v_b halves or kv_b_proj, which are
+// read per head, transposed or row by row.
+bool linear_only(const std::string& name) {
+  static const char* const kSuffixes[] = {
+      "q_a_proj.weight", "q_b_proj.weight", "q_proj.weight", "kv_a_proj_with_mqa.weight",
+      "k_proj.weight",   "v_proj.weight",   "o_proj.weight", "gate_proj.weight",
+      "up_proj.weight",  "down_proj.weight"};
+  if (name == "lm_head.weight") return true;
+  for (const char* s : kSuffixes) {
+    const size_t n = std::strlen(s);
+    if (name.size() > n && name.compare(name.size() - n, n, s) == 0 &&
+        name[name.size() - n - 1] == '.')
+      return true;
+  }
+  return false;
+}
+
+bool repackable(const TensorView& v) {
+  return x16_of(v.dtype) != DType::F32 && v.shape.size() == 2 && v.shape[0] % kX16Rows == 0 &&
+         v.shape[1] % 32 == 0 && linear_only(v.name);
+}
+
+// Rewrites the Q4_0 and Q8_0 matrices that only linear() reads, rows a multiple of 16, in the
+// repacked layouts (kernels/repack.h), in the RAM copy of the file: the AVX-512 kernels read
+// them faster per byte, and memory stays the file's size.
+void repack_for_kernels(GgufFile& f, std::vector<TensorView>& views) {
+  if (std::none_of(views.begin(), views.end(), repackable)) return;
+  f.set_writable(true);
+  for (TensorView& v : views) {
+    if (!repackable(v)) continue;
+    // The file's bytes, read into anonymous memory this process owns (made writable above).
+    repack_x16(v.dtype, const_cast<uint8_t*>(v.data), v.shape[0], v.shape[1]);
+    v.dtype = x16_of(v.dtype);
+  }
+  f.set_writable(false);
+}
+
 }  // namespace
 
 ModelConfig gguf_model_config(const std::string& path) {
@@ -344,6 +385,7 @@ GgufModel load_gguf_model(const std::string& path, LoadMode mode) {
             *g, e, mlp + "experts." + std::to_string(e) + "." + w + "_proj.weight", path));
     }
   }
+  if (mode == LoadMode::Ram && repack_enabled()) repack_for_kernels(*owned->file, views);
   std::vector<const MappedFile*> files = f.files();
   out.checkpoint = std::make_unique<Checkpoint>(path, mode, std::move(views), std::move(files),
                                                 std::shared_ptr<const void>(owned, owned.get()),

@@ -91,6 +91,12 @@ void MappedFile::read_into_ram(int fd, const std::function<void(size_t)>& on_rea
   in_ram_ = true;
 }
 
+void MappedFile::set_writable(bool on) {
+  if (!in_ram_) throw error(path_, "a memory-mapped file cannot be rewritten in place");
+  if (::mprotect(map_, map_len_, on ? PROT_READ | PROT_WRITE : PROT_READ) != 0)
+    throw error(path_, std::string("mprotect failed: ") + std::strerror(errno));
+}
+
 MappedFile::~MappedFile() {
   if (map_) ::munmap(map_, map_len_);
 }

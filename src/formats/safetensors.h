@@ -51,6 +51,9 @@ class MappedFile {
   size_t size() const { return size_; }
   const std::string& path() const { return path_; }
   bool in_ram() const { return in_ram_; }
+  // Read into RAM only: makes the bytes writable (for rewriting weights in place at load) or
+  // read-only again. Throws for a memory-mapped file.
+  void set_writable(bool on);
 
  private:
   void read_into_ram(int fd, const std::function<void(size_t)>& on_read);

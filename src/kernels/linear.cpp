@@ -13,6 +13,7 @@
 
 #include "kernels/cpu.h"
 #include "kernels/qlinear.h"
+#include "kernels/repack.h"
 #include "tensor/quant.h"
 
 namespace whale {
@@ -51,9 +52,8 @@ const std::array<float, 256>& fp8_table() {
 // For a quantized type c0 and c1 - c0 must be whole numbers of blocks (c1 may be w.cols).
 void convert_row(const WeightRef& w, int64_t r, int64_t c0, int64_t c1, float* dst) {
   if (dtype_is_quantized(w.dtype)) {
-    const uint8_t* row =
-        static_cast<const uint8_t*>(w.data) + size_t(r) * dtype_row_bytes(w.dtype, w.cols);
-    dequantize_row(dtype_to_ggml(w.dtype), row + dtype_row_bytes(w.dtype, c0), c1 - c0, dst);
+    dequantize_row(dtype_to_ggml(block_dtype(w.dtype)),
+                   plain_row(w, r) + dtype_row_bytes(w.dtype, c0), c1 - c0, dst);
     return;
   }
   const int64_t base = r * w.cols;
@@ -157,8 +157,8 @@ bool blocks_gemm(const LinearJob& job) {
   const bool int8_gemm =
       int8_activations_enabled() && int8_gemm_dtype(job.w.dtype) && job.w.cols % 64 == 0;
   return dtype_is_quantized(job.w.dtype) && job.n > kInt8MaxTokens && active_isa() == Isa::Avx512 &&
-         !int8_gemm && ggml_type_info(uint32_t(dtype_to_ggml(job.w.dtype))) &&
-         ggml_type_info(uint32_t(dtype_to_ggml(job.w.dtype)))->dequantizable;
+         !int8_gemm && ggml_type_info(uint32_t(dtype_to_ggml(block_dtype(job.w.dtype)))) &&
+         ggml_type_info(uint32_t(dtype_to_ggml(block_dtype(job.w.dtype))))->dequantizable;
 }
 
 // Rows [r0, r1) of one job: the int8 kernel where its activations were quantized, else the

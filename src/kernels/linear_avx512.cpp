@@ -34,6 +34,7 @@
 #include "kernels/cpu.h"
 #include "kernels/linear.h"
 #include "kernels/qlinear.h"
+#include "kernels/repack.h"
 #include "kernels/simd.h"
 #include "tensor/quant.h"
 
@@ -827,13 +828,12 @@ void dequantize_blocks(DType t, const uint8_t* p, int64_t n, float* out) {
 // panel holds whole blocks.
 void pack_group_blocks(const WeightRef& w, int64_t r0, int64_t nr, int64_t k0, int64_t kc,
                        float* wp) {
-  const auto* base = static_cast<const uint8_t*>(w.data);
-  const size_t row_bytes = dtype_row_bytes(w.dtype, w.cols), skip = dtype_row_bytes(w.dtype, k0);
+  const size_t skip = dtype_row_bytes(w.dtype, k0);
   alignas(64) float rows[16][kKC];
   for (int64_t h = 0; h < kNR; h += 16) {
     const int64_t hn = imax(0, imin(16, nr - h));
     for (int64_t i = 0; i < hn; i++)
-      dequantize_blocks(w.dtype, base + size_t(r0 + h + i) * row_bytes + skip, kc, rows[i]);
+      dequantize_blocks(block_dtype(w.dtype), plain_row(w, r0 + h + i) + skip, kc, rows[i]);
     for (int64_t c = 0; c < kc; c += 16) {
       __m512 m[16];
       for (int64_t i = 0; i < 16; i++)

@@ -1,10 +1,18 @@
 // Plain-loop reference kernels. Slow, obvious, and the ground truth for tests.
+#include <stdexcept>
+#include <string>
+
 #include "kernels/linear.h"
+#include "kernels/repack.h"
 #include "tensor/quant.h"
 
 namespace whale {
 
 WeightRef WeightRef::slice_rows(int64_t r0, int64_t n) const {
+  if (dtype_is_x16(dtype) && r0 % kX16Rows != 0)
+    throw std::invalid_argument("a view of a repacked matrix (" + std::string(dtype_name(dtype)) +
+                                ") must start on a group of 16 rows, not at row " +
+                                std::to_string(r0));
   WeightRef v = *this;
   v.rows = n;
   v.data = static_cast<const uint8_t*>(data) + size_t(r0) * dtype_row_bytes(dtype, cols);
@@ -17,10 +25,10 @@ namespace ref {
 float weight_at(const WeightRef& w, int64_t r, int64_t c) {
   if (dtype_is_quantized(w.dtype)) {  // dequantize the block holding (r, c)
     const int64_t bs = dtype_block_size(w.dtype);
-    const uint8_t* row =
-        static_cast<const uint8_t*>(w.data) + size_t(r) * dtype_row_bytes(w.dtype, w.cols);
+    const uint8_t* row = plain_row(w, r);
     float block[256];
-    dequantize_row(dtype_to_ggml(w.dtype), row + dtype_row_bytes(w.dtype, c / bs * bs), bs, block);
+    dequantize_row(dtype_to_ggml(block_dtype(w.dtype)), row + dtype_row_bytes(w.dtype, c / bs * bs),
+                   bs, block);
     return block[c % bs];
   }
   const int64_t i = r * w.cols + c;

@@ -8,6 +8,8 @@
 #include <string_view>
 
 #include "kernels/cpu.h"
+#include "kernels/linear.h"
+#include "kernels/repack.h"
 #include "tensor/dtype.h"
 
 namespace whale {
@@ -39,8 +41,8 @@ void set_int8_activations(bool on) {
 }
 
 bool int8_dtype(DType t) {
-  return t == DType::Q8_0 || t == DType::Q4_0 || t == DType::Q4_1 || t == DType::Q5_0 ||
-         t == DType::Q5_1 || detail::kquant_dtype(t);
+  return t == DType::Q8_0 || t == DType::Q4_0 || dtype_is_x16(t) || t == DType::Q4_1 ||
+         t == DType::Q5_0 || t == DType::Q5_1 || detail::kquant_dtype(t);
 }
 
 void quantize_activations(const float* x, int64_t n, int64_t K, int8_t* q, float* d, int32_t* s) {
@@ -205,13 +207,14 @@ void scalar_qlinear_rows(const QuantizedActs& x, const WeightRef& w, int64_t r0,
   const int64_t nb = x.blocks();
   const size_t row_bytes = dtype_row_bytes(w.dtype, w.cols);
   const size_t block_bytes = row_bytes / size_t(nb);
+  const DType t_blocks = block_dtype(w.dtype);
   for (int64_t r = r0; r < r1; r++) {
-    const uint8_t* row = static_cast<const uint8_t*>(w.data) + size_t(r) * row_bytes;
+    const uint8_t* row = plain_row(w, r);
     for (int64_t t = 0; t < x.n; t++) {
       float acc = 0.0f;
       for (int64_t b = 0; b < nb; b++) {
         UnpackedBlock u;
-        unpack_block(w.dtype, row + size_t(b) * block_bytes, &u);
+        unpack_block(t_blocks, row + size_t(b) * block_bytes, &u);
         const int8_t* xq = x.q + t * x.K + 32 * b;
         int32_t dot = 0;
         for (int j = 0; j < 32; j++) dot += int32_t(u.u[j]) * xq[j];
@@ -226,6 +229,28 @@ void scalar_qlinear_rows(const QuantizedActs& x, const WeightRef& w, int64_t r0,
 }  // namespace
 
 const QLinearRows kQLinearScalar = scalar_qlinear_rows;
+
+void qlinear_x16_via_plain(QLinearRows kernel, const QuantizedActs& x, const WeightRef& w,
+                           int64_t r0, int64_t r1, float* y) {
+  const size_t row_bytes = dtype_row_bytes(w.dtype, w.cols);
+  // One group's rows in Q4_0 (bytes) and its outputs, in per-thread buffers.
+  float* buf = thread_scratch(2, int64_t((kX16Rows * row_bytes + 3) / 4) + kX16Rows * x.n);
+  uint8_t* rows = reinterpret_cast<uint8_t*>(buf);
+  float* out = buf + (kX16Rows * row_bytes + 3) / 4;
+  WeightRef plain = w;
+  plain.dtype = block_dtype(w.dtype);
+  plain.rows = kX16Rows;
+  plain.data = rows;
+  for (int64_t g0 = r0 / kX16Rows * kX16Rows; g0 < r1; g0 += kX16Rows) {
+    const int64_t a = g0 > r0 ? g0 : r0, b = g0 + kX16Rows < r1 ? g0 + kX16Rows : r1;
+    for (int64_t r = a; r < b; r++)
+      unpack_x16_row(w.dtype, static_cast<const uint8_t*>(w.data), w.cols, r,
+                     rows + size_t(r - g0) * row_bytes);
+    kernel(x, plain, a - g0, b - g0, out);
+    for (int64_t t = 0; t < x.n; t++)
+      for (int64_t r = a; r < b; r++) y[t * w.rows + r] = out[t * kX16Rows + r - g0];
+  }
+}
 
 QLinearRows active_qlinear() {
   switch (active_isa()) {

@@ -86,6 +86,10 @@ extern const QLinearRows kQLinearAvx2;    // qlinear_avx2.cpp
 extern const QLinearRows kQLinearAvx512;  // qlinear_avx512.cpp (VNNI)
 // The table of the active instruction set (kernels/cpu.h).
 QLinearRows active_qlinear();
+// Rows [r0, r1) of an _X16 matrix (kernels/repack.h) through `kernel`, which only knows the
+// GGML layout: each group of 16 rows is rebuilt as GGML rows in a per-thread buffer first.
+void qlinear_x16_via_plain(QLinearRows kernel, const QuantizedActs& x, const WeightRef& w,
+                           int64_t r0, int64_t r1, float* y);
 
 // Per weight block: the unsigned values u[32], the scale dw, the minimum m and the offset.
 // The plain reference the kernels follow (and the scalar kernel).

@@ -387,6 +387,9 @@ void rows_kquant(const QuantizedActs& x, const WeightRef& w, int64_t r0, int64_t
 void qlinear_rows_avx2(const QuantizedActs& x, const WeightRef& w, int64_t r0, int64_t r1,
                        float* y) {
   switch (w.dtype) {
+    case DType::Q4_0_X16:
+    case DType::Q8_0_X16:
+      return qlinear_x16_via_plain(qlinear_rows_avx2, x, w, r0, r1, y);
     case DType::Q8_0:
       return rows_or_gemm<Q8_0>(x, w, r0, r1, y);
     case DType::Q4_0:

@@ -10,6 +10,7 @@
 // No standard-library templates here (see linear_avx512.cpp).
 
 #include "kernels/qlinear.h"
+#include "kernels/repack.h"
 #include "kernels/simd.h"
 
 namespace whale::detail {
@@ -542,6 +543,111 @@ void gemm_q(const QuantizedActs& x, const WeightRef& w, int64_t r0, int64_t r1, 
   }
 }
 
+// ---- Q4_0_X16, Q8_0_X16 (kernels/repack.h): one kernel for decode and prefill. For each block,
+// 16 rows' int32 lanes per group: each 64-byte chunk holds 4 values of every row (Q4_0: chunk c's
+// low nibbles values 4c..4c+3, its high nibbles 16+4c..; Q8_0: chunk c values 4c..4c+3, unsigned),
+// multiplied by the token's 4 activations there, broadcast; the lanes start at -offset sum(xq)
+// and are scaled by the 16 rows' d times dx. G groups (16 G rows) and T tokens per pass: each
+// loaded chunk feeds T tokens, each broadcast G groups.
+struct X16Q4 {
+  static constexpr int kChunks = 4, kShift = 3, kBlockBytes = 288;
+  static constexpr bool kNibbles = true;
+};
+struct X16Q8 {
+  static constexpr int kChunks = 8, kShift = 7, kBlockBytes = 544;
+  static constexpr bool kNibbles = false;
+};
+
+template <class L, int G, int T>
+void x16_tile(const uint8_t* w, size_t group_bytes, const QuantizedActs& x, int64_t t0, float* y,
+              int64_t ldy) {
+  const int64_t nb = x.blocks();
+  const __m512i m4 = _mm512_set1_epi8(15);
+  __m512 acc[G][T];
+  for (int g = 0; g < G; g++)
+    for (int t = 0; t < T; t++) acc[g][t] = _mm512_setzero_ps();
+  for (int64_t b = 0; b < nb; b++) {
+    const uint8_t* blk = w + b * L::kBlockBytes;
+    for (int g = 0; g < G; g++)
+      for (int l = 0; l < L::kBlockBytes; l += 64)
+        _mm_prefetch(reinterpret_cast<const char*>(blk + g * group_bytes) + kPrefetchAhead + l,
+                     _MM_HINT_T0);
+    __m512i s[G][T];
+    for (int t = 0; t < T; t++) {
+      const __m512i start = _mm512_set1_epi32(-(x.s[(t0 + t) * nb + b] << L::kShift));
+      for (int g = 0; g < G; g++) s[g][t] = start;
+    }
+    // Values `at`..`at` + 3 of every row (u) times each token's activations there.
+    auto step = [&](const __m512i* u, int at) {
+      for (int t = 0; t < T; t++) {
+        int32_t x4;
+        __builtin_memcpy(&x4, x.q + (t0 + t) * x.K + 32 * b + at, 4);
+        const __m512i xb = _mm512_set1_epi32(x4);
+        for (int g = 0; g < G; g++) s[g][t] = _mm512_dpbusd_epi32(s[g][t], u[g], xb);
+      }
+    };
+    for (int c = 0; c < L::kChunks; c++) {
+      __m512i v[G];
+      for (int g = 0; g < G; g++) v[g] = _mm512_loadu_si512(blk + g * group_bytes + 32 + 64 * c);
+      if constexpr (L::kNibbles) {
+        __m512i u[G];
+        for (int g = 0; g < G; g++) u[g] = _mm512_and_si512(v[g], m4);
+        step(u, 4 * c);
+        for (int g = 0; g < G; g++) u[g] = _mm512_and_si512(_mm512_srli_epi16(v[g], 4), m4);
+        step(u, 16 + 4 * c);
+      } else {
+        step(v, 4 * c);
+      }
+    }
+    for (int g = 0; g < G; g++) {
+      const __m512 dw = _mm512_cvtph_ps(
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + g * group_bytes)));
+      for (int t = 0; t < T; t++)
+        acc[g][t] =
+            _mm512_fmadd_ps(_mm512_cvtepi32_ps(s[g][t]),
+                            _mm512_mul_ps(dw, _mm512_set1_ps(x.d[(t0 + t) * nb + b])), acc[g][t]);
+    }
+  }
+  for (int g = 0; g < G; g++)
+    for (int t = 0; t < T; t++) _mm512_storeu_ps(y + t * ldy + 16 * g, acc[g][t]);
+}
+
+template <class L, int G, int T>
+void x16_tail(const uint8_t* w, size_t group_bytes, const QuantizedActs& x, int64_t t0, int64_t n,
+              float* y, int64_t ldy) {
+  if constexpr (T > 1) {
+    if (n < T) return x16_tail<L, G, T - 1>(w, group_bytes, x, t0, n, y, ldy);
+  }
+  x16_tile<L, G, T>(w, group_bytes, x, t0, y, ldy);
+}
+
+// Rows [r0, r1) (r0 on a group) for all tokens: two groups (32 rows) per pass, all tokens in
+// tiles of up to 6 while those rows' bytes stay in cache.
+template <class L>
+void x16_rows(const QuantizedActs& x, const WeightRef& w, int64_t r0, int64_t r1, float* y) {
+  constexpr int64_t kT = 6, R = 2 * kX16Rows;
+  const size_t group_bytes = size_t(kX16Rows) * dtype_row_bytes(w.dtype, w.cols);
+  const auto* base = static_cast<const uint8_t*>(w.data);
+  alignas(64) float tile[kT * R];
+  for (int64_t ra = r0; ra < r1; ra += R) {
+    const int64_t rows = r1 - ra < R ? r1 - ra : R;
+    const uint8_t* g = base + size_t(ra / kX16Rows) * group_bytes;
+    for (int64_t t = 0; t < x.n; t += kT) {
+      const int64_t T = x.n - t < kT ? x.n - t : kT;
+      const bool direct = rows == R || rows == kX16Rows;  // else through `tile`
+      float* dst = direct ? y + t * w.rows + ra : tile;
+      const int64_t ld = direct ? w.rows : R;
+      if (rows > kX16Rows)
+        x16_tail<L, 2, kT>(g, group_bytes, x, t, T, dst, ld);
+      else
+        x16_tail<L, 1, kT>(g, group_bytes, x, t, T, dst, ld);
+      if (!direct)
+        for (int64_t j = 0; j < T; j++)
+          for (int64_t i = 0; i < rows; i++) y[(t + j) * w.rows + ra + i] = tile[j * R + i];
+    }
+  }
+}
+
 template <class Q>
 void rows_or_gemm(const QuantizedActs& x, const WeightRef& w, int64_t r0, int64_t r1, float* y) {
   if (x.n > kInt8MaxTokens) return gemm_q<Q>(x, w, r0, r1, y);
@@ -553,6 +659,11 @@ void qlinear_rows_avx512(const QuantizedActs& x, const WeightRef& w, int64_t r0,
   // Rows of an odd number of blocks (K = 32 (2k + 1)) are rare (no DeepSeek matrix has one): the
   // portable kernel takes them. The per-row kernels need the expanded activation scales (d2),
   // the GEMM (more than kInt8MaxTokens tokens, 32-value types) does not.
+  if (dtype_is_x16(w.dtype)) {
+    if (r0 % kX16Rows != 0) return qlinear_x16_via_plain(kQLinearScalar, x, w, r0, r1, y);
+    if (w.dtype == DType::Q8_0_X16) return x16_rows<X16Q8>(x, w, r0, r1, y);
+    return x16_rows<X16Q4>(x, w, r0, r1, y);
+  }
   const bool gemm = x.n > kInt8MaxTokens && int8_gemm_dtype(w.dtype);
   if (x.blocks() % 2 != 0 || (!x.d2 && !gemm)) return kQLinearScalar(x, w, r0, r1, y);
   switch (w.dtype) {

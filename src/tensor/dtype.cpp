@@ -17,18 +17,20 @@ constexpr DTypeName kNames[] = {
 }  // namespace
 
 size_t dtype_row_bytes(DType t, int64_t n) {
-  if (dtype_is_quantized(t)) return ggml_row_bytes(dtype_to_ggml(t), n);
+  if (dtype_is_quantized(t)) return ggml_row_bytes(dtype_to_ggml(block_dtype(t)), n);
   return size_t(n) * dtype_size(t);
 }
 
 int64_t dtype_block_size(DType t) {
   if (!dtype_is_quantized(t)) return 1;
-  return ggml_type_info(uint32_t(dtype_to_ggml(t)))->block_size;
+  return ggml_type_info(uint32_t(dtype_to_ggml(block_dtype(t))))->block_size;
 }
 
 std::string_view dtype_name(DType t) {
   for (const auto& n : kNames)
     if (n.type == t) return n.name;
+  if (t == DType::Q4_0_X16) return "Q4_0x16";
+  if (t == DType::Q8_0_X16) return "Q8_0x16";
   if (dtype_is_quantized(t)) return ggml_type_info(uint32_t(dtype_to_ggml(t)))->name;
   return "?";
 }

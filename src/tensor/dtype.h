@@ -40,7 +40,22 @@ enum class DType : uint8_t {
   Q6_K,
   IQ4_NL,
   IQ4_XS,
+  // Q4_0 / Q8_0 blocks of 16 rows interleaved for the AVX-512 VNNI kernels: whale's own
+  // in-memory layouts, made at load (kernels/repack.h), never in a file. Same bytes per row as
+  // Q4_0 / Q8_0.
+  Q4_0_X16,
+  Q8_0_X16,
 };
+
+// True for the repacked layouts (kernels/repack.h).
+inline bool dtype_is_x16(DType t) {
+  return t == DType::Q4_0_X16 || t == DType::Q8_0_X16;
+}
+// The GGML type whose blocks `t` holds (Q4_0 for Q4_0_X16, Q8_0 for Q8_0_X16, else `t`): sizes
+// come from it.
+inline DType block_dtype(DType t) {
+  return t == DType::Q4_0_X16 ? DType::Q4_0 : t == DType::Q8_0_X16 ? DType::Q8_0 : t;
+}
 
 // True for the GGML block-quantized types.
 inline bool dtype_is_quantized(DType t) {
