@@ -23,6 +23,7 @@
 
 #include "kernels/cpu.h"
 #include "kernels/linear.h"
+#include "kernels/repack.h"
 #include "tensor/quant.h"
 
 namespace whale {
@@ -96,13 +97,16 @@ const Weights& weights(DType dtype, int64_t rows, int64_t cols, int64_t copies) 
     std::vector<uint8_t> pattern(64 * rb);
     for (size_t r = 0; r < 64; r++) {
       for (float& x : v) x = normal(rng);
-      quantize_row(dtype_to_ggml(dtype), v.data(), cols, pattern.data() + r * rb);
+      quantize_row(dtype_to_ggml(block_dtype(dtype)), v.data(), cols, pattern.data() + r * rb);
     }
     const int64_t total = w.matrix_bytes() * copies;
     w.bytes.resize(size_t(total));
     for (int64_t off = 0; off < total; off += int64_t(pattern.size()))
       std::memcpy(&w.bytes[size_t(off)], pattern.data(),
                   size_t(std::min<int64_t>(int64_t(pattern.size()), total - off)));
+    if (dtype_is_x16(dtype))  // the layout a GGUF model read into RAM gets (kernels/repack.h)
+      for (int64_t i = 0; i < copies; i++)
+        repack_x16(block_dtype(dtype), &w.bytes[size_t(i * w.matrix_bytes())], rows, cols);
     return w;
   }
   const size_t es = dtype_size(dtype);
@@ -273,8 +277,11 @@ const bool registered = [] {
   // prefill: the dequantizing GEMM on AVX-512; the others the int8 GEMM).
   // (Named by hand: dtype_name of a block type reads a table that may not be initialised yet
   // while these registrations run during static initialisation.)
+  // Q4_0x16 / Q8_0x16: the rows repacked at load (kernels/repack.h), AVX-512 only.
   for (auto [d, dn] : {std::pair<DType, const char*>{DType::Q8_0, "Q8_0"},
                        {DType::Q4_0, "Q4_0"},
+                       {DType::Q8_0_X16, "Q8_0x16"},
+                       {DType::Q4_0_X16, "Q4_0x16"},
                        {DType::Q4_K, "Q4_K"},
                        {DType::Q6_K, "Q6_K"}})
     for (auto [rows, cols] : shapes)
@@ -282,6 +289,7 @@ const bool registered = [] {
         for (Isa isa : {Isa::Avx512, Isa::Avx2})
           for (int threads : {1, 2}) {
             if (n >= 16 && (rows == 7168 || threads == 1)) continue;
+            if (dtype_is_x16(d) && isa != Isa::Avx512) continue;
             benchmark::RegisterBenchmark(
                 (std::string(n <= 4 ? "GEMV/" : "GEMM/") + dn + "/" + std::to_string(rows) + "x" +
                  std::to_string(cols) + "/n" + std::to_string(n) + "/" +

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <random>
 #include <string>
 #include <vector>
@@ -126,6 +127,37 @@ TEST(QuantizeActivations, FollowsTheDefinition) {
     }
   }
   EXPECT_EQ(d[1], 0.0f);
+}
+
+// The AVX-512 quantizer writes the plain loop's bytes: normal values, ties (x = k + 1/2 times
+// the scale), all-zero blocks, NaN and infinities, subnormals.
+TEST(QuantizeActivations, VectorLoopEqualsThePlainLoop) {
+  if (!isa_supported(Isa::Avx512)) GTEST_SKIP() << "no AVX-512 on this CPU";
+  std::mt19937 rng(17);
+  std::normal_distribution<float> nd;
+  const int64_t n = 5, K = 320, nb = K / 32;
+  std::vector<float> x(size_t(n * K));
+  for (float& v : x) v = nd(rng) * 4.0f;
+  for (int j = 0; j < 32; j++) {
+    x[size_t(32 + j)] = 0.0f;                        // block 1: zeros
+    x[size_t(64 + j)] = float(j % 7) - 3.0f + 0.5f;  // block 2: ties once scaled
+    x[size_t(96 + j)] = 1e-40f * float(j + 1);       // block 3: subnormals
+  }
+  x[64] = 127.0f;  // block 2's scale: exactly 1
+  x[130] = std::nanf("");
+  x[170] = std::numeric_limits<float>::infinity();
+  x[200] = -std::numeric_limits<float>::infinity();
+  x[201] = std::nanf("");
+  std::vector<int8_t> q1(x.size()), q2(x.size());
+  std::vector<float> d1(size_t(n * nb)), d2(d1.size());
+  std::vector<int32_t> s1(d1.size()), s2(d1.size());
+  detail::quantize_activations_scalar(x.data(), n, K, q1.data(), d1.data(), s1.data());
+  detail::quantize_activations_avx512(x.data(), n, K, q2.data(), d2.data(), s2.data());
+  EXPECT_EQ(q1, q2);
+  EXPECT_EQ(s1, s2);
+  for (size_t i = 0; i < d1.size(); i++) EXPECT_EQ(std::memcmp(&d1[i], &d2[i], 4), 0) << i;
+  EXPECT_EQ(q1[size_t(64 + 1)], -2);  // -1.5 rounds to even
+  EXPECT_EQ(q1[size_t(64 + 4)], 2);   // 1.5 rounds to even
 }
 
 // y[t][r] in float64 from the dequantized weights and the dequantized activations, plus

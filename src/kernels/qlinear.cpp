@@ -46,6 +46,14 @@ bool int8_dtype(DType t) {
 }
 
 void quantize_activations(const float* x, int64_t n, int64_t K, int8_t* q, float* d, int32_t* s) {
+  if (active_isa() == Isa::Avx512) return detail::quantize_activations_avx512(x, n, K, q, d, s);
+  detail::quantize_activations_scalar(x, n, K, q, d, s);
+}
+
+namespace detail {
+
+void quantize_activations_scalar(const float* x, int64_t n, int64_t K, int8_t* q, float* d,
+                                 int32_t* s) {
   const int64_t nb = K / 32;
   for (int64_t t = 0; t < n; t++)
     for (int64_t b = 0; b < nb; b++) {
@@ -68,6 +76,8 @@ void quantize_activations(const float* x, int64_t n, int64_t K, int8_t* q, float
       s[t * nb + b] = sum;
     }
 }
+
+}  // namespace detail
 
 void expand_activation_pairs(const QuantizedActs& a, float* d2, int32_t* ns2, float* ds2) {
   const int64_t nb = a.blocks(), np = nb / 2;

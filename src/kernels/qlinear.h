@@ -77,6 +77,13 @@ void expand_activation_pairs(const QuantizedActs& a, float* d2, int32_t* ns2, fl
 
 namespace detail {
 
+// quantize_activations: the plain loop, and the AVX-512 one (the same bytes: the same scale
+// arithmetic, rounding half to even, NaN ignored by the maximum and mapped to 127).
+void quantize_activations_scalar(const float* x, int64_t n, int64_t K, int8_t* q, float* d,
+                                 int32_t* s);
+void quantize_activations_avx512(const float* x, int64_t n, int64_t K, int8_t* q, float* d,
+                                 int32_t* s);
+
 // One instruction set's int8 kernel: rows [r0, r1) of y = linear(x, n, w) from the quantized
 // activations, y[t * w.rows + r], on the calling thread.
 using QLinearRows = void (*)(const QuantizedActs& x, const WeightRef& w, int64_t r0, int64_t r1,

@@ -692,4 +692,33 @@ void qlinear_rows_avx512(const QuantizedActs& x, const WeightRef& w, int64_t r0,
 
 const QLinearRows kQLinearAvx512 = qlinear_rows_avx512;
 
+void quantize_activations_avx512(const float* x, int64_t n, int64_t K, int8_t* q, float* d,
+                                 int32_t* s) {
+  const int64_t nb = K / 32;
+  const __m512 lo = _mm512_set1_ps(-127.0f), hi = _mm512_set1_ps(127.0f);
+  const __m512 abs_mask = _mm512_castsi512_ps(_mm512_set1_epi32(0x7fffffff));
+  for (int64_t t = 0; t < n; t++)
+    for (int64_t b = 0; b < nb; b++) {
+      const float* xb = x + t * K + 32 * b;
+      const __m512 x0 = _mm512_loadu_ps(xb), x1 = _mm512_loadu_ps(xb + 16);
+      // max_ps returns its second operand when the first is NaN: NaN is ignored, as in the loop.
+      __m512 m = _mm512_max_ps(_mm512_and_ps(x0, abs_mask), _mm512_setzero_ps());
+      m = _mm512_max_ps(_mm512_and_ps(x1, abs_mask), m);
+      const float amax = _mm512_reduce_max_ps(m);
+      const float dx = amax / 127.0f, id = dx != 0.0f ? 1.0f / dx : 0.0f;
+      const __m512 vid = _mm512_set1_ps(id);
+      // Clamped before rounding (the same result: 127 and -127 are integers); min_ps(NaN, 127)
+      // is 127, as std::min(127, NaN) in the loop.
+      const __m512i q0 =
+          _mm512_cvtps_epi32(_mm512_max_ps(_mm512_min_ps(_mm512_mul_ps(x0, vid), hi), lo));
+      const __m512i q1 =
+          _mm512_cvtps_epi32(_mm512_max_ps(_mm512_min_ps(_mm512_mul_ps(x1, vid), hi), lo));
+      int8_t* qb = q + t * K + 32 * b;
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(qb), _mm512_cvtepi32_epi8(q0));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(qb + 16), _mm512_cvtepi32_epi8(q1));
+      d[t * nb + b] = dx;
+      s[t * nb + b] = _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
+    }
+}
+
 }  // namespace whale::detail

@@ -50,18 +50,24 @@ void repack_x16(DType t, uint8_t* data, int64_t rows, int64_t cols) {
     throw std::invalid_argument("repack_x16: rows must be a multiple of 16, cols of 32");
   const int64_t nb = cols / 32, bb = x16_block_bytes(x16_of(block_dtype(t)));
   const size_t group = size_t(kX16Rows * nb * L.block);
-  std::vector<uint8_t> plain(group);
-  for (int64_t g = 0; g < rows / kX16Rows; g++) {
-    uint8_t* p = data + size_t(g) * group;
-    std::memcpy(plain.data(), p, group);
-    for (int64_t b = 0; b < nb; b++) {
-      uint8_t* out = p + b * bb;
-      for (int64_t i = 0; i < kX16Rows; i++) {
-        const uint8_t* blk = plain.data() + (i * nb + b) * L.block;
-        std::memcpy(out + 2 * i, blk, 2);
-        for (int64_t c = 0; c < L.data / 4; c++)
-          for (int j = 0; j < 4; j++)
-            out[32 + 64 * c + 4 * i + j] = uint8_t(blk[2 + 4 * c + j] + L.add);
+  const int64_t groups = rows / kX16Rows;
+  // Groups are independent: both threads for a large matrix (a model's load time).
+#pragma omp parallel num_threads(num_threads()) if (size_t(groups) * group >= (size_t(1) << 22))
+  {
+    std::vector<uint8_t> plain(group);
+#pragma omp for schedule(static)
+    for (int64_t g = 0; g < groups; g++) {
+      uint8_t* p = data + size_t(g) * group;
+      std::memcpy(plain.data(), p, group);
+      for (int64_t b = 0; b < nb; b++) {
+        uint8_t* out = p + b * bb;
+        for (int64_t i = 0; i < kX16Rows; i++) {
+          const uint8_t* blk = plain.data() + (i * nb + b) * L.block;
+          std::memcpy(out + 2 * i, blk, 2);
+          for (int64_t c = 0; c < L.data / 4; c++)
+            for (int j = 0; j < 4; j++)
+              out[32 + 64 * c + 4 * i + j] = uint8_t(blk[2 + 4 * c + j] + L.add);
+        }
       }
     }
   }
