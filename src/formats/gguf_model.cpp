@@ -236,36 +236,41 @@ std::vector<float> rebuild_kv_b(const GgufTensor& kb, const GgufTensor& vb, cons
 }
 
 // Whether the view named `name` is a matrix only ever multiplied through linear() (so it may
-// take a repacked layout): not the embedding, nor MLA's k_b / v_b halves or kv_b_proj, which are
-// read per head, transposed or row by row.
-bool linear_only(const std::string& name) {
+// take a repacked layout): the projections and the output head, and MLA's k_b / v_b halves,
+// which linear() reads one head's rows at a time (model/mla.cpp), when a head's rows
+// (kv_lora_rank, v_head_dim) are whole groups of 16. Not the embedding (read row by row) nor
+// kv_b_proj.
+bool linear_only(const std::string& name, const ModelConfig& c) {
   static const char* const kSuffixes[] = {
       "q_a_proj.weight", "q_b_proj.weight", "q_proj.weight", "kv_a_proj_with_mqa.weight",
       "k_proj.weight",   "v_proj.weight",   "o_proj.weight", "gate_proj.weight",
       "up_proj.weight",  "down_proj.weight"};
-  if (name == "lm_head.weight") return true;
-  for (const char* s : kSuffixes) {
+  auto ends_with = [&](const char* s) {
     const size_t n = std::strlen(s);
-    if (name.size() > n && name.compare(name.size() - n, n, s) == 0 &&
-        name[name.size() - n - 1] == '.')
-      return true;
-  }
-  return false;
+    return name.size() > n && name.compare(name.size() - n, n, s) == 0 &&
+           name[name.size() - n - 1] == '.';
+  };
+  if (name == "lm_head.weight") return true;
+  if (ends_with("k_b_proj.weight")) return c.kv_lora_rank % kX16Rows == 0;
+  if (ends_with("v_b_proj.weight")) return c.v_head_dim % kX16Rows == 0;
+  return std::any_of(std::begin(kSuffixes), std::end(kSuffixes), ends_with);
 }
 
-bool repackable(const TensorView& v) {
+bool repackable(const TensorView& v, const ModelConfig& c) {
   return x16_of(v.dtype) != DType::F32 && v.shape.size() == 2 && v.shape[0] % kX16Rows == 0 &&
-         v.shape[1] % 32 == 0 && linear_only(v.name);
+         v.shape[1] % 32 == 0 && linear_only(v.name, c);
 }
 
 // Rewrites the Q4_0 and Q8_0 matrices that only linear() reads, rows a multiple of 16, in the
 // repacked layouts (kernels/repack.h), in the RAM copy of the file: the AVX-512 kernels read
 // them faster per byte, and memory stays the file's size.
-void repack_for_kernels(GgufFile& f, std::vector<TensorView>& views) {
-  if (std::none_of(views.begin(), views.end(), repackable)) return;
+void repack_for_kernels(GgufFile& f, std::vector<TensorView>& views, const ModelConfig& c) {
+  if (std::none_of(views.begin(), views.end(),
+                   [&](const TensorView& v) { return repackable(v, c); }))
+    return;
   f.set_writable(true);
   for (TensorView& v : views) {
-    if (!repackable(v)) continue;
+    if (!repackable(v, c)) continue;
     // The file's bytes, read into anonymous memory this process owns (made writable above).
     repack_x16(v.dtype, const_cast<uint8_t*>(v.data), v.shape[0], v.shape[1]);
     v.dtype = x16_of(v.dtype);
@@ -385,7 +390,7 @@ GgufModel load_gguf_model(const std::string& path, LoadMode mode) {
             *g, e, mlp + "experts." + std::to_string(e) + "." + w + "_proj.weight", path));
     }
   }
-  if (mode == LoadMode::Ram && repack_enabled()) repack_for_kernels(*owned->file, views);
+  if (mode == LoadMode::Ram && repack_enabled()) repack_for_kernels(*owned->file, views, c);
   std::vector<const MappedFile*> files = f.files();
   out.checkpoint = std::make_unique<Checkpoint>(path, mode, std::move(views), std::move(files),
                                                 std::shared_ptr<const void>(owned, owned.get()),
