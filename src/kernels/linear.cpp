@@ -156,9 +156,11 @@ namespace {
 bool blocks_gemm(const LinearJob& job) {
   const bool int8_gemm =
       int8_activations_enabled() && int8_gemm_dtype(job.w.dtype) && job.w.cols % 64 == 0;
-  return dtype_is_quantized(job.w.dtype) && job.n > kInt8MaxTokens && active_isa() == Isa::Avx512 &&
-         !int8_gemm && ggml_type_info(uint32_t(dtype_to_ggml(block_dtype(job.w.dtype)))) &&
-         ggml_type_info(uint32_t(dtype_to_ggml(block_dtype(job.w.dtype))))->dequantizable;
+  if (!dtype_is_quantized(job.w.dtype) || job.n <= kInt8MaxTokens || active_isa() != Isa::Avx512 ||
+      int8_gemm)
+    return false;
+  const GgmlTypeInfo* info = ggml_type_info(uint32_t(dtype_to_ggml(block_dtype(job.w.dtype))));
+  return info && info->dequantizable;
 }
 
 // Rows [r0, r1) of one job: the int8 kernel where its activations were quantized, else the

@@ -243,7 +243,7 @@ const QLinearRows kQLinearScalar = scalar_qlinear_rows;
 void qlinear_x16_via_plain(QLinearRows kernel, const QuantizedActs& x, const WeightRef& w,
                            int64_t r0, int64_t r1, float* y) {
   const size_t row_bytes = dtype_row_bytes(w.dtype, w.cols);
-  // One group's rows in Q4_0 (bytes) and its outputs, in per-thread buffers.
+  // One group's rows in the GGML layout (bytes) and its outputs, in per-thread buffers.
   float* buf = thread_scratch(2, int64_t((kX16Rows * row_bytes + 3) / 4) + kX16Rows * x.n);
   uint8_t* rows = reinterpret_cast<uint8_t*>(buf);
   float* out = buf + (kX16Rows * row_bytes + 3) / 4;

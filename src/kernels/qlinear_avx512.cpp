@@ -550,11 +550,11 @@ void gemm_q(const QuantizedActs& x, const WeightRef& w, int64_t r0, int64_t r1, 
 // and are scaled by the 16 rows' d times dx. G groups (16 G rows) and T tokens per pass: each
 // loaded chunk feeds T tokens, each broadcast G groups.
 struct X16Q4 {
-  static constexpr int kChunks = 4, kShift = 3, kBlockBytes = 288;
+  static constexpr int kChunks = 4, kShift = 3, kBlockBytes = x16_block_bytes(DType::Q4_0_X16);
   static constexpr bool kNibbles = true;
 };
 struct X16Q8 {
-  static constexpr int kChunks = 8, kShift = 7, kBlockBytes = 544;
+  static constexpr int kChunks = 8, kShift = 7, kBlockBytes = x16_block_bytes(DType::Q8_0_X16);
   static constexpr bool kNibbles = false;
 };
 
