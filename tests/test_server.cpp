@@ -432,13 +432,16 @@ TEST(Server, FullQueueAnswers503AndDisconnectsCancel) {
     a.sin_port = htons(uint16_t(s.port));
     inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
     ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+    const int64_t jobs_before = s.engine->stats().jobs;
     const std::string body = chat_body("long", 2000).dump();
     const std::string req =
         "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: "
         "application/json\r\nContent-Length: " +
         std::to_string(body.size()) + "\r\n\r\n" + body;
     ASSERT_EQ(write(fd, req.data(), req.size()), ssize_t(req.size()));
-    while (s.engine->stats().active_slots < 1) std::this_thread::sleep_for(5ms);
+    // Its job must be running (not only the previous one's slot still counted) before it hangs up.
+    while (s.engine->stats().jobs <= jobs_before || s.engine->stats().active_slots < 1)
+      std::this_thread::sleep_for(5ms);
     close(fd);
   }
   std::string m;
